@@ -1,0 +1,510 @@
+//! The wire boundary: validated conversion between protobuf messages and domain types.
+//! Domain → wire is infallible; wire → domain checks what a peer could get wrong (missing
+//! required parts, absurd sizes) and says what is wrong.
+
+use gpufleet_proto::v1 as pb;
+
+use crate::*;
+
+#[path = "convert_generated.rs"]
+mod generated;
+
+/// Limits on what one message may carry. Generous for real fleets, small enough that a
+/// corrupt or hostile message cannot make the collector allocate without bound.
+pub const MAX_GPUS_PER_NODE: usize = 64;
+pub const MAX_SAMPLES_PER_BATCH: usize = 3_600;
+pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
+pub const MAX_HOSTNAME_LEN: usize = 253;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("message is missing required part `{0}`")]
+    Missing(&'static str),
+    #[error("`{field}` has {got} entries, more than the limit of {limit}")]
+    TooMany {
+        field: &'static str,
+        got: usize,
+        limit: usize,
+    },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn limit(field: &'static str, got: usize, limit: usize) -> Result<(), ConvertError> {
+    if got > limit {
+        return Err(ConvertError::TooMany { field, got, limit });
+    }
+    Ok(())
+}
+
+// ---- identity -------------------------------------------------------------------------
+
+impl From<NodeIdentity> for pb::NodeIdentity {
+    fn from(v: NodeIdentity) -> Self {
+        pb::NodeIdentity {
+            hostname: v.hostname,
+            machine_id: v.machine_id,
+            boot_id: v.boot_id,
+        }
+    }
+}
+
+impl TryFrom<pb::NodeIdentity> for NodeIdentity {
+    type Error = ConvertError;
+    fn try_from(v: pb::NodeIdentity) -> Result<Self, ConvertError> {
+        validate_node_name(&v.hostname)?;
+        Ok(NodeIdentity {
+            hostname: v.hostname,
+            machine_id: v.machine_id,
+            boot_id: v.boot_id,
+        })
+    }
+}
+
+/// A node name must be usable as a key, a label value and a CLI argument.
+pub fn validate_node_name(name: &str) -> Result<(), ConvertError> {
+    let bad = |reason: &str| ConvertError::Invalid {
+        field: "hostname",
+        reason: reason.to_string(),
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > MAX_HOSTNAME_LEN {
+        return Err(bad("longer than 253 bytes"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(bad(&format!(
+            "{name:?} has characters other than letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+// ---- inventory ------------------------------------------------------------------------
+
+impl From<Inventory> for pb::Inventory {
+    fn from(v: Inventory) -> Self {
+        pb::Inventory {
+            read_at_unix_ms: v.read_at.0,
+            driver: Some(v.driver.into()),
+            gpus: v.gpus.into_iter().map(Into::into).collect(),
+            host: Some(v.host.into()),
+        }
+    }
+}
+
+impl TryFrom<pb::Inventory> for Inventory {
+    type Error = ConvertError;
+    fn try_from(v: pb::Inventory) -> Result<Self, ConvertError> {
+        limit("inventory.gpus", v.gpus.len(), MAX_GPUS_PER_NODE)?;
+        Ok(Inventory {
+            read_at: UnixMs(v.read_at_unix_ms),
+            driver: v.driver.map(Into::into).unwrap_or_default(),
+            gpus: v.gpus.into_iter().map(Into::into).collect(),
+            host: v.host.map(Into::into).unwrap_or_default(),
+        })
+    }
+}
+
+// ---- samples --------------------------------------------------------------------------
+
+impl From<GpuStatus> for pb::GpuStatus {
+    fn from(v: GpuStatus) -> Self {
+        match v {
+            GpuStatus::Ok => pb::GpuStatus::Ok,
+            GpuStatus::Lost => pb::GpuStatus::Lost,
+            GpuStatus::Unreadable => pb::GpuStatus::Unreadable,
+        }
+    }
+}
+
+impl From<pb::GpuStatus> for GpuStatus {
+    /// Unknown (newer) statuses read as `Unreadable`: not OK, but nothing claimed.
+    fn from(v: pb::GpuStatus) -> Self {
+        match v {
+            pb::GpuStatus::Ok => GpuStatus::Ok,
+            pb::GpuStatus::Lost => GpuStatus::Lost,
+            pb::GpuStatus::Unreadable | pb::GpuStatus::Unspecified => GpuStatus::Unreadable,
+        }
+    }
+}
+
+impl From<Sample> for pb::Sample {
+    fn from(v: Sample) -> Self {
+        pb::Sample {
+            timestamp_unix_ms: v.timestamp.0,
+            gpus: v.gpus.into_iter().map(Into::into).collect(),
+            host: Some(v.host.into()),
+        }
+    }
+}
+
+impl TryFrom<pb::Sample> for Sample {
+    type Error = ConvertError;
+    fn try_from(v: pb::Sample) -> Result<Self, ConvertError> {
+        limit("sample.gpus", v.gpus.len(), MAX_GPUS_PER_NODE)?;
+        if v.timestamp_unix_ms <= 0 {
+            return Err(ConvertError::Invalid {
+                field: "sample.timestamp_unix_ms",
+                reason: format!("{} is not a time after 1970", v.timestamp_unix_ms),
+            });
+        }
+        Ok(Sample {
+            timestamp: UnixMs(v.timestamp_unix_ms),
+            gpus: v.gpus.into_iter().map(Into::into).collect(),
+            host: v.host.map(Into::into).unwrap_or_default(),
+        })
+    }
+}
+
+// ---- events ---------------------------------------------------------------------------
+
+impl From<EventKind> for pb::EventKind {
+    fn from(v: EventKind) -> Self {
+        match v {
+            EventKind::Xid => pb::EventKind::Xid,
+            EventKind::Drift => pb::EventKind::Drift,
+            EventKind::Saturation => pb::EventKind::Saturation,
+            EventKind::GpuLost => pb::EventKind::GpuLost,
+            EventKind::Nvml => pb::EventKind::Nvml,
+            EventKind::Agent => pb::EventKind::Agent,
+        }
+    }
+}
+
+impl From<pb::EventKind> for EventKind {
+    fn from(v: pb::EventKind) -> Self {
+        match v {
+            pb::EventKind::Xid => EventKind::Xid,
+            pb::EventKind::Drift => EventKind::Drift,
+            pb::EventKind::Saturation => EventKind::Saturation,
+            pb::EventKind::GpuLost => EventKind::GpuLost,
+            pb::EventKind::Nvml => EventKind::Nvml,
+            pb::EventKind::Agent | pb::EventKind::Unspecified => EventKind::Agent,
+        }
+    }
+}
+
+impl From<Severity> for pb::Severity {
+    fn from(v: Severity) -> Self {
+        match v {
+            Severity::Info => pb::Severity::Info,
+            Severity::Warning => pb::Severity::Warning,
+            Severity::Critical => pb::Severity::Critical,
+        }
+    }
+}
+
+impl From<pb::Severity> for Severity {
+    fn from(v: pb::Severity) -> Self {
+        match v {
+            pb::Severity::Critical => Severity::Critical,
+            pb::Severity::Warning => Severity::Warning,
+            pb::Severity::Info | pb::Severity::Unspecified => Severity::Info,
+        }
+    }
+}
+
+/// Reads a wire enum, mapping numbers this build does not know to the enum's default.
+fn wire_enum<T: TryFrom<i32> + Default>(v: i32) -> T {
+    T::try_from(v).unwrap_or_default()
+}
+
+impl From<Event> for pb::Event {
+    fn from(v: Event) -> Self {
+        pb::Event {
+            timestamp_unix_ms: v.timestamp.0,
+            kind: pb::EventKind::from(v.kind) as i32,
+            severity: pb::Severity::from(v.severity) as i32,
+            code: v.code,
+            message: v.message,
+            gpu_index: v.gpu_index,
+            gpu_uuid: v.gpu_uuid,
+            xid: v.xid,
+            source: v.source,
+            details: v.details.into_iter().collect(),
+            nvml_event_type: v.nvml_event_type,
+        }
+    }
+}
+
+impl From<pb::Event> for Event {
+    fn from(v: pb::Event) -> Self {
+        Event {
+            timestamp: UnixMs(v.timestamp_unix_ms),
+            kind: wire_enum::<pb::EventKind>(v.kind).into(),
+            severity: wire_enum::<pb::Severity>(v.severity).into(),
+            code: v.code,
+            message: v.message,
+            gpu_index: v.gpu_index,
+            gpu_uuid: v.gpu_uuid,
+            xid: v.xid,
+            source: v.source,
+            details: v.details.into_iter().collect(),
+            nvml_event_type: v.nvml_event_type,
+        }
+    }
+}
+
+// ---- findings -------------------------------------------------------------------------
+
+impl From<Evidence> for pb::Evidence {
+    fn from(v: Evidence) -> Self {
+        pb::Evidence {
+            field: v.field,
+            value: v.value,
+            threshold: v.threshold,
+            duration_ms: v.duration_ms,
+        }
+    }
+}
+
+impl From<pb::Evidence> for Evidence {
+    fn from(v: pb::Evidence) -> Self {
+        Evidence {
+            field: v.field,
+            value: v.value,
+            threshold: v.threshold,
+            duration_ms: v.duration_ms,
+        }
+    }
+}
+
+impl From<Finding> for pb::Finding {
+    fn from(v: Finding) -> Self {
+        pb::Finding {
+            rule_id: v.rule_id,
+            title: v.title,
+            severity: pb::Severity::from(v.severity) as i32,
+            node: v.node,
+            gpu_index: v.gpu_index,
+            gpu_uuid: v.gpu_uuid,
+            summary: v.summary,
+            evidence: v.evidence.into_iter().map(Into::into).collect(),
+            performance_ratio: v.performance_ratio,
+            action: v.action,
+            since_unix_ms: v.since.0,
+        }
+    }
+}
+
+impl From<pb::Finding> for Finding {
+    fn from(v: pb::Finding) -> Self {
+        Finding {
+            rule_id: v.rule_id,
+            title: v.title,
+            severity: wire_enum::<pb::Severity>(v.severity).into(),
+            node: v.node,
+            gpu_index: v.gpu_index,
+            gpu_uuid: v.gpu_uuid,
+            summary: v.summary,
+            evidence: v.evidence.into_iter().map(Into::into).collect(),
+            performance_ratio: v.performance_ratio,
+            action: v.action,
+            since: UnixMs(v.since_unix_ms),
+        }
+    }
+}
+
+// ---- batches --------------------------------------------------------------------------
+
+/// A batch as the collector works with it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Batch {
+    pub sequence: u64,
+    pub samples: Vec<Sample>,
+    pub events: Vec<Event>,
+    pub inventory: Option<Inventory>,
+    pub dropped_samples: u64,
+    pub dropped_events: u64,
+}
+
+impl From<Batch> for pb::Batch {
+    fn from(v: Batch) -> Self {
+        pb::Batch {
+            sequence: v.sequence,
+            samples: v.samples.into_iter().map(Into::into).collect(),
+            events: v.events.into_iter().map(Into::into).collect(),
+            inventory: v.inventory.map(Into::into),
+            dropped_samples: v.dropped_samples,
+            dropped_events: v.dropped_events,
+        }
+    }
+}
+
+impl TryFrom<pb::Batch> for Batch {
+    type Error = ConvertError;
+    fn try_from(v: pb::Batch) -> Result<Self, ConvertError> {
+        limit("batch.samples", v.samples.len(), MAX_SAMPLES_PER_BATCH)?;
+        limit("batch.events", v.events.len(), MAX_EVENTS_PER_BATCH)?;
+        if v.sequence == 0 {
+            return Err(ConvertError::Invalid {
+                field: "batch.sequence",
+                reason: "sequence numbers start at 1".into(),
+            });
+        }
+        Ok(Batch {
+            sequence: v.sequence,
+            samples: v
+                .samples
+                .into_iter()
+                .map(Sample::try_from)
+                .collect::<Result<_, _>>()?,
+            events: v.events.into_iter().map(Into::into).collect(),
+            inventory: v.inventory.map(Inventory::try_from).transpose()?,
+            dropped_samples: v.dropped_samples,
+            dropped_events: v.dropped_events,
+        })
+    }
+}
+
+/// A validated `Hello`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub node: NodeIdentity,
+    pub agent_version: String,
+    pub session_id: String,
+    pub inventory: Inventory,
+    pub gpu_source: String,
+}
+
+impl From<Hello> for pb::Hello {
+    fn from(v: Hello) -> Self {
+        pb::Hello {
+            protocol_version: v.protocol_version,
+            node: Some(v.node.into()),
+            agent_version: v.agent_version,
+            session_id: v.session_id,
+            inventory: Some(v.inventory.into()),
+            gpu_source: v.gpu_source,
+        }
+    }
+}
+
+impl TryFrom<pb::Hello> for Hello {
+    type Error = ConvertError;
+    fn try_from(v: pb::Hello) -> Result<Self, ConvertError> {
+        let node = v.node.ok_or(ConvertError::Missing("hello.node"))?;
+        let inventory = v.inventory.ok_or(ConvertError::Missing("hello.inventory"))?;
+        if v.session_id.is_empty() || v.session_id.len() > 128 {
+            return Err(ConvertError::Invalid {
+                field: "hello.session_id",
+                reason: "must be 1 to 128 bytes".into(),
+            });
+        }
+        Ok(Hello {
+            protocol_version: v.protocol_version,
+            node: node.try_into()?,
+            agent_version: v.agent_version,
+            session_id: v.session_id,
+            inventory: inventory.try_into()?,
+            gpu_source: v.gpu_source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_gpu_sample() -> GpuSample {
+        GpuSample {
+            index: 3,
+            uuid: "GPU-1".into(),
+            status: GpuStatus::Ok,
+            temperature_gpu_celsius: Some(0),
+            power_usage_milliwatts: Some(350_000),
+            clock_event_reasons: Some(0x40),
+            nvlinks: vec![NvLinkSample {
+                link: 1,
+                active: Some(false),
+                ..Default::default()
+            }],
+            processes: vec![GpuProcess {
+                pid: 42,
+                name: "python".into(),
+                used_memory_bytes: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sample_round_trips_and_keeps_absent_apart_from_zero() {
+        let s = Sample {
+            timestamp: UnixMs(1_700_000_000_000),
+            gpus: vec![full_gpu_sample()],
+            host: HostSample {
+                cpu_percent: Some(12.5),
+                ..Default::default()
+            },
+        };
+        let wire: pb::Sample = s.clone().into();
+        assert_eq!(wire.gpus[0].temperature_gpu_celsius, Some(0));
+        assert_eq!(wire.gpus[0].temperature_memory_celsius, None);
+        let back = Sample::try_from(wire).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn batch_limits_are_enforced() {
+        let wire = pb::Batch {
+            sequence: 1,
+            samples: vec![pb::Sample::default(); MAX_SAMPLES_PER_BATCH + 1],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Batch::try_from(wire),
+            Err(ConvertError::TooMany { field: "batch.samples", .. })
+        ));
+        let zero_seq = pb::Batch::default();
+        assert!(Batch::try_from(zero_seq).is_err());
+    }
+
+    #[test]
+    fn hello_requires_identity_and_inventory() {
+        let ok = Hello {
+            protocol_version: 1,
+            node: NodeIdentity {
+                hostname: "gpu-node-1".into(),
+                ..Default::default()
+            },
+            agent_version: "0.1.0".into(),
+            session_id: "abc".into(),
+            inventory: Inventory::default(),
+            gpu_source: "simulated".into(),
+        };
+        assert_eq!(Hello::try_from(pb::Hello::from(ok.clone())).unwrap(), ok);
+        for (name, mutate) in [
+            ("no node", Box::new(|h: &mut pb::Hello| h.node = None) as Box<dyn Fn(&mut pb::Hello)>),
+            ("no inventory", Box::new(|h: &mut pb::Hello| h.inventory = None)),
+            ("empty session", Box::new(|h: &mut pb::Hello| h.session_id.clear())),
+            (
+                "bad hostname",
+                Box::new(|h: &mut pb::Hello| h.node.as_mut().unwrap().hostname = "a b".into()),
+            ),
+        ] {
+            let mut wire = pb::Hello::from(ok.clone());
+            mutate(&mut wire);
+            assert!(Hello::try_from(wire).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_enum_numbers_degrade_gracefully() {
+        let mut wire = pb::Event::from(Event::default());
+        wire.kind = 999;
+        wire.severity = 999;
+        let e = Event::from(wire);
+        assert_eq!(e.kind, EventKind::Agent);
+        assert_eq!(e.severity, Severity::Info);
+        let mut g = pb::GpuSample::from(full_gpu_sample());
+        g.status = 77;
+        assert_eq!(GpuSample::from(g).status, GpuStatus::Unreadable);
+    }
+}

@@ -1,0 +1,427 @@
+//! Field-by-field copies between domain and wire types for messages whose fields match one
+//! to one. Both sides are complete struct literals, so a field added to the .proto or to the
+//! domain type and not here fails to compile.
+
+use gpufleet_proto::v1 as pb;
+
+use crate::*;
+
+impl From<GpuInfo> for pb::GpuInfo {
+    fn from(v: GpuInfo) -> Self {
+        pb::GpuInfo {
+            index: v.index,
+            name: v.name,
+            uuid: v.uuid,
+            serial: v.serial,
+            pci_bus_id: v.pci_bus_id,
+            architecture: v.architecture,
+            memory_total_bytes: v.memory_total_bytes,
+            bar1_total_bytes: v.bar1_total_bytes,
+            vbios_version: v.vbios_version,
+            inforom_image_version: v.inforom_image_version,
+            gsp_firmware_version: v.gsp_firmware_version,
+            persistence_mode: v.persistence_mode,
+            compute_mode: v.compute_mode,
+            mig_enabled: v.mig_enabled,
+            ecc_enabled: v.ecc_enabled,
+            pcie_link_gen_max: v.pcie_link_gen_max,
+            pcie_link_width_max: v.pcie_link_width_max,
+            sm_clock_max_mhz: v.sm_clock_max_mhz,
+            memory_clock_max_mhz: v.memory_clock_max_mhz,
+            graphics_clock_max_mhz: v.graphics_clock_max_mhz,
+            power_limit_default_milliwatts: v.power_limit_default_milliwatts,
+            power_limit_min_milliwatts: v.power_limit_min_milliwatts,
+            power_limit_max_milliwatts: v.power_limit_max_milliwatts,
+            temperature_slowdown_celsius: v.temperature_slowdown_celsius,
+            temperature_shutdown_celsius: v.temperature_shutdown_celsius,
+            temperature_max_operating_celsius: v.temperature_max_operating_celsius,
+            memory_temperature_max_operating_celsius: v.memory_temperature_max_operating_celsius,
+            cuda_compute_capability: v.cuda_compute_capability,
+            nvlink_count: v.nvlink_count,
+            fan_count: v.fan_count,
+            board_part_number: v.board_part_number,
+        }
+    }
+}
+
+impl From<pb::GpuInfo> for GpuInfo {
+    fn from(v: pb::GpuInfo) -> Self {
+        GpuInfo {
+            index: v.index,
+            name: v.name,
+            uuid: v.uuid,
+            serial: v.serial,
+            pci_bus_id: v.pci_bus_id,
+            architecture: v.architecture,
+            memory_total_bytes: v.memory_total_bytes,
+            bar1_total_bytes: v.bar1_total_bytes,
+            vbios_version: v.vbios_version,
+            inforom_image_version: v.inforom_image_version,
+            gsp_firmware_version: v.gsp_firmware_version,
+            persistence_mode: v.persistence_mode,
+            compute_mode: v.compute_mode,
+            mig_enabled: v.mig_enabled,
+            ecc_enabled: v.ecc_enabled,
+            pcie_link_gen_max: v.pcie_link_gen_max,
+            pcie_link_width_max: v.pcie_link_width_max,
+            sm_clock_max_mhz: v.sm_clock_max_mhz,
+            memory_clock_max_mhz: v.memory_clock_max_mhz,
+            graphics_clock_max_mhz: v.graphics_clock_max_mhz,
+            power_limit_default_milliwatts: v.power_limit_default_milliwatts,
+            power_limit_min_milliwatts: v.power_limit_min_milliwatts,
+            power_limit_max_milliwatts: v.power_limit_max_milliwatts,
+            temperature_slowdown_celsius: v.temperature_slowdown_celsius,
+            temperature_shutdown_celsius: v.temperature_shutdown_celsius,
+            temperature_max_operating_celsius: v.temperature_max_operating_celsius,
+            memory_temperature_max_operating_celsius: v.memory_temperature_max_operating_celsius,
+            cuda_compute_capability: v.cuda_compute_capability,
+            nvlink_count: v.nvlink_count,
+            fan_count: v.fan_count,
+            board_part_number: v.board_part_number,
+        }
+    }
+}
+
+impl From<NvLinkSample> for pb::NvLinkSample {
+    fn from(v: NvLinkSample) -> Self {
+        pb::NvLinkSample {
+            link: v.link,
+            active: v.active,
+            replay_errors: v.replay_errors,
+            recovery_errors: v.recovery_errors,
+            crc_flit_errors: v.crc_flit_errors,
+            crc_data_errors: v.crc_data_errors,
+        }
+    }
+}
+
+impl From<pb::NvLinkSample> for NvLinkSample {
+    fn from(v: pb::NvLinkSample) -> Self {
+        NvLinkSample {
+            link: v.link,
+            active: v.active,
+            replay_errors: v.replay_errors,
+            recovery_errors: v.recovery_errors,
+            crc_flit_errors: v.crc_flit_errors,
+            crc_data_errors: v.crc_data_errors,
+        }
+    }
+}
+
+impl From<GpuProcess> for pb::GpuProcess {
+    fn from(v: GpuProcess) -> Self {
+        pb::GpuProcess {
+            pid: v.pid,
+            name: v.name,
+            used_memory_bytes: v.used_memory_bytes,
+        }
+    }
+}
+
+impl From<pb::GpuProcess> for GpuProcess {
+    fn from(v: pb::GpuProcess) -> Self {
+        GpuProcess {
+            pid: v.pid,
+            name: v.name,
+            used_memory_bytes: v.used_memory_bytes,
+        }
+    }
+}
+
+impl From<DiskSample> for pb::DiskSample {
+    fn from(v: DiskSample) -> Self {
+        pb::DiskSample {
+            mount_point: v.mount_point,
+            total_bytes: v.total_bytes,
+            available_bytes: v.available_bytes,
+        }
+    }
+}
+
+impl From<pb::DiskSample> for DiskSample {
+    fn from(v: pb::DiskSample) -> Self {
+        DiskSample {
+            mount_point: v.mount_point,
+            total_bytes: v.total_bytes,
+            available_bytes: v.available_bytes,
+        }
+    }
+}
+
+impl From<NicSample> for pb::NicSample {
+    fn from(v: NicSample) -> Self {
+        pb::NicSample {
+            name: v.name,
+            rx_bytes_per_second: v.rx_bytes_per_second,
+            tx_bytes_per_second: v.tx_bytes_per_second,
+            rx_errors: v.rx_errors,
+            tx_errors: v.tx_errors,
+            rx_dropped: v.rx_dropped,
+            tx_dropped: v.tx_dropped,
+            speed_mbps: v.speed_mbps,
+        }
+    }
+}
+
+impl From<pb::NicSample> for NicSample {
+    fn from(v: pb::NicSample) -> Self {
+        NicSample {
+            name: v.name,
+            rx_bytes_per_second: v.rx_bytes_per_second,
+            tx_bytes_per_second: v.tx_bytes_per_second,
+            rx_errors: v.rx_errors,
+            tx_errors: v.tx_errors,
+            rx_dropped: v.rx_dropped,
+            tx_dropped: v.tx_dropped,
+            speed_mbps: v.speed_mbps,
+        }
+    }
+}
+
+impl From<NicInfo> for pb::NicInfo {
+    fn from(v: NicInfo) -> Self {
+        pb::NicInfo {
+            name: v.name,
+            mac_address: v.mac_address,
+            speed_mbps: v.speed_mbps,
+            mtu: v.mtu,
+        }
+    }
+}
+
+impl From<pb::NicInfo> for NicInfo {
+    fn from(v: pb::NicInfo) -> Self {
+        NicInfo {
+            name: v.name,
+            mac_address: v.mac_address,
+            speed_mbps: v.speed_mbps,
+            mtu: v.mtu,
+        }
+    }
+}
+
+impl From<DiskInfo> for pb::DiskInfo {
+    fn from(v: DiskInfo) -> Self {
+        pb::DiskInfo {
+            mount_point: v.mount_point,
+            device: v.device,
+            filesystem: v.filesystem,
+            total_bytes: v.total_bytes,
+        }
+    }
+}
+
+impl From<pb::DiskInfo> for DiskInfo {
+    fn from(v: pb::DiskInfo) -> Self {
+        DiskInfo {
+            mount_point: v.mount_point,
+            device: v.device,
+            filesystem: v.filesystem,
+            total_bytes: v.total_bytes,
+        }
+    }
+}
+
+impl From<DriverInfo> for pb::DriverInfo {
+    fn from(v: DriverInfo) -> Self {
+        pb::DriverInfo {
+            driver_version: v.driver_version,
+            nvml_version: v.nvml_version,
+            cuda_driver_version: v.cuda_driver_version,
+        }
+    }
+}
+
+impl From<pb::DriverInfo> for DriverInfo {
+    fn from(v: pb::DriverInfo) -> Self {
+        DriverInfo {
+            driver_version: v.driver_version,
+            nvml_version: v.nvml_version,
+            cuda_driver_version: v.cuda_driver_version,
+        }
+    }
+}
+
+impl From<GpuSample> for pb::GpuSample {
+    fn from(v: GpuSample) -> Self {
+        pb::GpuSample {
+            index: v.index,
+            uuid: v.uuid,
+            status: pb::GpuStatus::from(v.status) as i32,
+            error: v.error,
+            temperature_gpu_celsius: v.temperature_gpu_celsius,
+            temperature_memory_celsius: v.temperature_memory_celsius,
+            fan_speed_percent: v.fan_speed_percent,
+            power_usage_milliwatts: v.power_usage_milliwatts,
+            power_limit_enforced_milliwatts: v.power_limit_enforced_milliwatts,
+            total_energy_millijoules: v.total_energy_millijoules,
+            memory_used_bytes: v.memory_used_bytes,
+            memory_total_bytes: v.memory_total_bytes,
+            bar1_used_bytes: v.bar1_used_bytes,
+            utilization_gpu_percent: v.utilization_gpu_percent,
+            utilization_memory_percent: v.utilization_memory_percent,
+            utilization_encoder_percent: v.utilization_encoder_percent,
+            utilization_decoder_percent: v.utilization_decoder_percent,
+            sm_clock_mhz: v.sm_clock_mhz,
+            memory_clock_mhz: v.memory_clock_mhz,
+            graphics_clock_mhz: v.graphics_clock_mhz,
+            sm_clock_applications_mhz: v.sm_clock_applications_mhz,
+            memory_clock_applications_mhz: v.memory_clock_applications_mhz,
+            clock_event_reasons: v.clock_event_reasons,
+            violation_power_ns: v.violation_power_ns,
+            violation_thermal_ns: v.violation_thermal_ns,
+            pcie_link_gen: v.pcie_link_gen,
+            pcie_link_width: v.pcie_link_width,
+            pcie_tx_kbps: v.pcie_tx_kbps,
+            pcie_rx_kbps: v.pcie_rx_kbps,
+            pcie_replay_count: v.pcie_replay_count,
+            ecc_corrected_volatile: v.ecc_corrected_volatile,
+            ecc_uncorrected_volatile: v.ecc_uncorrected_volatile,
+            ecc_corrected_aggregate: v.ecc_corrected_aggregate,
+            ecc_uncorrected_aggregate: v.ecc_uncorrected_aggregate,
+            retired_pages_single_bit: v.retired_pages_single_bit,
+            retired_pages_double_bit: v.retired_pages_double_bit,
+            retired_pages_pending: v.retired_pages_pending,
+            remapped_rows_correctable: v.remapped_rows_correctable,
+            remapped_rows_uncorrectable: v.remapped_rows_uncorrectable,
+            remapped_rows_pending: v.remapped_rows_pending,
+            remapped_rows_failure: v.remapped_rows_failure,
+            performance_state: v.performance_state,
+            nvlinks: v.nvlinks.into_iter().map(Into::into).collect(),
+            processes: v.processes.into_iter().map(Into::into).collect(),
+            violation_sync_boost_ns: v.violation_sync_boost_ns,
+            violation_board_limit_ns: v.violation_board_limit_ns,
+            violation_low_utilization_ns: v.violation_low_utilization_ns,
+            violation_reliability_ns: v.violation_reliability_ns,
+        }
+    }
+}
+
+impl From<pb::GpuSample> for GpuSample {
+    fn from(v: pb::GpuSample) -> Self {
+        GpuSample {
+            index: v.index,
+            uuid: v.uuid,
+            status: GpuStatus::from(pb::GpuStatus::try_from(v.status).unwrap_or_default()),
+            error: v.error,
+            temperature_gpu_celsius: v.temperature_gpu_celsius,
+            temperature_memory_celsius: v.temperature_memory_celsius,
+            fan_speed_percent: v.fan_speed_percent,
+            power_usage_milliwatts: v.power_usage_milliwatts,
+            power_limit_enforced_milliwatts: v.power_limit_enforced_milliwatts,
+            total_energy_millijoules: v.total_energy_millijoules,
+            memory_used_bytes: v.memory_used_bytes,
+            memory_total_bytes: v.memory_total_bytes,
+            bar1_used_bytes: v.bar1_used_bytes,
+            utilization_gpu_percent: v.utilization_gpu_percent,
+            utilization_memory_percent: v.utilization_memory_percent,
+            utilization_encoder_percent: v.utilization_encoder_percent,
+            utilization_decoder_percent: v.utilization_decoder_percent,
+            sm_clock_mhz: v.sm_clock_mhz,
+            memory_clock_mhz: v.memory_clock_mhz,
+            graphics_clock_mhz: v.graphics_clock_mhz,
+            sm_clock_applications_mhz: v.sm_clock_applications_mhz,
+            memory_clock_applications_mhz: v.memory_clock_applications_mhz,
+            clock_event_reasons: v.clock_event_reasons,
+            violation_power_ns: v.violation_power_ns,
+            violation_thermal_ns: v.violation_thermal_ns,
+            pcie_link_gen: v.pcie_link_gen,
+            pcie_link_width: v.pcie_link_width,
+            pcie_tx_kbps: v.pcie_tx_kbps,
+            pcie_rx_kbps: v.pcie_rx_kbps,
+            pcie_replay_count: v.pcie_replay_count,
+            ecc_corrected_volatile: v.ecc_corrected_volatile,
+            ecc_uncorrected_volatile: v.ecc_uncorrected_volatile,
+            ecc_corrected_aggregate: v.ecc_corrected_aggregate,
+            ecc_uncorrected_aggregate: v.ecc_uncorrected_aggregate,
+            retired_pages_single_bit: v.retired_pages_single_bit,
+            retired_pages_double_bit: v.retired_pages_double_bit,
+            retired_pages_pending: v.retired_pages_pending,
+            remapped_rows_correctable: v.remapped_rows_correctable,
+            remapped_rows_uncorrectable: v.remapped_rows_uncorrectable,
+            remapped_rows_pending: v.remapped_rows_pending,
+            remapped_rows_failure: v.remapped_rows_failure,
+            performance_state: v.performance_state,
+            nvlinks: v.nvlinks.into_iter().map(Into::into).collect(),
+            processes: v.processes.into_iter().map(Into::into).collect(),
+            violation_sync_boost_ns: v.violation_sync_boost_ns,
+            violation_board_limit_ns: v.violation_board_limit_ns,
+            violation_low_utilization_ns: v.violation_low_utilization_ns,
+            violation_reliability_ns: v.violation_reliability_ns,
+        }
+    }
+}
+
+impl From<HostSample> for pb::HostSample {
+    fn from(v: HostSample) -> Self {
+        pb::HostSample {
+            cpu_percent: v.cpu_percent,
+            cpu_per_core_percent: v.cpu_per_core_percent.into_iter().map(Into::into).collect(),
+            load_average_1m: v.load_average_1m,
+            load_average_5m: v.load_average_5m,
+            load_average_15m: v.load_average_15m,
+            memory_used_bytes: v.memory_used_bytes,
+            memory_total_bytes: v.memory_total_bytes,
+            memory_available_bytes: v.memory_available_bytes,
+            swap_used_bytes: v.swap_used_bytes,
+            swap_total_bytes: v.swap_total_bytes,
+            disks: v.disks.into_iter().map(Into::into).collect(),
+            nics: v.nics.into_iter().map(Into::into).collect(),
+            uptime_seconds: v.uptime_seconds,
+        }
+    }
+}
+
+impl From<pb::HostSample> for HostSample {
+    fn from(v: pb::HostSample) -> Self {
+        HostSample {
+            cpu_percent: v.cpu_percent,
+            cpu_per_core_percent: v.cpu_per_core_percent.into_iter().map(Into::into).collect(),
+            load_average_1m: v.load_average_1m,
+            load_average_5m: v.load_average_5m,
+            load_average_15m: v.load_average_15m,
+            memory_used_bytes: v.memory_used_bytes,
+            memory_total_bytes: v.memory_total_bytes,
+            memory_available_bytes: v.memory_available_bytes,
+            swap_used_bytes: v.swap_used_bytes,
+            swap_total_bytes: v.swap_total_bytes,
+            disks: v.disks.into_iter().map(Into::into).collect(),
+            nics: v.nics.into_iter().map(Into::into).collect(),
+            uptime_seconds: v.uptime_seconds,
+        }
+    }
+}
+
+impl From<HostInfo> for pb::HostInfo {
+    fn from(v: HostInfo) -> Self {
+        pb::HostInfo {
+            os_name: v.os_name,
+            kernel_version: v.kernel_version,
+            cpu_model: v.cpu_model,
+            cpu_logical_cores: v.cpu_logical_cores,
+            cpu_physical_cores: v.cpu_physical_cores,
+            memory_total_bytes: v.memory_total_bytes,
+            swap_total_bytes: v.swap_total_bytes,
+            nics: v.nics.into_iter().map(Into::into).collect(),
+            disks: v.disks.into_iter().map(Into::into).collect(),
+            uptime_seconds: v.uptime_seconds,
+        }
+    }
+}
+
+impl From<pb::HostInfo> for HostInfo {
+    fn from(v: pb::HostInfo) -> Self {
+        HostInfo {
+            os_name: v.os_name,
+            kernel_version: v.kernel_version,
+            cpu_model: v.cpu_model,
+            cpu_logical_cores: v.cpu_logical_cores,
+            cpu_physical_cores: v.cpu_physical_cores,
+            memory_total_bytes: v.memory_total_bytes,
+            swap_total_bytes: v.swap_total_bytes,
+            nics: v.nics.into_iter().map(Into::into).collect(),
+            disks: v.disks.into_iter().map(Into::into).collect(),
+            uptime_seconds: v.uptime_seconds,
+        }
+    }
+}

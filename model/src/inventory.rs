@@ -1,0 +1,109 @@
+//! What a node is made of and which versions it runs (see `inventory.proto` for field docs).
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMs;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub hostname: String,
+    pub machine_id: String,
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    pub read_at: UnixMs,
+    pub driver: DriverInfo,
+    pub gpus: Vec<GpuInfo>,
+    pub host: HostInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriverInfo {
+    pub driver_version: String,
+    pub nvml_version: String,
+    pub cuda_driver_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub serial: String,
+    pub pci_bus_id: String,
+    pub architecture: String,
+    pub memory_total_bytes: Option<u64>,
+    pub bar1_total_bytes: Option<u64>,
+    pub vbios_version: String,
+    pub inforom_image_version: String,
+    pub gsp_firmware_version: String,
+    pub persistence_mode: Option<bool>,
+    pub compute_mode: String,
+    pub mig_enabled: Option<bool>,
+    pub ecc_enabled: Option<bool>,
+    pub pcie_link_gen_max: Option<u32>,
+    pub pcie_link_width_max: Option<u32>,
+    pub sm_clock_max_mhz: Option<u32>,
+    pub memory_clock_max_mhz: Option<u32>,
+    pub graphics_clock_max_mhz: Option<u32>,
+    pub power_limit_default_milliwatts: Option<u32>,
+    pub power_limit_min_milliwatts: Option<u32>,
+    pub power_limit_max_milliwatts: Option<u32>,
+    pub temperature_slowdown_celsius: Option<i32>,
+    pub temperature_shutdown_celsius: Option<i32>,
+    pub temperature_max_operating_celsius: Option<i32>,
+    pub memory_temperature_max_operating_celsius: Option<i32>,
+    pub cuda_compute_capability: String,
+    pub nvlink_count: u32,
+    pub fan_count: Option<u32>,
+    pub board_part_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub os_name: String,
+    pub kernel_version: String,
+    pub cpu_model: String,
+    pub cpu_logical_cores: u32,
+    pub cpu_physical_cores: Option<u32>,
+    pub memory_total_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub nics: Vec<NicInfo>,
+    pub disks: Vec<DiskInfo>,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NicInfo {
+    pub name: String,
+    pub mac_address: String,
+    pub speed_mbps: Option<u64>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskInfo {
+    pub mount_point: String,
+    pub device: String,
+    pub filesystem: String,
+    pub total_bytes: u64,
+}
+
+impl Inventory {
+    pub fn gpu(&self, index: u32) -> Option<&GpuInfo> {
+        self.gpus.iter().find(|g| g.index == index)
+    }
+
+    /// Same hardware and versions, ignoring when it was read and the host's uptime.
+    pub fn same_content(&self, other: &Inventory) -> bool {
+        let strip = |i: &Inventory| {
+            let mut i = i.clone();
+            i.read_at = UnixMs(0);
+            i.host.uptime_seconds = 0;
+            i
+        };
+        strip(self) == strip(other)
+    }
+}

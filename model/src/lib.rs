@@ -1,0 +1,22 @@
+//! Domain types shared by the agent and the collector: what a node is (inventory), what it
+//! reads (samples), what happened (events) and what is wrong (findings).
+//!
+//! Units are in field names; a reading that could not be taken is `None`, never `0`.
+//! Protobuf types never leave [`convert`]: everything else works with these types.
+
+pub mod clock_events;
+pub mod convert;
+pub mod event;
+pub mod finding;
+pub mod inventory;
+pub mod sample;
+pub mod time;
+pub mod xid;
+
+pub use event::{Event, EventKind, Severity};
+pub use finding::{Evidence, Finding};
+pub use inventory::{DiskInfo, DriverInfo, GpuInfo, HostInfo, Inventory, NicInfo, NodeIdentity};
+pub use sample::{
+    DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, NicSample, NvLinkSample, Sample,
+};
+pub use time::UnixMs;

@@ -1,0 +1,151 @@
+//! Fast-changing readings (see `sample.proto` for field docs). `None` = not read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMs;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Sample {
+    pub timestamp: UnixMs,
+    pub gpus: Vec<GpuSample>,
+    pub host: HostSample,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuStatus {
+    #[default]
+    Ok,
+    /// NVML reports the GPU lost (fallen off the bus).
+    Lost,
+    /// Present in the inventory, but this read failed.
+    Unreadable,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GpuSample {
+    pub index: u32,
+    pub uuid: String,
+    pub status: GpuStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    pub temperature_gpu_celsius: Option<i32>,
+    pub temperature_memory_celsius: Option<i32>,
+    pub fan_speed_percent: Option<u32>,
+    pub power_usage_milliwatts: Option<u32>,
+    pub power_limit_enforced_milliwatts: Option<u32>,
+    pub total_energy_millijoules: Option<u64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub bar1_used_bytes: Option<u64>,
+    pub utilization_gpu_percent: Option<u32>,
+    pub utilization_memory_percent: Option<u32>,
+    pub utilization_encoder_percent: Option<u32>,
+    pub utilization_decoder_percent: Option<u32>,
+    pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    pub graphics_clock_mhz: Option<u32>,
+    pub sm_clock_applications_mhz: Option<u32>,
+    pub memory_clock_applications_mhz: Option<u32>,
+    pub clock_event_reasons: Option<u64>,
+    pub violation_power_ns: Option<u64>,
+    pub violation_thermal_ns: Option<u64>,
+    pub violation_sync_boost_ns: Option<u64>,
+    pub violation_board_limit_ns: Option<u64>,
+    pub violation_low_utilization_ns: Option<u64>,
+    pub violation_reliability_ns: Option<u64>,
+    pub pcie_link_gen: Option<u32>,
+    pub pcie_link_width: Option<u32>,
+    pub pcie_tx_kbps: Option<u32>,
+    pub pcie_rx_kbps: Option<u32>,
+    pub pcie_replay_count: Option<u64>,
+    pub ecc_corrected_volatile: Option<u64>,
+    pub ecc_uncorrected_volatile: Option<u64>,
+    pub ecc_corrected_aggregate: Option<u64>,
+    pub ecc_uncorrected_aggregate: Option<u64>,
+    pub retired_pages_single_bit: Option<u32>,
+    pub retired_pages_double_bit: Option<u32>,
+    pub retired_pages_pending: Option<bool>,
+    pub remapped_rows_correctable: Option<u32>,
+    pub remapped_rows_uncorrectable: Option<u32>,
+    pub remapped_rows_pending: Option<bool>,
+    pub remapped_rows_failure: Option<bool>,
+    pub performance_state: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nvlinks: Vec<NvLinkSample>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<GpuProcess>,
+}
+
+impl GpuSample {
+    /// A sample that only says the GPU could not be read.
+    pub fn failed(index: u32, uuid: &str, status: GpuStatus, error: impl Into<String>) -> Self {
+        GpuSample {
+            index,
+            uuid: uuid.to_string(),
+            status,
+            error: error.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NvLinkSample {
+    pub link: u32,
+    pub active: Option<bool>,
+    pub replay_errors: Option<u64>,
+    pub recovery_errors: Option<u64>,
+    pub crc_flit_errors: Option<u64>,
+    pub crc_data_errors: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuProcess {
+    pub pid: u32,
+    pub name: String,
+    pub used_memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HostSample {
+    pub cpu_percent: Option<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_per_core_percent: Vec<f32>,
+    pub load_average_1m: Option<f64>,
+    pub load_average_5m: Option<f64>,
+    pub load_average_15m: Option<f64>,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub disks: Vec<DiskSample>,
+    pub nics: Vec<NicSample>,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskSample {
+    pub mount_point: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NicSample {
+    pub name: String,
+    pub rx_bytes_per_second: u64,
+    pub tx_bytes_per_second: u64,
+    pub rx_errors: Option<u64>,
+    pub tx_errors: Option<u64>,
+    pub rx_dropped: Option<u64>,
+    pub tx_dropped: Option<u64>,
+    pub speed_mbps: Option<u64>,
+}
+
+impl Sample {
+    pub fn gpu(&self, index: u32) -> Option<&GpuSample> {
+        self.gpus.iter().find(|g| g.index == index)
+    }
+}
