@@ -1,0 +1,359 @@
+//! The real GPU backend: NVML through `nvml-wrapper`, plus Xids from the kernel log.
+//!
+//! NVML is initialised once and kept (re-initialising can wake idle GPUs for seconds); device
+//! handles are cached per index. Every field is read on its own: a field NVML refuses
+//! (NotSupported, NoPermission, anything) is `None`, never `0`, and a field that is
+//! NotSupported is not asked again. A GPU that NVML reports lost gets a `Lost` sample while the
+//! others keep reading.
+//!
+//! Architecture invariant: only NVML functions that read are called here. `clippy.toml`
+//! forbids the state-changing methods of `nvml-wrapper`, and `tests/tests/fake_nvml.rs` checks
+//! the call log of a fake NVML library.
+//!
+//! - `inventory`: driver versions and one `GpuInfo` per GPU.
+//! - `sample`: one `GpuSample` per GPU.
+//! - `events`: NVML's event set (Xid, ECC, ...) merged with `/dev/kmsg`.
+
+mod events;
+mod inventory;
+mod sample;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gpufleet_model::{Event, GpuSample, GpuStatus, UnixMs};
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, Nvml};
+use nvml_wrapper_sys::bindings::nvmlDevice_t;
+
+use super::kmsg::{DEV_KMSG, GpuByPci, KmsgReader};
+use super::{GpuInventory, GpuSource, SourceError};
+
+/// The library NVML loads when no path is given.
+const DEFAULT_LIB: &str = "libnvidia-ml.so.1";
+
+/// An NVML call slower than this is logged (once per GPU and field).
+const SLOW_CALL: Duration = Duration::from_millis(250);
+
+/// PCIe throughput costs ~20 ms per direction in the driver: read it on every this-many
+/// samples and report the last reading in between.
+const PCIE_THROUGHPUT_EVERY: u64 = 10;
+
+pub struct NvmlSource {
+    gpus: Vec<GpuSlot>,
+    events: Option<events::EventWatch>,
+    kmsg: Option<KmsgReader>,
+    dedup: events::XidDedup,
+    samples_taken: u64,
+    proc_root: PathBuf,
+    /// Declared last: the handles above belong to this NVML session.
+    nvml: Nvml,
+}
+
+/// What the source keeps per GPU between reads.
+struct GpuSlot {
+    index: u32,
+    handle: Option<RawDevice>,
+    uuid: String,
+    pci_bus_id: String,
+    /// NVLinks that answer, found by the first inventory (`None`: not probed yet).
+    links: Option<Vec<u32>>,
+    last_info: Option<gpufleet_model::GpuInfo>,
+    /// Fields NVML does not support on this GPU: never asked again.
+    unsupported: HashSet<Key>,
+    /// Fields whose failure or slowness was already logged.
+    logged: HashSet<Key>,
+    /// Last PCIe throughput reading (TX, RX), reported between readings.
+    pcie_throughput: (Option<u32>, Option<u32>),
+}
+
+/// A field of one GPU: its name and, for per-link fields, the link.
+type Key = (&'static str, u32);
+
+/// A device handle of this source's NVML session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RawDevice(nvmlDevice_t);
+
+// SAFETY: NVML device handles are plain identifiers that NVML allows any thread to use
+// (nvml-wrapper's `Device` is `Send + Sync` for the same reason).
+unsafe impl Send for RawDevice {}
+
+impl NvmlSource {
+    /// Loads NVML (from `lib_path`, or `libnvidia-ml.so.1` through the loader's search path),
+    /// finds the GPUs, registers for NVML events, and opens `/dev/kmsg` if it is readable.
+    pub fn open(lib_path: Option<&Path>) -> Result<Self, SourceError> {
+        let lib = lib_path.map_or(DEFAULT_LIB.to_string(), |p| p.display().to_string());
+        let nvml = match lib_path {
+            Some(p) => Nvml::builder().lib_path(p.as_os_str()).init(),
+            None => Nvml::init(),
+        }
+        .map_err(|e| init_error(&lib, e))?;
+        let count = nvml.device_count().map_err(|e| SourceError::Nvml {
+            call: "nvmlDeviceGetCount",
+            reason: e.to_string(),
+        })?;
+        let mut gpus: Vec<GpuSlot> = (0..count).map(GpuSlot::new).collect();
+        for slot in &mut gpus {
+            slot.identify(&nvml);
+        }
+        let events = events::EventWatch::open(&nvml, &mut gpus);
+        let kmsg = KmsgReader::open(DEV_KMSG);
+        let kmsg = match kmsg.unavailable() {
+            Some(why) => {
+                tracing::info!("{why}");
+                None
+            }
+            None => Some(kmsg),
+        };
+        tracing::info!(gpus = count, library = %lib, "NVML initialised");
+        Ok(NvmlSource {
+            gpus,
+            events,
+            kmsg,
+            dedup: events::XidDedup::default(),
+            samples_taken: 0,
+            proc_root: PathBuf::from("/proc"),
+            nvml,
+        })
+    }
+
+    /// Replaces the kernel log reader (`None`: no kernel log), e.g. with a file in tests.
+    pub fn with_kmsg(mut self, kmsg: Option<KmsgReader>) -> Self {
+        self.kmsg = kmsg;
+        self
+    }
+
+    /// Number of GPUs NVML reported at start.
+    pub fn gpu_count(&self) -> usize {
+        self.gpus.len()
+    }
+
+    fn gpus_by_pci(&self) -> GpuByPci {
+        self.gpus
+            .iter()
+            .filter(|g| !g.pci_bus_id.is_empty())
+            .map(|g| (g.pci_bus_id.clone(), (g.index, g.uuid.clone())))
+            .collect()
+    }
+}
+
+impl Drop for NvmlSource {
+    fn drop(&mut self) {
+        if let Some(watch) = self.events.take() {
+            watch.free(&self.nvml);
+        }
+    }
+}
+
+impl GpuSource for NvmlSource {
+    fn kind(&self) -> &'static str {
+        "nvml"
+    }
+
+    fn inventory(&mut self, _now: UnixMs) -> Result<GpuInventory, SourceError> {
+        let driver = inventory::driver_info(&self.nvml);
+        let gpus = self
+            .gpus
+            .iter_mut()
+            .map(|slot| inventory::read_gpu(&self.nvml, slot))
+            .collect();
+        Ok(GpuInventory { driver, gpus })
+    }
+
+    fn sample(&mut self, _now: UnixMs) -> Vec<GpuSample> {
+        let read_throughput = self.samples_taken % PCIE_THROUGHPUT_EVERY == 0;
+        self.samples_taken += 1;
+        self.gpus
+            .iter_mut()
+            .map(|slot| sample::read_gpu(&self.nvml, slot, read_throughput, &self.proc_root))
+            .collect()
+    }
+
+    fn events(&mut self, now: UnixMs) -> Vec<Event> {
+        // Kernel log first: when both report an Xid in the same poll, its record (with the
+        // driver's text) is the one kept.
+        let by_pci = self.gpus_by_pci();
+        let mut out = match &mut self.kmsg {
+            Some(k) => k.read(now, &by_pci),
+            None => Vec::new(),
+        };
+        if let Some(watch) = &mut self.events {
+            out.extend(watch.poll(&self.nvml, &self.gpus, now));
+        }
+        self.dedup.filter(out, now)
+    }
+}
+
+/// Maps a failed `nvmlInit` to what the user should do about it.
+fn init_error(lib: &str, e: NvmlError) -> SourceError {
+    match e {
+        NvmlError::LibloadingError(_)
+        | NvmlError::FailedToLoadSymbol(_)
+        | NvmlError::LibraryNotFound
+        | NvmlError::FunctionNotFound => SourceError::LibraryMissing {
+            lib: lib.to_string(),
+            reason: e.to_string(),
+        },
+        NvmlError::DriverNotLoaded => SourceError::Nvml {
+            call: "nvmlInit",
+            reason: "the NVIDIA kernel driver is not loaded (is this a GPU node? try `nvidia-smi`)"
+                .into(),
+        },
+        NvmlError::NoPermission => SourceError::Nvml {
+            call: "nvmlInit",
+            reason: "no permission to talk to the NVIDIA driver (check /dev/nvidia* permissions)"
+                .into(),
+        },
+        other => SourceError::Nvml {
+            call: "nvmlInit",
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl GpuSlot {
+    fn new(index: u32) -> Self {
+        GpuSlot {
+            index,
+            handle: None,
+            uuid: String::new(),
+            pci_bus_id: String::new(),
+            links: None,
+            last_info: None,
+            unsupported: HashSet::new(),
+            logged: HashSet::new(),
+            pcie_throughput: (None, None),
+        }
+    }
+
+    /// This GPU's handle, from the cache or from NVML.
+    fn device<'n>(&mut self, nvml: &'n Nvml) -> Result<Device<'n>, NvmlError> {
+        if let Some(RawDevice(raw)) = self.handle {
+            // SAFETY: `raw` came from `nvml_device_by_index` on this same `Nvml`, which
+            // outlives the returned `Device` (both borrow it).
+            return Ok(unsafe { Device::new(raw, nvml) });
+        }
+        let device = nvml.device_by_index(self.index)?;
+        // SAFETY: only stored, and used again only with this `Nvml` (see above).
+        self.handle = Some(RawDevice(unsafe { device.handle() }));
+        Ok(device)
+    }
+
+    /// Reads what events and the kernel log need to name this GPU: UUID and PCI bus id.
+    fn identify(&mut self, nvml: &Nvml) {
+        if let Ok(device) = self.device(nvml) {
+            let mut r = Reader::new(device, self);
+            let uuid = r.read("uuid", |d| d.uuid());
+            let pci = r.read("pci_info", |d| d.pci_info());
+            if let Some(u) = uuid {
+                self.uuid = u;
+            }
+            if let Some(p) = pci {
+                self.pci_bus_id = p.bus_id;
+            }
+        }
+    }
+
+    /// A sample that says why this GPU could not be read.
+    fn failed(&self, e: &NvmlError) -> GpuSample {
+        match e {
+            NvmlError::GpuLost => GpuSample::failed(
+                self.index,
+                &self.uuid,
+                GpuStatus::Lost,
+                "NVML reports the GPU lost (fallen off the bus or inaccessible)",
+            ),
+            other => GpuSample::failed(
+                self.index,
+                &self.uuid,
+                GpuStatus::Unreadable,
+                format!("cannot get an NVML handle for GPU {}: {other}", self.index),
+            ),
+        }
+    }
+}
+
+/// Reads the fields of one GPU, turning every failure into `None`: NotSupported is remembered
+/// and not asked again, GpuLost stops the remaining reads, anything else is logged once.
+struct Reader<'n, 's> {
+    device: Device<'n>,
+    slot: &'s mut GpuSlot,
+    lost: bool,
+}
+
+impl<'n, 's> Reader<'n, 's> {
+    fn new(device: Device<'n>, slot: &'s mut GpuSlot) -> Self {
+        Reader {
+            device,
+            slot,
+            lost: false,
+        }
+    }
+
+    fn read<T>(
+        &mut self,
+        field: &'static str,
+        f: impl FnOnce(&Device<'n>) -> Result<T, NvmlError>,
+    ) -> Option<T> {
+        self.read_at((field, 0), f)
+    }
+
+    /// Reads a per-NVLink field.
+    fn read_link<T>(
+        &mut self,
+        field: &'static str,
+        link: u32,
+        f: impl FnOnce(&Device<'n>) -> Result<T, NvmlError>,
+    ) -> Option<T> {
+        self.read_at((field, link), f)
+    }
+
+    fn read_at<T>(
+        &mut self,
+        key: Key,
+        f: impl FnOnce(&Device<'n>) -> Result<T, NvmlError>,
+    ) -> Option<T> {
+        if self.lost || self.slot.unsupported.contains(&key) {
+            return None;
+        }
+        let started = Instant::now();
+        let result = f(&self.device);
+        let took = started.elapsed();
+        if took > SLOW_CALL && self.slot.logged.insert(key) {
+            tracing::warn!(
+                gpu = self.slot.index,
+                field = key.0,
+                ms = took.as_millis() as u64,
+                "slow NVML call"
+            );
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(NvmlError::GpuLost) => {
+                self.lost = true;
+                None
+            }
+            Err(
+                NvmlError::NotSupported
+                | NvmlError::FailedToLoadSymbol(_)
+                | NvmlError::FunctionNotFound,
+            ) => {
+                self.slot.unsupported.insert(key);
+                None
+            }
+            Err(e) => {
+                if self.slot.logged.insert(key) {
+                    tracing::debug!(
+                        gpu = self.slot.index,
+                        field = key.0,
+                        link = key.1,
+                        error = %e,
+                        "NVML read failed; reported as absent"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
