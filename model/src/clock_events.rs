@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn names_known_and_unknown_bits() {
         assert_eq!(super::names(0), Vec::<String>::new());
-        assert_eq!(super::names(0x44), vec!["sw_power_cap", "hw_thermal_slowdown"]);
+        assert_eq!(
+            super::names(0x44),
+            vec!["sw_power_cap", "hw_thermal_slowdown"]
+        );
         assert_eq!(super::names(0x1000 | 0x1), vec!["gpu_idle", "0x1000"]);
     }
 }

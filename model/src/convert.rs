@@ -390,7 +390,9 @@ impl TryFrom<pb::Hello> for Hello {
     type Error = ConvertError;
     fn try_from(v: pb::Hello) -> Result<Self, ConvertError> {
         let node = v.node.ok_or(ConvertError::Missing("hello.node"))?;
-        let inventory = v.inventory.ok_or(ConvertError::Missing("hello.inventory"))?;
+        let inventory = v
+            .inventory
+            .ok_or(ConvertError::Missing("hello.inventory"))?;
         if v.session_id.is_empty() || v.session_id.len() > 128 {
             return Err(ConvertError::Invalid {
                 field: "hello.session_id",
@@ -460,7 +462,10 @@ mod tests {
         };
         assert!(matches!(
             Batch::try_from(wire),
-            Err(ConvertError::TooMany { field: "batch.samples", .. })
+            Err(ConvertError::TooMany {
+                field: "batch.samples",
+                ..
+            })
         ));
         let zero_seq = pb::Batch::default();
         assert!(Batch::try_from(zero_seq).is_err());
@@ -481,9 +486,18 @@ mod tests {
         };
         assert_eq!(Hello::try_from(pb::Hello::from(ok.clone())).unwrap(), ok);
         for (name, mutate) in [
-            ("no node", Box::new(|h: &mut pb::Hello| h.node = None) as Box<dyn Fn(&mut pb::Hello)>),
-            ("no inventory", Box::new(|h: &mut pb::Hello| h.inventory = None)),
-            ("empty session", Box::new(|h: &mut pb::Hello| h.session_id.clear())),
+            (
+                "no node",
+                Box::new(|h: &mut pb::Hello| h.node = None) as Box<dyn Fn(&mut pb::Hello)>,
+            ),
+            (
+                "no inventory",
+                Box::new(|h: &mut pb::Hello| h.inventory = None),
+            ),
+            (
+                "empty session",
+                Box::new(|h: &mut pb::Hello| h.session_id.clear()),
+            ),
             (
                 "bad hostname",
                 Box::new(|h: &mut pb::Hello| h.node.as_mut().unwrap().hostname = "a b".into()),

@@ -356,7 +356,7 @@ impl From<HostSample> for pb::HostSample {
     fn from(v: HostSample) -> Self {
         pb::HostSample {
             cpu_percent: v.cpu_percent,
-            cpu_per_core_percent: v.cpu_per_core_percent.into_iter().map(Into::into).collect(),
+            cpu_per_core_percent: v.cpu_per_core_percent,
             load_average_1m: v.load_average_1m,
             load_average_5m: v.load_average_5m,
             load_average_15m: v.load_average_15m,
@@ -376,7 +376,7 @@ impl From<pb::HostSample> for HostSample {
     fn from(v: pb::HostSample) -> Self {
         HostSample {
             cpu_percent: v.cpu_percent,
-            cpu_per_core_percent: v.cpu_per_core_percent.into_iter().map(Into::into).collect(),
+            cpu_per_core_percent: v.cpu_per_core_percent,
             load_average_1m: v.load_average_1m,
             load_average_5m: v.load_average_5m,
             load_average_15m: v.load_average_15m,

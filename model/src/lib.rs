@@ -9,6 +9,7 @@ pub mod convert;
 pub mod event;
 pub mod finding;
 pub mod inventory;
+pub mod pcie;
 pub mod sample;
 pub mod time;
 pub mod xid;

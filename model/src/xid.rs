@@ -138,17 +138,26 @@ mod tests {
                 "NVRM: Xid (PCI:0000:05:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.",
                 Some(("00000000:05:00.0", 79)),
             ),
-            ("[  12.3] NVRM: Xid (0000:03:00): 14, Channel 00000001", Some(("00000000:03:00.0", 14))),
+            (
+                "[  12.3] NVRM: Xid (0000:03:00): 14, Channel 00000001",
+                Some(("00000000:03:00.0", 14)),
+            ),
             (
                 "NVRM: Xid (PCI:0018:01:00): 149, NETIR_LINK_EVT Fatal XC0 i0 Link 08 (0x004505c6 0x00000000)",
                 Some(("00000018:01:00.0", 149)),
             ),
-            ("NVRM: GPU 0000:18:00.0: GPU has fallen off the bus.", Some(("00000000:18:00.0", 79))),
+            (
+                "NVRM: GPU 0000:18:00.0: GPU has fallen off the bus.",
+                Some(("00000000:18:00.0", 79)),
+            ),
             (
                 "NVRM: The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:2330) has fallen off the bus and is not responding to commands.",
                 Some(("00000000:3B:00.0", 79)),
             ),
-            ("NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.54.15", None),
+            (
+                "NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.54.15",
+                None,
+            ),
             ("NVRM: Xid (garbage", None),
             ("NVRM: Xid (PCI:zz:00): 13, x", None),
             ("usb 1-1: new device", None),

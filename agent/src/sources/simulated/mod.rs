@@ -63,6 +63,8 @@ pub struct SimulatedGpus {
     start: UnixMs,
     /// Offset (ms) up to which events have been handed out.
     events_until: i64,
+    /// Inventory-changing fault transitions passed so far (see `inventory_changed`).
+    inventory_epoch: usize,
 }
 
 /// The host of a simulated node.
@@ -112,6 +114,7 @@ pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedGpus, SimulatedHost), 
             node_name: cfg.node_name,
             start: cfg.start,
             events_until: -1,
+            inventory_epoch: 0,
         },
         SimulatedHost {
             host,
@@ -196,6 +199,31 @@ impl GpuSource for SimulatedGpus {
             .iter()
             .map(|g| self.node.sample(g, t, tick))
             .collect()
+    }
+
+    fn inventory_changed(&mut self, now: UnixMs) -> bool {
+        let t = now.0 - self.start.0;
+        let epoch: usize = self
+            .node
+            .faults
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    FaultKind::DriverChange { .. }
+                        | FaultKind::KernelChange { .. }
+                        | FaultKind::PersistenceOff
+                        | FaultKind::FallenOffBus
+                )
+            })
+            .map(|f| {
+                usize::from(t >= f.start_ms as i64)
+                    + usize::from(f.end_ms.is_some_and(|e| t >= e as i64))
+            })
+            .sum();
+        let changed = epoch != self.inventory_epoch;
+        self.inventory_epoch = epoch;
+        changed
     }
 
     fn events(&mut self, now: UnixMs) -> Vec<Event> {

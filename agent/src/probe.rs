@@ -1,0 +1,222 @@
+//! `gpufleet-agent probe`: one full local reading, printed as tables (a richer `nvidia-smi`)
+//! or JSON, with what local detection sees. Needs no collector.
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use gpufleet_model::{Event, GpuSample, GpuStatus, Inventory, NodeIdentity, Sample, clock_events};
+use serde::Serialize;
+
+use crate::detect::LocalFinding;
+
+/// Everything `probe` read. This is also the `--json` document.
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    pub schema: &'static str,
+    pub node: NodeIdentity,
+    pub gpu_source: String,
+    pub inventory: Inventory,
+    pub sample: Sample,
+    pub events: Vec<Event>,
+    pub findings: Vec<LocalFinding>,
+    /// Wall time one full read of all GPUs and the host took, in milliseconds.
+    pub read_ms: f64,
+}
+
+pub const SCHEMA: &str = "gpufleet.probe/v1";
+
+fn opt<T: std::fmt::Display>(v: Option<T>, unit: &str) -> String {
+    v.map(|v| format!("{v}{unit}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn mib(b: Option<u64>) -> Option<u64> {
+    b.map(|b| b / (1 << 20))
+}
+
+fn watts(mw: Option<u32>) -> Option<String> {
+    mw.map(|m| format!("{:.0}", m as f64 / 1000.0))
+}
+
+fn ratio<T: std::fmt::Display>(a: Option<T>, b: Option<T>, unit: &str) -> String {
+    format!("{} / {}", opt(a, ""), opt(b, unit))
+}
+
+pub fn render_text(r: &ProbeReport) -> String {
+    let inv = &r.inventory;
+    let mut out = String::new();
+    out += &format!(
+        "Node {}  (source: {}, read in {:.1} ms)\nDriver {}  CUDA {}  NVML {}\nHost {} | kernel {} | {} × {} | RAM {:.0} GiB | up {} h\n\n",
+        r.node.hostname,
+        r.gpu_source,
+        r.read_ms,
+        dash(&inv.driver.driver_version),
+        dash(&inv.driver.cuda_driver_version),
+        dash(&inv.driver.nvml_version),
+        dash(&inv.host.os_name),
+        dash(&inv.host.kernel_version),
+        inv.host.cpu_logical_cores,
+        dash(&inv.host.cpu_model),
+        inv.host.memory_total_bytes as f64 / (1u64 << 30) as f64,
+        inv.host.uptime_seconds / 3600,
+    );
+
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "GPU", "Name", "Bus id", "UUID", "Serial", "VBIOS", "InfoROM", "GSP fw", "Persist", "ECC",
+        "MIG",
+    ]);
+    for g in &inv.gpus {
+        t.add_row([
+            g.index.to_string(),
+            g.name.clone(),
+            g.pci_bus_id.clone(),
+            g.uuid.clone(),
+            dash(&g.serial).to_string(),
+            dash(&g.vbios_version).to_string(),
+            dash(&g.inforom_image_version).to_string(),
+            dash(&g.gsp_firmware_version).to_string(),
+            opt(g.persistence_mode.map(on_off), ""),
+            opt(g.ecc_enabled.map(on_off), ""),
+            opt(g.mig_enabled.map(on_off), ""),
+        ]);
+    }
+    out += &format!("Inventory\n{t}\n\n");
+
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "GPU",
+        "Status",
+        "Temp °C",
+        "Fan",
+        "Power W",
+        "Memory MiB",
+        "Util",
+        "SM MHz",
+        "Mem MHz",
+        "PCIe",
+        "Clock events",
+        "ECC unc",
+        "Remap pend",
+    ]);
+    for g in &r.sample.gpus {
+        let info = inv.gpu(g.index);
+        t.add_row(gpu_row(g, info));
+    }
+    out += &format!("Readings\n{t}\n\n");
+
+    let h = &r.sample.host;
+    out += &format!(
+        "Host: CPU {} (load {}), RAM {:.0}/{:.0} GiB used, swap {:.1} GiB used\n",
+        opt(h.cpu_percent.map(|c| format!("{c:.0}")), "%"),
+        opt(h.load_average_1m.map(|l| format!("{l:.2}")), ""),
+        h.memory_used_bytes as f64 / (1u64 << 30) as f64,
+        h.memory_total_bytes as f64 / (1u64 << 30) as f64,
+        h.swap_used_bytes as f64 / (1u64 << 30) as f64,
+    );
+    for d in &h.disks {
+        out += &format!(
+            "  disk {}: {:.0}% free of {:.0} GiB\n",
+            d.mount_point,
+            100.0 * d.available_bytes as f64 / d.total_bytes.max(1) as f64,
+            d.total_bytes as f64 / (1u64 << 30) as f64
+        );
+    }
+    for n in &h.nics {
+        out += &format!(
+            "  nic {}: rx {:.1} MB/s tx {:.1} MB/s, speed {}, errors rx {} tx {}, drops rx {} tx {}\n",
+            n.name,
+            n.rx_bytes_per_second as f64 / 1e6,
+            n.tx_bytes_per_second as f64 / 1e6,
+            opt(n.speed_mbps, " Mb/s"),
+            opt(n.rx_errors, ""),
+            opt(n.tx_errors, ""),
+            opt(n.rx_dropped, ""),
+            opt(n.tx_dropped, ""),
+        );
+    }
+    out += "\nLocal findings\n";
+    if r.findings.is_empty() && r.events.is_empty() {
+        out += "  none: no drift, no saturation, no events\n";
+    }
+    for f in &r.findings {
+        let gpu = f
+            .gpu_index
+            .map(|i| format!("GPU {i}: "))
+            .unwrap_or_default();
+        out += &format!("  [{}] {} {gpu}{}\n", f.severity, f.code, f.message);
+    }
+    for e in &r.events {
+        let gpu = e
+            .gpu_index
+            .map(|i| format!("GPU {i}: "))
+            .unwrap_or_default();
+        out += &format!("  [{}] event {} {gpu}{}\n", e.severity, e.code, e.message);
+    }
+    out
+}
+
+fn gpu_row(g: &GpuSample, info: Option<&gpufleet_model::GpuInfo>) -> Vec<String> {
+    let status = match g.status {
+        GpuStatus::Ok => "ok".to_string(),
+        GpuStatus::Lost => format!("LOST: {}", g.error),
+        GpuStatus::Unreadable => format!("unreadable: {}", g.error),
+    };
+    let reasons = g
+        .clock_event_reasons
+        .map(|m| {
+            let n = clock_events::names(m & !clock_events::GPU_IDLE);
+            if n.is_empty() {
+                "none".to_string()
+            } else {
+                n.join(",")
+            }
+        })
+        .unwrap_or_else(|| "n/a".into());
+    let pcie = format!(
+        "gen{}/{} x{}/{}",
+        opt(g.pcie_link_gen, ""),
+        opt(info.and_then(|i| i.pcie_link_gen_max), ""),
+        opt(g.pcie_link_width, ""),
+        opt(info.and_then(|i| i.pcie_link_width_max), ""),
+    );
+    vec![
+        g.index.to_string(),
+        status,
+        format!(
+            "{} (mem {})",
+            opt(g.temperature_gpu_celsius, ""),
+            opt(g.temperature_memory_celsius, "")
+        ),
+        opt(g.fan_speed_percent, "%"),
+        ratio(
+            watts(g.power_usage_milliwatts),
+            watts(g.power_limit_enforced_milliwatts),
+            "",
+        ),
+        ratio(mib(g.memory_used_bytes), mib(g.memory_total_bytes), ""),
+        opt(g.utilization_gpu_percent, "%"),
+        ratio(g.sm_clock_mhz, info.and_then(|i| i.sm_clock_max_mhz), ""),
+        ratio(
+            g.memory_clock_mhz,
+            info.and_then(|i| i.memory_clock_max_mhz),
+            "",
+        ),
+        pcie,
+        reasons,
+        opt(g.ecc_uncorrected_volatile, ""),
+        opt(
+            g.remapped_rows_pending
+                .map(|p| if p { "yes" } else { "no" }),
+            "",
+        ),
+    ]
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+fn dash(s: &str) -> &str {
+    if s.is_empty() { "n/a" } else { s }
+}

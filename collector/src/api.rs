@@ -1,0 +1,178 @@
+//! What the query API answers, as domain types (serde = the CLI's `-o json` documents), built
+//! from fleet state, and their conversion to and from the `Query` service's messages.
+
+use std::collections::BTreeSet;
+
+use gpufleet_model::{Event, Finding, GpuStatus, Inventory, Sample, Severity, UnixMs};
+use gpufleet_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::NodeState;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub name: String,
+    pub connected: bool,
+    pub last_seen: UnixMs,
+    pub agent_version: String,
+    pub gpu_source: String,
+    pub gpu_count: u32,
+    pub gpu_models: Vec<String>,
+    pub driver_version: String,
+    pub cuda_driver_version: String,
+    pub kernel_version: String,
+    pub vbios_versions: Vec<String>,
+    pub finding_count: u32,
+    pub worst_severity: Option<Severity>,
+    pub gpus_unhealthy: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeDetail {
+    pub summary: NodeSummary,
+    pub inventory: Inventory,
+    pub latest: Option<Sample>,
+    pub findings: Vec<Finding>,
+    pub recent_events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub evaluated_at: UnixMs,
+    pub nodes_total: u32,
+    pub nodes_healthy: u32,
+    pub findings: Vec<Finding>,
+}
+
+pub fn summarize(n: &NodeState, findings: &[Finding]) -> NodeSummary {
+    let inv = &n.inventory;
+    let mine: Vec<&Finding> = findings.iter().filter(|f| f.node == n.name()).collect();
+    NodeSummary {
+        name: n.name().to_string(),
+        connected: n.connected,
+        last_seen: n.last_seen,
+        agent_version: n.agent_version.clone(),
+        gpu_source: n.gpu_source.clone(),
+        gpu_count: inv.gpus.len() as u32,
+        gpu_models: inv
+            .gpus
+            .iter()
+            .map(|g| g.name.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        driver_version: inv.driver.driver_version.clone(),
+        cuda_driver_version: inv.driver.cuda_driver_version.clone(),
+        kernel_version: inv.host.kernel_version.clone(),
+        vbios_versions: inv
+            .gpus
+            .iter()
+            .map(|g| g.vbios_version.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        finding_count: mine.len() as u32,
+        worst_severity: mine.iter().map(|f| f.severity).max(),
+        gpus_unhealthy: n
+            .latest()
+            .map(|s| s.gpus.iter().filter(|g| g.status != GpuStatus::Ok).count() as u32)
+            .unwrap_or(0),
+    }
+}
+
+impl From<NodeSummary> for pb::NodeSummary {
+    fn from(v: NodeSummary) -> Self {
+        pb::NodeSummary {
+            name: v.name,
+            connected: v.connected,
+            last_seen_unix_ms: v.last_seen.0,
+            agent_version: v.agent_version,
+            gpu_source: v.gpu_source,
+            gpu_count: v.gpu_count,
+            gpu_models: v.gpu_models,
+            driver_version: v.driver_version,
+            cuda_driver_version: v.cuda_driver_version,
+            kernel_version: v.kernel_version,
+            vbios_versions: v.vbios_versions,
+            finding_count: v.finding_count,
+            worst_severity: v
+                .worst_severity
+                .map(|s| pb::Severity::from(s) as i32)
+                .unwrap_or(0),
+            gpus_unhealthy: v.gpus_unhealthy,
+        }
+    }
+}
+
+impl From<pb::NodeSummary> for NodeSummary {
+    fn from(v: pb::NodeSummary) -> Self {
+        let worst = pb::Severity::try_from(v.worst_severity).unwrap_or_default();
+        NodeSummary {
+            name: v.name,
+            connected: v.connected,
+            last_seen: UnixMs(v.last_seen_unix_ms),
+            agent_version: v.agent_version,
+            gpu_source: v.gpu_source,
+            gpu_count: v.gpu_count,
+            gpu_models: v.gpu_models,
+            driver_version: v.driver_version,
+            cuda_driver_version: v.cuda_driver_version,
+            kernel_version: v.kernel_version,
+            vbios_versions: v.vbios_versions,
+            finding_count: v.finding_count,
+            worst_severity: (worst != pb::Severity::Unspecified).then(|| worst.into()),
+            gpus_unhealthy: v.gpus_unhealthy,
+        }
+    }
+}
+
+impl From<NodeDetail> for pb::GetNodeResponse {
+    fn from(v: NodeDetail) -> Self {
+        pb::GetNodeResponse {
+            summary: Some(v.summary.into()),
+            inventory: Some(v.inventory.into()),
+            latest: v.latest.map(Into::into),
+            findings: v.findings.into_iter().map(Into::into).collect(),
+            recent_events: v.recent_events.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::GetNodeResponse> for NodeDetail {
+    type Error = gpufleet_model::convert::ConvertError;
+    fn try_from(v: pb::GetNodeResponse) -> Result<Self, Self::Error> {
+        Ok(NodeDetail {
+            summary: v.summary.map(Into::into).unwrap_or_default(),
+            inventory: v
+                .inventory
+                .map(Inventory::try_from)
+                .transpose()?
+                .unwrap_or_default(),
+            latest: v.latest.map(Sample::try_from).transpose()?,
+            findings: v.findings.into_iter().map(Into::into).collect(),
+            recent_events: v.recent_events.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+impl From<Diagnosis> for pb::DiagnoseResponse {
+    fn from(v: Diagnosis) -> Self {
+        pb::DiagnoseResponse {
+            findings: v.findings.into_iter().map(Into::into).collect(),
+            nodes_total: v.nodes_total,
+            nodes_healthy: v.nodes_healthy,
+            evaluated_at_unix_ms: v.evaluated_at.0,
+        }
+    }
+}
+
+impl From<pb::DiagnoseResponse> for Diagnosis {
+    fn from(v: pb::DiagnoseResponse) -> Self {
+        Diagnosis {
+            evaluated_at: UnixMs(v.evaluated_at_unix_ms),
+            nodes_total: v.nodes_total,
+            nodes_healthy: v.nodes_healthy,
+            findings: v.findings.into_iter().map(Into::into).collect(),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The ops CLI's client side: ask the collector's `Query` service, print tables or JSON.
+
+pub mod render;
+
+use anyhow::{Context, Result};
+use gpufleet_proto::v1::{self as pb, query_client::QueryClient};
+use tonic::transport::Channel;
+
+use crate::api::{Diagnosis, NodeDetail, NodeSummary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub async fn connect(collector: &str) -> Result<QueryClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(collector.to_string())
+        .with_context(|| {
+            format!("{collector:?} is not a valid collector address (e.g. http://127.0.0.1:50051)")
+        })?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot reach the collector at {collector}; is `gpufleet serve` running there? (set --collector or GPUFLEET_COLLECTOR)")
+    })?;
+    Ok(QueryClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
+pub async fn nodes(c: &mut QueryClient<Channel>) -> Result<Vec<NodeSummary>> {
+    let r = c
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(status)?;
+    Ok(r.into_inner().nodes.into_iter().map(Into::into).collect())
+}
+
+pub async fn node(c: &mut QueryClient<Channel>, name: &str) -> Result<NodeDetail> {
+    let r = c
+        .get_node(pb::GetNodeRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(status)?;
+    NodeDetail::try_from(r.into_inner()).context("the collector sent an invalid node")
+}
+
+pub async fn diagnose(c: &mut QueryClient<Channel>, node: Option<&str>) -> Result<Diagnosis> {
+    let r = c
+        .diagnose(pb::DiagnoseRequest {
+            node: node.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(status)?;
+    Ok(r.into_inner().into())
+}

@@ -1,0 +1,220 @@
+//! Human output: tables for nodes, one node, and a diagnosis.
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use gpufleet_model::{Finding, GpuStatus, UnixMs, clock_events};
+
+use crate::api::{Diagnosis, NodeDetail, NodeSummary};
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if let Ok(w) = std::env::var("COLUMNS").map(|c| c.parse::<u16>().unwrap_or(160)) {
+        t.set_width(w);
+    } else {
+        t.set_width(160);
+    }
+    t
+}
+
+fn or_na(s: &str) -> &str {
+    if s.is_empty() { "n/a" } else { s }
+}
+
+pub fn nodes(nodes: &[NodeSummary], now: UnixMs) -> String {
+    if nodes.is_empty() {
+        return "No nodes yet. Start an agent: gpufleet-agent run --collector http://<this host>:50051\n".into();
+    }
+    let mut t = table();
+    t.set_header([
+        "NODE",
+        "STATUS",
+        "GPUS",
+        "MODEL",
+        "DRIVER",
+        "CUDA",
+        "VBIOS",
+        "KERNEL",
+        "FINDINGS",
+        "LAST SEEN",
+    ]);
+    for n in nodes {
+        let status = match (n.connected, n.gpus_unhealthy) {
+            (false, _) => "offline".to_string(),
+            (true, 0) => "online".to_string(),
+            (true, k) => format!("online, {k} GPU(s) down"),
+        };
+        let findings = match (n.finding_count, n.worst_severity) {
+            (0, _) => "healthy".to_string(),
+            (c, Some(s)) => format!("{c} ({s})"),
+            (c, None) => c.to_string(),
+        };
+        t.add_row([
+            n.name.clone(),
+            status,
+            n.gpu_count.to_string(),
+            n.gpu_models.join(", "),
+            or_na(&n.driver_version).to_string(),
+            or_na(&n.cuda_driver_version).to_string(),
+            n.vbios_versions.join(", "),
+            or_na(&n.kernel_version).to_string(),
+            findings,
+            format!("{}s ago", now.since(n.last_seen) / 1000),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+pub fn findings_table(findings: &[Finding]) -> String {
+    let mut t = table();
+    t.set_header([
+        "SEVERITY", "NODE", "GPU", "CAUSE", "EVIDENCE", "PERF", "ACTION",
+    ]);
+    for f in findings {
+        let evidence: Vec<String> = f
+            .evidence
+            .iter()
+            .map(|e| {
+                let mut s = format!("{}={}", e.field, e.value);
+                if !e.threshold.is_empty() {
+                    s += &format!(" ({})", e.threshold);
+                }
+                if e.duration_ms > 0 {
+                    s += &format!(" for {}s", e.duration_ms / 1000);
+                }
+                s
+            })
+            .collect();
+        t.add_row([
+            f.severity.to_string(),
+            f.node.clone(),
+            f.gpu_index
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into()),
+            format!("{}\n{}\n{}", f.title, f.rule_id, f.summary),
+            evidence.join("\n"),
+            f.performance_ratio
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            f.action.clone(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+pub fn diagnosis(d: &Diagnosis) -> String {
+    let mut out = format!(
+        "{} node(s), {} healthy, {} finding(s)\n",
+        d.nodes_total,
+        d.nodes_healthy,
+        d.findings.len()
+    );
+    if d.findings.is_empty() {
+        return out + "No cause of underperformance found.\n";
+    }
+    let mut per_cause: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for f in &d.findings {
+        per_cause
+            .entry(f.rule_id.as_str())
+            .or_default()
+            .insert(f.node.as_str());
+    }
+    for (cause, nodes) in &per_cause {
+        out += &format!(
+            "  {cause}: {}\n",
+            nodes.iter().copied().collect::<Vec<_>>().join(", ")
+        );
+    }
+    out + "\n" + &findings_table(&d.findings)
+}
+
+pub fn node(d: &NodeDetail, now: UnixMs) -> String {
+    let s = &d.summary;
+    let inv = &d.inventory;
+    let mut out = format!(
+        "Node {} ({}, agent {}, source {}, last seen {}s ago)\nDriver {}  CUDA {}  NVML {}  Kernel {}  OS {}\n\n",
+        s.name,
+        if s.connected { "online" } else { "offline" },
+        or_na(&s.agent_version),
+        or_na(&s.gpu_source),
+        now.since(s.last_seen) / 1000,
+        or_na(&inv.driver.driver_version),
+        or_na(&inv.driver.cuda_driver_version),
+        or_na(&inv.driver.nvml_version),
+        or_na(&inv.host.kernel_version),
+        or_na(&inv.host.os_name),
+    );
+    let mut t = table();
+    t.set_header([
+        "GPU",
+        "NAME",
+        "BUS ID",
+        "UUID",
+        "VBIOS",
+        "STATUS",
+        "TEMP",
+        "POWER",
+        "SM MHz",
+        "UTIL",
+        "PCIE",
+        "CLOCK EVENTS",
+    ]);
+    for g in &inv.gpus {
+        let x = d.latest.as_ref().and_then(|l| l.gpu(g.index));
+        let n = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
+        t.add_row([
+            g.index.to_string(),
+            g.name.clone(),
+            g.pci_bus_id.clone(),
+            g.uuid.clone(),
+            or_na(&g.vbios_version).to_string(),
+            match x.map(|x| x.status) {
+                Some(GpuStatus::Ok) => "ok".into(),
+                Some(GpuStatus::Lost) => "LOST".into(),
+                Some(GpuStatus::Unreadable) => "unreadable".into(),
+                None => "no sample".into(),
+            },
+            n(x.and_then(|x| x.temperature_gpu_celsius)
+                .map(|t| format!("{t} °C"))),
+            n(x.and_then(|x| x.power_usage_milliwatts)
+                .map(|p| format!("{:.0} W", p as f64 / 1000.0))),
+            n(x.and_then(|x| x.sm_clock_mhz).map(|c| {
+                format!(
+                    "{c}/{}",
+                    g.sm_clock_max_mhz
+                        .map(|m| m.to_string())
+                        .unwrap_or("?".into())
+                )
+            })),
+            n(x.and_then(|x| x.utilization_gpu_percent)
+                .map(|u| format!("{u}%"))),
+            n(x.and_then(|x| Some(format!("gen{} x{}", x.pcie_link_gen?, x.pcie_link_width?)))),
+            n(x.and_then(|x| x.clock_event_reasons).map(|r| {
+                let v = clock_events::names(r & !clock_events::GPU_IDLE);
+                if v.is_empty() {
+                    "none".into()
+                } else {
+                    v.join(",")
+                }
+            })),
+        ]);
+    }
+    out += &format!("{t}\n");
+    if d.findings.is_empty() {
+        out += "\nNo current findings.\n";
+    } else {
+        out += &format!("\nFindings\n{}", findings_table(&d.findings));
+    }
+    if !d.recent_events.is_empty() {
+        out += "\nRecent events\n";
+        for e in d.recent_events.iter().rev().take(15) {
+            let gpu = e.gpu_index.map(|g| format!(" GPU {g}")).unwrap_or_default();
+            out += &format!(
+                "  {} [{}]{gpu} {}: {}\n",
+                e.timestamp, e.severity, e.code, e.message
+            );
+        }
+    }
+    out
+}

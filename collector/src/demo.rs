@@ -1,0 +1,144 @@
+//! `gpufleet demo`: a whole fleet on one machine with no GPU — a collector on an ephemeral
+//! loopback port with a temporary data dir, one simulated agent per node of a scenario
+//! (real gRPC over loopback), faults injected, and the diagnosis printed once every expected
+//! cause has been named.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use gpufleet_agent::detect::{Detector, saturation::Thresholds};
+use gpufleet_agent::sampler::NodeAgent;
+use gpufleet_agent::sources::simulated::Scenario;
+use gpufleet_agent::uplink::UplinkConfig;
+use gpufleet_agent::{GpuBackend, RunningAgent, open_sources};
+use gpufleet_model::{Finding, NodeIdentity, UnixMs};
+
+use crate::cli;
+use crate::fleet::Window;
+use crate::server::{self, ServerConfig};
+
+/// The built-in demo scenario (also at scenarios/demo.toml).
+pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
+
+pub struct DemoOptions {
+    pub scenario: Scenario,
+    pub timeout: Duration,
+    pub sample_interval: Duration,
+}
+
+/// Whether a finding satisfies an expectation of the scenario.
+fn matches(f: &Finding, node: &str, gpu: Option<u32>, cause: &str) -> bool {
+    f.node == node && f.rule_id.starts_with(cause) && (gpu.is_none() || f.gpu_index == gpu)
+}
+
+pub async fn run(opts: DemoOptions) -> Result<String> {
+    let started = Instant::now();
+    let data = tempfile::tempdir().context("cannot create a temporary data directory")?;
+    let server = server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        data_dir: data.path().to_path_buf(),
+        window: Window::default(),
+        sample_interval_ms: None,
+    })
+    .await?;
+    let sc = Arc::new(opts.scenario);
+    let fleet_spec = &sc.fleet;
+    let mut agents: Vec<RunningAgent> = Vec::new();
+    let now = UnixMs::now();
+    for (i, name) in sc.node_names().into_iter().enumerate() {
+        let backend = GpuBackend::Simulated {
+            gpus: fleet_spec.gpus_per_node,
+            model: fleet_spec.model_for(i).to_string(),
+            scenario: Some(sc.clone()),
+            seed: fleet_spec.seed.wrapping_add(i as u64),
+        };
+        let sources = open_sources(&backend, &name, now)?;
+        let identity = NodeIdentity {
+            hostname: name.clone(),
+            machine_id: format!("demo-{i:04}"),
+            boot_id: String::new(),
+        };
+        let (agent, events) = NodeAgent::new(
+            identity,
+            sources.gpu,
+            sources.host,
+            Detector::new(None, Thresholds::default(), 3),
+            now,
+        )?;
+        agents.push(gpufleet_agent::spawn(
+            agent,
+            events,
+            UplinkConfig::new(server.url()),
+            opts.sample_interval,
+        ));
+    }
+    eprintln!(
+        "demo: collector at {} (data in {}), {} simulated node(s) × {} {} GPU(s), scenario {:?}",
+        server.url(),
+        data.path().display(),
+        agents.len(),
+        fleet_spec.gpus_per_node,
+        fleet_spec.model,
+        sc.name
+    );
+
+    let mut client = cli::connect(&server.url()).await?;
+    let deadline = Instant::now() + opts.timeout;
+    let (diagnosis, missing) = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let d = cli::diagnose(&mut client, None).await?;
+        let missing: Vec<String> = sc
+            .expect
+            .iter()
+            .filter(|e| {
+                !d.findings
+                    .iter()
+                    .any(|f| matches(f, &e.node, e.gpu, &e.cause))
+            })
+            .map(|e| {
+                format!(
+                    "{} on {}{}",
+                    e.cause,
+                    e.node,
+                    e.gpu.map(|g| format!(" GPU {g}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        let connected = server.fleet.with_nodes(|n| {
+            n.iter()
+                .filter(|n| n.connected && n.latest().is_some())
+                .count()
+        });
+        if connected == agents.len() && missing.is_empty() {
+            break (d, missing);
+        }
+        if Instant::now() > deadline {
+            break (d, missing);
+        }
+    };
+    let nodes = cli::nodes(&mut client).await?;
+    let now = UnixMs::now();
+    let mut out = String::new();
+    out += &format!("Fleet ({} nodes)\n", nodes.len());
+    out += &cli::render::nodes(&nodes, now);
+    out += "\nDiagnosis\n";
+    out += &cli::render::diagnosis(&diagnosis);
+    out += &format!(
+        "\nDemo finished in {:.1}s.\n",
+        started.elapsed().as_secs_f64()
+    );
+    for a in agents {
+        a.stop().await;
+    }
+    server.stop().await?;
+    if !missing.is_empty() {
+        print!("{out}");
+        bail!(
+            "the demo's faults were not all diagnosed within {:?}: missing {}",
+            opts.timeout,
+            missing.join("; ")
+        );
+    }
+    Ok(out)
+}

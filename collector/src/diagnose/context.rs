@@ -1,0 +1,83 @@
+//! What the fleet looks like as a whole: the majority driver, kernel and VBIOS per GPU model,
+//! against which one node's versions are judged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::fleet::NodeState;
+
+#[derive(Debug, Default, Clone)]
+pub struct FleetContext {
+    /// Majority driver version among nodes, and how many nodes have it / have any.
+    pub driver: Option<Majority>,
+    pub kernel: Option<Majority>,
+    /// Per GPU product name: majority VBIOS version over all GPUs of that product.
+    pub vbios: HashMap<String, Majority>,
+    pub nodes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Majority {
+    pub value: String,
+    pub count: usize,
+    pub total: usize,
+}
+
+fn majority<'a>(values: impl Iterator<Item = &'a str>) -> Option<Majority> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut total = 0;
+    for v in values.filter(|v| !v.is_empty()) {
+        *counts.entry(v).or_default() += 1;
+        total += 1;
+    }
+    // Ties go to the larger (usually newer) version string.
+    let (value, count) = counts.into_iter().max_by_key(|(v, c)| (*c, *v))?;
+    Some(Majority {
+        value: value.to_string(),
+        count,
+        total,
+    })
+}
+
+impl FleetContext {
+    pub fn from_nodes(nodes: &[&NodeState]) -> Self {
+        let mut by_model: HashMap<&str, Vec<&str>> = HashMap::new();
+        for n in nodes {
+            for g in &n.inventory.gpus {
+                by_model
+                    .entry(g.name.as_str())
+                    .or_default()
+                    .push(g.vbios_version.as_str());
+            }
+        }
+        FleetContext {
+            driver: majority(
+                nodes
+                    .iter()
+                    .map(|n| n.inventory.driver.driver_version.as_str()),
+            ),
+            kernel: majority(
+                nodes
+                    .iter()
+                    .map(|n| n.inventory.host.kernel_version.as_str()),
+            ),
+            vbios: by_model
+                .into_iter()
+                .filter_map(|(m, v)| Some((m.to_string(), majority(v.into_iter())?)))
+                .collect(),
+            nodes: nodes.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_ignores_unknown_and_breaks_ties_upward() {
+        assert_eq!(majority(["", ""].into_iter()), None);
+        let m = majority(["550", "535", "550", ""].into_iter()).unwrap();
+        assert_eq!((m.value.as_str(), m.count, m.total), ("550", 2, 3));
+        assert_eq!(majority(["a", "b"].into_iter()).unwrap().value, "b");
+    }
+}

@@ -1,0 +1,135 @@
+//! `gpu.lost`: a GPU stopped answering (fallen off the bus) or vanished from the node.
+
+use gpufleet_model::{Evidence, Finding, GpuStatus, Severity, UnixMs};
+
+use crate::diagnose::{FleetContext, Rule, finding, held};
+use crate::fleet::NodeState;
+
+pub struct GpuLost;
+
+impl Rule for GpuLost {
+    fn id(&self) -> &'static str {
+        "gpu.lost"
+    }
+
+    fn title(&self) -> &'static str {
+        "GPU lost"
+    }
+
+    fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
+        let Some(latest) = node.latest() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for g in latest.gpus.iter().filter(|g| g.status != GpuStatus::Ok) {
+            let since = held(node.history.iter(), |s| {
+                s.gpu(g.index).is_some_and(|x| x.status == g.status)
+            })
+            .map(|r| r.0)
+            .unwrap_or(latest.timestamp);
+            let lost = g.status == GpuStatus::Lost;
+            let mut f = finding(
+                self,
+                node,
+                if lost {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                since,
+            );
+            if !lost {
+                f.rule_id = "gpu.unreadable".into();
+                f.title = "GPU unreadable".into();
+            }
+            f.gpu_index = Some(g.index);
+            f.gpu_uuid = g.uuid.clone();
+            f.performance_ratio = Some(0.0);
+            f.evidence.push(Evidence::new(
+                "status",
+                format!("{:?}", g.status).to_lowercase(),
+                "ok",
+            ));
+            if !g.error.is_empty() {
+                f.evidence.push(Evidence::new("error", &g.error, ""));
+            }
+            let bus = node
+                .inventory
+                .gpu(g.index)
+                .map(|i| i.pci_bus_id.clone())
+                .unwrap_or_default();
+            f.summary = format!(
+                "GPU {} {bus} {}: {}",
+                g.index,
+                if lost {
+                    "is lost (fallen off the bus)"
+                } else {
+                    "cannot be read"
+                },
+                g.error
+            );
+            f.action = if lost {
+                "Drain the node and reboot it; if the GPU does not come back or falls off again, \
+                 check its power cables and seating, then open an RMA (Xid 79)."
+                    .into()
+            } else {
+                "Check the agent log and `nvidia-smi -i <gpu>` on the node; a GPU that stays \
+                 unreadable usually needs a GPU reset or reboot."
+                    .into()
+            };
+            out.push(f);
+        }
+        // GPUs in the inventory that the latest sample does not mention at all.
+        for info in &node.inventory.gpus {
+            if latest.gpu(info.index).is_none() && !latest.gpus.is_empty() {
+                let mut f = finding(self, node, Severity::Critical, latest.timestamp);
+                f.rule_id = "gpu.missing".into();
+                f.title = "GPU missing".into();
+                f.gpu_index = Some(info.index);
+                f.gpu_uuid = info.uuid.clone();
+                f.performance_ratio = Some(0.0);
+                f.evidence.push(Evidence::new(
+                    "inventory",
+                    format!("GPU {} {}", info.index, info.pci_bus_id),
+                    "present in samples",
+                ));
+                f.summary = format!(
+                    "GPU {} ({}) is in the inventory but no longer reported",
+                    info.index, info.pci_bus_id
+                );
+                f.action = "Check `nvidia-smi -L` and `lspci | grep -i nvidia` on the node; reboot, then RMA if the GPU stays missing.".into();
+                out.push(f);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::testutil::{NOW, node};
+
+    #[test]
+    fn cases() {
+        let n = node(2, 3, |_, _| {});
+        assert!(GpuLost.check(&n, &FleetContext::default(), NOW).is_empty());
+        let n = node(2, 3, |i, s| {
+            if i == 2 {
+                s.gpus[1] =
+                    gpufleet_model::GpuSample::failed(1, "GPU-1", GpuStatus::Lost, "GPU is lost");
+            }
+        });
+        let f = GpuLost.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].rule_id.as_str(), f[0].gpu_index, f[0].severity),
+            ("gpu.lost", Some(1), Severity::Critical)
+        );
+        let n = node(2, 3, |_, s| {
+            s.gpus.pop();
+        });
+        let f = GpuLost.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(f[0].rule_id, "gpu.missing");
+    }
+}

@@ -1,0 +1,72 @@
+//! `node.agent_offline`: the collector stopped hearing from a node's agent.
+
+use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
+
+use crate::diagnose::{FleetContext, Rule, finding};
+use crate::fleet::NodeState;
+
+pub struct AgentOffline;
+
+/// Silence longer than this is reported even if the stream looks open.
+const SILENT_MS: u64 = 30_000;
+
+impl Rule for AgentOffline {
+    fn id(&self) -> &'static str {
+        "node.agent_offline"
+    }
+
+    fn title(&self) -> &'static str {
+        "Agent offline"
+    }
+
+    fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
+        let silent = now.since(node.last_seen);
+        if node.connected && silent <= SILENT_MS {
+            return vec![];
+        }
+        let mut f = finding(self, node, Severity::Warning, node.last_seen);
+        f.evidence
+            .push(Evidence::new("last_seen", node.last_seen, "").held_for(silent));
+        f.evidence
+            .push(Evidence::new("connected", node.connected, "true"));
+        f.summary = format!(
+            "no telemetry from {} for {}s: its GPUs cannot be diagnosed",
+            node.name(),
+            silent / 1000
+        );
+        f.action = "Check that the node is up and `systemctl status gpufleet-agent` on it; check \
+                    network reachability of the collector from the node."
+            .into();
+        vec![f]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::testutil::{NOW, node};
+
+    #[test]
+    fn cases() {
+        let n = node(1, 1, |_, _| {});
+        assert!(
+            AgentOffline
+                .check(&n, &FleetContext::default(), NOW)
+                .is_empty()
+        );
+        let mut n = node(1, 1, |_, _| {});
+        n.connected = false;
+        assert_eq!(
+            AgentOffline.check(&n, &FleetContext::default(), NOW).len(),
+            1
+        );
+        let n = node(1, 1, |_, _| {});
+        let later = UnixMs(NOW.0 + 60_000);
+        assert_eq!(
+            AgentOffline
+                .check(&n, &FleetContext::default(), later)
+                .len(),
+            1
+        );
+    }
+}

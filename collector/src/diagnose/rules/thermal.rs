@@ -1,0 +1,170 @@
+//! `gpu.thermal.hw_slowdown` / `gpu.thermal.sw_slowdown`: clocks held down because the GPU is
+//! too hot.
+
+use gpufleet_model::clock_events::{HW_THERMAL_SLOWDOWN, SW_THERMAL_SLOWDOWN};
+use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
+
+use crate::diagnose::{FleetContext, MIN_SAMPLES, Rule, finding, held};
+use crate::fleet::NodeState;
+
+pub struct ThermalSlowdown;
+
+impl Rule for ThermalSlowdown {
+    fn id(&self) -> &'static str {
+        "gpu.thermal"
+    }
+
+    fn title(&self) -> &'static str {
+        "Thermal slowdown"
+    }
+
+    fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
+        let Some(latest) = node.latest() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for g in &latest.gpus {
+            let Some(reasons) = g.clock_event_reasons else {
+                continue;
+            };
+            let (bit, id, title, severity) = if reasons & HW_THERMAL_SLOWDOWN != 0 {
+                (
+                    HW_THERMAL_SLOWDOWN,
+                    "gpu.thermal.hw_slowdown",
+                    "Hardware thermal slowdown",
+                    Severity::Critical,
+                )
+            } else if reasons & SW_THERMAL_SLOWDOWN != 0 {
+                (
+                    SW_THERMAL_SLOWDOWN,
+                    "gpu.thermal.sw_slowdown",
+                    "Software thermal slowdown",
+                    Severity::Warning,
+                )
+            } else {
+                continue;
+            };
+            let on = |s: &gpufleet_model::Sample| {
+                s.gpu(g.index)
+                    .and_then(|x| x.clock_event_reasons)
+                    .is_some_and(|r| r & bit != 0)
+            };
+            let Some((since, dur, n)) = held(node.history.iter(), on) else {
+                continue;
+            };
+            if n < MIN_SAMPLES {
+                continue;
+            }
+            let info = node.inventory.gpu(g.index);
+            let max_clock = info.and_then(|i| i.sm_clock_max_mhz);
+            let slowdown = info.and_then(|i| i.temperature_slowdown_celsius);
+            let mut f = finding(self, node, severity, since);
+            f.rule_id = id.into();
+            f.title = title.into();
+            f.gpu_index = Some(g.index);
+            f.gpu_uuid = g.uuid.clone();
+            f.evidence.push(
+                Evidence::new(
+                    "clock_event_reasons",
+                    gpufleet_model::clock_events::names(reasons).join(","),
+                    "",
+                )
+                .held_for(dur),
+            );
+            if let Some(t) = g.temperature_gpu_celsius {
+                f.evidence.push(Evidence::new(
+                    "temperature_gpu_celsius",
+                    format!("{t} °C"),
+                    slowdown
+                        .map(|s| format!("slowdown at {s} °C"))
+                        .unwrap_or_default(),
+                ));
+            }
+            if let Some(t) = g.temperature_memory_celsius {
+                f.evidence.push(Evidence::new(
+                    "temperature_memory_celsius",
+                    format!("{t} °C"),
+                    "",
+                ));
+            }
+            if let (Some(c), Some(m)) = (g.sm_clock_mhz, max_clock) {
+                f.evidence.push(Evidence::new(
+                    "sm_clock_mhz",
+                    format!("{c} MHz"),
+                    format!("max {m} MHz"),
+                ));
+                f.performance_ratio = Some((c as f64 / m as f64).min(1.0));
+            }
+            f.summary = format!(
+                "GPU {} runs at {} instead of {} because of {}; GPU at {}",
+                g.index,
+                g.sm_clock_mhz
+                    .map(|c| format!("{c} MHz"))
+                    .unwrap_or("reduced clocks".into()),
+                max_clock
+                    .map(|c| format!("{c} MHz"))
+                    .unwrap_or("its max".into()),
+                title.to_lowercase(),
+                g.temperature_gpu_celsius
+                    .map(|t| format!("{t} °C"))
+                    .unwrap_or("unknown temperature".into()),
+            );
+            f.action =
+                "Check the chassis airflow and fans, inlet temperature and blocked filters; \
+                        compare with neighbouring nodes in the rack. If only this GPU is hot, \
+                        reseat it or check its heatsink/thermal paste."
+                    .into();
+            out.push(f);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::testutil::{NOW, node};
+
+    #[test]
+    fn cases() {
+        let cases: &[(&str, u64, usize, &[&str])] = &[
+            ("healthy", 0, 10, &[]),
+            (
+                "hw thermal",
+                HW_THERMAL_SLOWDOWN,
+                10,
+                &["gpu.thermal.hw_slowdown"],
+            ),
+            (
+                "sw thermal",
+                SW_THERMAL_SLOWDOWN,
+                10,
+                &["gpu.thermal.sw_slowdown"],
+            ),
+            (
+                "one noisy sample does not fire",
+                HW_THERMAL_SLOWDOWN,
+                1,
+                &[],
+            ),
+            ("idle bit is not thermal", 0x1, 10, &[]),
+        ];
+        for (name, bits, last_n, want) in cases {
+            let n = node(2, 10, |i, s| {
+                if i >= 10 - last_n {
+                    s.gpus[1].clock_event_reasons = Some(*bits);
+                    s.gpus[1].sm_clock_mhz = Some(1200);
+                    s.gpus[1].temperature_gpu_celsius = Some(88);
+                }
+            });
+            let got = ThermalSlowdown.check(&n, &FleetContext::default(), NOW);
+            let ids: Vec<&str> = got.iter().map(|f| f.rule_id.as_str()).collect();
+            assert_eq!(ids, *want, "{name}");
+            if let Some(f) = got.first() {
+                assert_eq!(f.gpu_index, Some(1));
+                assert!((f.performance_ratio.unwrap() - 1200.0 / 1980.0).abs() < 1e-9);
+                assert!(f.summary.contains("1200 MHz"), "{}", f.summary);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `drift.fleet.driver_version`, `drift.fleet.kernel_version`, `drift.fleet.vbios_version`: a node (or GPU)
+//! runs a version that differs from the rest of the fleet.
+
+use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
+
+use crate::diagnose::context::Majority;
+use crate::diagnose::{FleetContext, Rule, finding};
+use crate::fleet::NodeState;
+
+pub struct VersionDrift;
+
+fn off(m: &Option<Majority>, v: &str) -> Option<Majority> {
+    let m = m.as_ref()?;
+    // Only judge against a real majority: more than half of the fleet agrees.
+    (m.total >= 2 && m.count * 2 > m.total && !v.is_empty() && v != m.value).then(|| m.clone())
+}
+
+impl Rule for VersionDrift {
+    fn id(&self) -> &'static str {
+        "drift.fleet"
+    }
+
+    fn title(&self) -> &'static str {
+        "Version drift from the fleet"
+    }
+
+    fn check(&self, node: &NodeState, fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let inv = &node.inventory;
+        let since = node.first_seen.max(inv.read_at);
+        let mut push = |id: &str,
+                        title: &str,
+                        field: &str,
+                        value: &str,
+                        m: &Majority,
+                        gpu: Option<(u32, &str)>,
+                        action: &str| {
+            let mut f = finding(self, node, Severity::Warning, since);
+            f.rule_id = id.into();
+            f.title = title.into();
+            if let Some((i, uuid)) = gpu {
+                f.gpu_index = Some(i);
+                f.gpu_uuid = uuid.into();
+            }
+            f.evidence.push(Evidence::new(
+                field,
+                value,
+                format!("fleet majority {} ({} of {})", m.value, m.count, m.total),
+            ));
+            f.summary = format!(
+                "{}{field} is {value} while {} of {} {} run {}",
+                gpu.map(|(i, _)| format!("GPU {i} ")).unwrap_or_default(),
+                m.count,
+                m.total,
+                if gpu.is_some() {
+                    "GPUs of this model"
+                } else {
+                    "nodes"
+                },
+                m.value
+            );
+            f.action = action.into();
+            out.push(f);
+        };
+        if let Some(m) = off(&fleet.driver, &inv.driver.driver_version) {
+            push(
+                "drift.fleet.driver_version",
+                "Driver version differs from the fleet",
+                "driver_version",
+                &inv.driver.driver_version,
+                &m,
+                None,
+                "Drain the node and install the fleet's standard driver (or roll the fleet forward \
+                 deliberately); mixed drivers break NCCL jobs and make results hard to compare.",
+            );
+        }
+        if let Some(m) = off(&fleet.kernel, &inv.host.kernel_version) {
+            push(
+                "drift.fleet.kernel_version",
+                "Kernel version differs from the fleet",
+                "kernel_version",
+                &inv.host.kernel_version,
+                &m,
+                None,
+                "Reinstall the fleet's standard kernel (and rebuild the NVIDIA module for it), or \
+                 schedule the node for re-imaging.",
+            );
+        }
+        for g in &inv.gpus {
+            if let Some(m) = off(&fleet.vbios.get(&g.name).cloned(), &g.vbios_version) {
+                push(
+                    "drift.fleet.vbios_version",
+                    "VBIOS differs from GPUs of the same model",
+                    "vbios_version",
+                    &g.vbios_version,
+                    &m,
+                    Some((g.index, &g.uuid)),
+                    "Flash the fleet's standard VBIOS with the vendor's tool during maintenance, or \
+                     replace the board if it came back from RMA with different firmware.",
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::testutil::{NOW, node};
+
+    #[test]
+    fn cases() {
+        let fleet_of = |drivers: &[&str]| -> Vec<NodeState> {
+            drivers
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let mut n = node(2, 1, |_, _| {});
+                    n.identity.hostname = format!("n{i}");
+                    n.inventory.driver.driver_version = d.to_string();
+                    n
+                })
+                .collect()
+        };
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            ("uniform", &["550", "550", "550"], &[]),
+            ("one off", &["550", "550", "535"], &["n2"]),
+            ("no majority", &["550", "535"], &[]),
+        ];
+        for (name, drivers, want) in cases {
+            let nodes = fleet_of(drivers);
+            let ctx = FleetContext::from_nodes(&nodes.iter().collect::<Vec<_>>());
+            let got: Vec<String> = nodes
+                .iter()
+                .flat_map(|n| VersionDrift.check(n, &ctx, NOW))
+                .map(|f| f.node)
+                .collect();
+            assert_eq!(got, *want, "{name}");
+        }
+        let mut nodes = fleet_of(&["550", "550", "550"]);
+        nodes[1].inventory.gpus[1].vbios_version = "96.00.61.00.01".into();
+        let ctx = FleetContext::from_nodes(&nodes.iter().collect::<Vec<_>>());
+        let f = VersionDrift.check(&nodes[1], &ctx, NOW);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].rule_id.as_str(), f[0].gpu_index),
+            ("drift.fleet.vbios_version", Some(1))
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Live fleet state in memory: per node its identity, inventory, connection, a bounded window
+//! of recent samples and events. Ingest writes it; query and diagnosis read it under a read lock.
+//! History beyond the window lives in the store.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::RwLock;
+
+use gpufleet_model::convert::{Batch, Hello};
+use gpufleet_model::{Event, Inventory, NodeIdentity, Sample, UnixMs};
+
+use crate::store::StoredNode;
+
+/// How much recent data each node keeps in memory for diagnosis.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub samples: usize,
+    pub events: usize,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            samples: 300,
+            events: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    pub identity: NodeIdentity,
+    pub agent_version: String,
+    pub gpu_source: String,
+    pub inventory: Inventory,
+    pub first_seen: UnixMs,
+    pub last_seen: UnixMs,
+    pub connected: bool,
+    pub session: String,
+    /// Recent samples, oldest first.
+    pub history: VecDeque<Sample>,
+    /// Recent events, oldest first.
+    pub events: VecDeque<Event>,
+    /// Samples the agent reported it had to drop.
+    pub dropped_samples: u64,
+}
+
+impl NodeState {
+    pub fn name(&self) -> &str {
+        &self.identity.hostname
+    }
+
+    pub fn latest(&self) -> Option<&Sample> {
+        self.history.back()
+    }
+}
+
+#[derive(Default)]
+pub struct Fleet {
+    nodes: RwLock<BTreeMap<String, NodeState>>,
+    window: Window,
+}
+
+impl Fleet {
+    pub fn new(window: Window) -> Self {
+        Fleet {
+            nodes: RwLock::default(),
+            window,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, NodeState>> {
+        self.nodes.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, NodeState>> {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Nodes known from the store, shown as disconnected until their agents come back.
+    pub fn restore(&self, stored: Vec<StoredNode>) {
+        let mut nodes = self.write();
+        for s in stored {
+            nodes.insert(
+                s.identity.hostname.clone(),
+                NodeState {
+                    identity: s.identity,
+                    agent_version: s.agent_version,
+                    gpu_source: s.gpu_source,
+                    inventory: s.inventory,
+                    first_seen: s.first_seen,
+                    last_seen: s.last_seen,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    pub fn on_hello(&self, hello: &Hello, now: UnixMs) {
+        let mut nodes = self.write();
+        let n = nodes
+            .entry(hello.node.hostname.clone())
+            .or_insert_with(|| NodeState {
+                first_seen: now,
+                ..Default::default()
+            });
+        if n.connected
+            && !n.identity.machine_id.is_empty()
+            && n.identity.machine_id != hello.node.machine_id
+        {
+            tracing::warn!(
+                node = %hello.node.hostname,
+                "two machines (machine-id {} and {}) use the same node name; give each agent a unique --node-name",
+                n.identity.machine_id, hello.node.machine_id
+            );
+        }
+        n.identity = hello.node.clone();
+        n.agent_version = hello.agent_version.clone();
+        n.gpu_source = hello.gpu_source.clone();
+        n.inventory = hello.inventory.clone();
+        n.session = hello.session_id.clone();
+        n.connected = true;
+        n.last_seen = now;
+    }
+
+    pub fn on_batch(&self, node: &str, batch: &Batch, now: UnixMs) {
+        let mut nodes = self.write();
+        let Some(n) = nodes.get_mut(node) else {
+            return;
+        };
+        n.last_seen = now;
+        if let Some(inv) = &batch.inventory {
+            n.inventory = inv.clone();
+        }
+        n.dropped_samples += batch.dropped_samples;
+        for s in &batch.samples {
+            // Samples re-sent after a reconnect may already be here.
+            if n.history.back().is_some_and(|l| l.timestamp >= s.timestamp) {
+                continue;
+            }
+            n.history.push_back(s.clone());
+        }
+        while n.history.len() > self.window.samples {
+            n.history.pop_front();
+        }
+        for e in &batch.events {
+            if !n.events.contains(e) {
+                n.events.push_back(e.clone());
+            }
+        }
+        while n.events.len() > self.window.events {
+            n.events.pop_front();
+        }
+    }
+
+    /// The stream of `session` ended. A newer session of the same node keeps it connected.
+    pub fn on_disconnect(&self, node: &str, session: &str) {
+        if let Some(n) = self.write().get_mut(node)
+            && n.session == session
+        {
+            n.connected = false;
+        }
+    }
+
+    /// Runs `f` over every node under the read lock, without copying their history.
+    pub fn with_nodes<T>(&self, f: impl FnOnce(&[&NodeState]) -> T) -> T {
+        let nodes = self.read();
+        let refs: Vec<&NodeState> = nodes.values().collect();
+        f(&refs)
+    }
+
+    pub fn node(&self, name: &str) -> Option<NodeState> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,177 @@
+//! The telemetry stream endpoint: handshake (`Hello`, protocol version check), validation of
+//! every batch at the wire boundary, durable write, then the ack.
+//!
+//! Invariant: an `Ack` for sequence N is sent only after batch N is committed to the store.
+//! A malformed message ends the stream with INVALID_ARGUMENT and a message naming the
+//! problem; nothing a peer sends can panic the collector.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use gpufleet_model::UnixMs;
+use gpufleet_model::convert::{Batch, Hello};
+use gpufleet_proto::PROTOCOL_VERSION;
+use gpufleet_proto::v1::{
+    self as pb, AgentMessage, CollectorMessage, agent_message, collector_message,
+    telemetry_server::Telemetry,
+};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::Fleet;
+use crate::store::Write;
+use crate::store::writer::Writer;
+
+pub struct Ingest {
+    fleet: Arc<Fleet>,
+    writer: Writer,
+    /// Sample interval pushed to every agent on connect (`None`: leave agents alone).
+    sample_interval_ms: Option<u32>,
+}
+
+impl Ingest {
+    pub fn new(fleet: Arc<Fleet>, writer: Writer, sample_interval_ms: Option<u32>) -> Self {
+        Ingest {
+            fleet,
+            writer,
+            sample_interval_ms,
+        }
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
+
+/// Checks the protocol version before anything else, so a newer agent gets a clear answer.
+pub fn check_version(v: u32) -> Result<(), Status> {
+    if v == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    let hint = if v > PROTOCOL_VERSION {
+        "upgrade the collector (gpufleet) to a release that speaks it"
+    } else {
+        "upgrade the agent"
+    };
+    Err(Status::failed_precondition(format!(
+        "agent speaks gpufleet protocol v{v}, this collector speaks v{PROTOCOL_VERSION}: {hint}"
+    )))
+}
+
+#[tonic::async_trait]
+impl Telemetry for Ingest {
+    type StreamStream = Outbound;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream ended before the Hello message"))?;
+        let Some(agent_message::Msg::Hello(hello)) = first.msg else {
+            return Err(Status::invalid_argument(
+                "the first message of a stream must be Hello",
+            ));
+        };
+        check_version(hello.protocol_version)?;
+        let hello = Hello::try_from(hello)
+            .map_err(|e| Status::invalid_argument(format!("invalid Hello: {e}")))?;
+        let node = hello.node.hostname.clone();
+        let session = hello.session_id.clone();
+        self.writer
+            .write(Write::Hello {
+                hello: Box::new(hello.clone()),
+                at: UnixMs::now(),
+            })
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot store node {node}: {e}")))?;
+        self.fleet.on_hello(&hello, UnixMs::now());
+        tracing::info!(%node, %peer, agent = %hello.agent_version, gpus = hello.inventory.gpus.len(), "agent connected");
+
+        let (tx, rx) = mpsc::channel::<Result<CollectorMessage, Status>>(16);
+        if let Some(ms) = self.sample_interval_ms {
+            let _ = tx
+                .send(Ok(CollectorMessage {
+                    msg: Some(collector_message::Msg::Config(pb::AgentConfig {
+                        sample_interval_ms: Some(ms),
+                        inventory_interval_ms: None,
+                    })),
+                }))
+                .await;
+        }
+        let fleet = self.fleet.clone();
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session).await;
+            if let Err(status) = end {
+                tracing::warn!(%node, "closing stream: {}", status.message());
+                let _ = tx.send(Err(status)).await;
+            } else {
+                tracing::info!(%node, "agent disconnected");
+            }
+            fleet.on_disconnect(&node, &session);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Reads batches until the agent closes the stream or sends something invalid.
+async fn pump(
+    inbound: &mut Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
+    fleet: &Fleet,
+    writer: &Writer,
+    node: &str,
+    session: &str,
+) -> Result<(), Status> {
+    loop {
+        let msg = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            // Transport errors (agent gone, reset) end the stream quietly; decode errors and
+            // oversized messages come back to the agent.
+            Err(s) if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Cancelled => {
+                return Ok(());
+            }
+            Err(s) => return Err(s),
+        };
+        let batch = match msg.msg {
+            Some(agent_message::Msg::Batch(b)) => Batch::try_from(b)
+                .map_err(|e| Status::invalid_argument(format!("invalid batch from {node}: {e}")))?,
+            Some(agent_message::Msg::Hello(_)) => {
+                return Err(Status::invalid_argument(
+                    "Hello may only be the first message of a stream",
+                ));
+            }
+            None => return Err(Status::invalid_argument("empty AgentMessage")),
+        };
+        let seq = batch.sequence;
+        let now = UnixMs::now();
+        writer
+            .write(Write::Batch {
+                node: node.to_string(),
+                session: session.to_string(),
+                batch: Box::new(batch.clone()),
+                at: now,
+            })
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot store batch {seq} of {node}: {e}")))?;
+        fleet.on_batch(node, &batch, now);
+        let ack = CollectorMessage {
+            msg: Some(collector_message::Msg::Ack(pb::Ack {
+                stored_sequence: seq,
+            })),
+        };
+        if tx.send(Ok(ack)).await.is_err() {
+            return Ok(());
+        }
+    }
+}

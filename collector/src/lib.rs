@@ -1,0 +1,15 @@
+//! `gpufleet`: the collector (ingest → store → diagnose → query) and the ops CLI.
+//!
+//! Data flow: agents stream to [`ingest`], which validates at the wire boundary, commits to the
+//! [`store`] through the group-commit [`store::writer`], then acks and updates [`fleet`] state.
+//! [`query`] answers the CLI from fleet state and [`diagnose`], whose rules are pure.
+
+pub mod api;
+pub mod cli;
+pub mod demo;
+pub mod diagnose;
+pub mod fleet;
+pub mod ingest;
+pub mod query;
+pub mod server;
+pub mod store;

@@ -1,0 +1,122 @@
+//! Assembles the collector: store, writer, fleet state and the gRPC services (telemetry,
+//! query, health, reflection) on one listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gpufleet_proto::v1::{query_server::QueryServer, telemetry_server::TelemetryServer};
+use tokio::sync::oneshot;
+
+use crate::fleet::{Fleet, Window};
+use crate::ingest::Ingest;
+use crate::query::QueryService;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::store::writer::Writer;
+
+/// Largest message accepted from an agent; bigger ones are refused with OUT_OF_RANGE.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub window: Window,
+    /// Pushed to agents on connect, when set.
+    pub sample_interval_ms: Option<u32>,
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub fleet: Arc<Fleet>,
+    pub store: Arc<dyn Store>,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (an error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {} (pass --data-dir DIR to use another)",
+            config.data_dir.display()
+        )
+    })?;
+    let db = config.data_dir.join("gpufleet.db");
+    let store: Arc<dyn Store> =
+        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??);
+    let fleet = Arc::new(Fleet::new(config.window));
+    let s = store.clone();
+    fleet.restore(tokio::task::spawn_blocking(move || s.nodes()).await??);
+    let writer = Writer::start(store.clone(), 4096);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (in use? pass --listen ADDR)",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TelemetryServer<Ingest>>()
+        .await;
+    health_reporter
+        .set_serving::<QueryServer<QueryService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(gpufleet_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let telemetry = TelemetryServer::new(Ingest::new(
+        fleet.clone(),
+        writer,
+        config.sample_interval_ms,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let query = QueryServer::new(QueryService::new(fleet.clone()));
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(telemetry)
+            .add_service(query)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            }),
+    );
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), nodes = fleet.len(), "gpufleet collector listening");
+    Ok(RunningServer {
+        addr,
+        fleet,
+        store,
+        shutdown: tx,
+        task,
+    })
+}

@@ -1,0 +1,78 @@
+//! Durable fleet history behind one trait, so another backend (PostgreSQL, a TSDB) can come
+//! later without touching ingest, query or diagnosis. SQLite is the embedded default.
+
+use gpufleet_model::convert::{Batch, Hello};
+use gpufleet_model::{Event, Inventory, NodeIdentity, Sample, UnixMs};
+
+pub mod sqlite;
+pub mod writer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored data is corrupt ({what}): {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("the storage writer has stopped")]
+    WriterGone,
+}
+
+/// A node as the store remembers it (to rebuild fleet state after a restart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredNode {
+    pub identity: NodeIdentity,
+    pub agent_version: String,
+    pub gpu_source: String,
+    pub inventory: Inventory,
+    pub first_seen: UnixMs,
+    pub last_seen: UnixMs,
+}
+
+/// One write: a `Hello` (node + inventory) or a batch from an agent session.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Hello {
+        hello: Box<Hello>,
+        at: UnixMs,
+    },
+    Batch {
+        node: String,
+        session: String,
+        batch: Box<Batch>,
+        at: UnixMs,
+    },
+}
+
+/// Storage backend. Implementations are synchronous; the collector calls them from its
+/// writer thread and from `spawn_blocking`, never on the async reactor.
+pub trait Store: Send + Sync {
+    /// Applies writes atomically (all or none) and durably before returning. For batches,
+    /// a (node, session, sequence) already stored is skipped, so re-sent batches are idempotent.
+    fn apply(&self, writes: &[Write]) -> Result<(), StoreError>;
+    /// Highest batch sequence stored for an agent session (0 if none).
+    fn last_sequence(&self, node: &str, session: &str) -> Result<u64, StoreError>;
+    fn nodes(&self) -> Result<Vec<StoredNode>, StoreError>;
+    /// Samples of a node in `[since, until)`, oldest first, at most `limit`.
+    fn samples(
+        &self,
+        node: &str,
+        since: UnixMs,
+        until: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<Sample>, StoreError>;
+    /// Events (of one node, or all) at or after `since`, oldest first, at most `limit` (the
+    /// newest `limit` when there are more).
+    fn events(
+        &self,
+        node: Option<&str>,
+        since: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<(String, Event)>, StoreError>;
+    /// Inventories a node reported over time, oldest first.
+    fn inventory_history(&self, node: &str) -> Result<Vec<Inventory>, StoreError>;
+}

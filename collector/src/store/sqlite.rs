@@ -1,0 +1,479 @@
+//! The embedded default store: one SQLite file (WAL, synchronous=FULL, so a committed batch
+//! survives a crash or power loss before it is acknowledged).
+//!
+//! Samples are stored as protobuf-encoded `gpufleet.v1.Sample` blobs: compact (~1 KB for an
+//! 8-GPU node), and their schema evolves with the wire protocol's rules. Inventories and events
+//! are JSON (small, rare, and readable with `sqlite3` when debugging).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use gpufleet_model::convert::Batch;
+use gpufleet_model::{Event, Inventory, NodeIdentity, Sample, UnixMs};
+use gpufleet_proto::v1 as pb;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, StoredNode, Write};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    machine_id TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    gpu_source TEXT NOT NULL,
+    inventory_json TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inventories (
+    node TEXT NOT NULL,
+    read_at_ms INTEGER NOT NULL,
+    inventory_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inventories_node ON inventories(node, read_at_ms);
+CREATE TABLE IF NOT EXISTS sessions (
+    node TEXT NOT NULL,
+    session TEXT NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    PRIMARY KEY (node, session)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    node TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    sample_pb BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_node_ts ON samples(node, ts_ms);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    event_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_node_ts ON events(node, ts_ms);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
+";
+
+/// Bumped when the layout above changes incompatibly; an older file is migrated or refused.
+const SCHEMA_VERSION: &str = "1";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version.as_deref() {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt {
+                    what: path.display().to_string(),
+                    reason: format!(
+                        "schema version {other}, this gpufleet reads version {SCHEMA_VERSION}; \
+                         use a matching gpufleet or a new --data-dir"
+                    ),
+                });
+            }
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite itself inconsistent (transactions
+        // roll back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("domain types always serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn apply_batch(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    session: &str,
+    batch: &Batch,
+    at: UnixMs,
+) -> Result<(), StoreError> {
+    let last: u64 = tx
+        .query_row(
+            "SELECT last_sequence FROM sessions WHERE node = ?1 AND session = ?2",
+            params![node, session],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0) as u64;
+    if batch.sequence <= last {
+        return Ok(()); // already stored: a re-send after reconnect
+    }
+    {
+        let mut ins =
+            tx.prepare_cached("INSERT INTO samples(node, ts_ms, sample_pb) VALUES (?1, ?2, ?3)")?;
+        for s in &batch.samples {
+            let blob = pb::Sample::from(s.clone()).encode_to_vec();
+            ins.execute(params![node, s.timestamp.0, blob])?;
+        }
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO events(node, ts_ms, code, event_json) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for e in &batch.events {
+            ins.execute(params![node, e.timestamp.0, e.code, json(e)])?;
+        }
+    }
+    if let Some(inv) = &batch.inventory {
+        tx.execute(
+            "INSERT INTO inventories(node, read_at_ms, inventory_json) VALUES (?1, ?2, ?3)",
+            params![node, inv.read_at.0, json(inv)],
+        )?;
+        tx.execute(
+            "UPDATE nodes SET inventory_json = ?2 WHERE name = ?1",
+            params![node, json(inv)],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO sessions(node, session, last_sequence) VALUES (?1, ?2, ?3)
+         ON CONFLICT(node, session) DO UPDATE SET last_sequence = excluded.last_sequence",
+        params![node, session, batch.sequence as i64],
+    )?;
+    tx.execute(
+        "UPDATE nodes SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE name = ?1",
+        params![node, at.0],
+    )?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for w in writes {
+            match w {
+                Write::Hello { hello, at } => {
+                    let inv = json(&hello.inventory);
+                    let previous: Option<String> = tx
+                        .query_row(
+                            "SELECT inventory_json FROM nodes WHERE name = ?1",
+                            [&hello.node.hostname],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    tx.execute(
+                        "INSERT INTO nodes(name, machine_id, boot_id, agent_version, gpu_source,
+                                           inventory_json, first_seen_ms, last_seen_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                         ON CONFLICT(name) DO UPDATE SET machine_id = excluded.machine_id,
+                            boot_id = excluded.boot_id, agent_version = excluded.agent_version,
+                            gpu_source = excluded.gpu_source, inventory_json = excluded.inventory_json,
+                            last_seen_ms = excluded.last_seen_ms",
+                        params![
+                            hello.node.hostname,
+                            hello.node.machine_id,
+                            hello.node.boot_id,
+                            hello.agent_version,
+                            hello.gpu_source,
+                            inv,
+                            at.0
+                        ],
+                    )?;
+                    let changed = match previous {
+                        Some(p) => !from_json::<Inventory>("nodes.inventory_json", &p)
+                            .map(|p| p.same_content(&hello.inventory))
+                            .unwrap_or(false),
+                        None => true,
+                    };
+                    if changed {
+                        tx.execute(
+                            "INSERT INTO inventories(node, read_at_ms, inventory_json) VALUES (?1, ?2, ?3)",
+                            params![hello.node.hostname, hello.inventory.read_at.0, inv],
+                        )?;
+                    }
+                }
+                Write::Batch {
+                    node,
+                    session,
+                    batch,
+                    at,
+                } => apply_batch(&tx, node, session, batch, *at)?,
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn last_sequence(&self, node: &str, session: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_sequence FROM sessions WHERE node = ?1 AND session = ?2",
+                params![node, session],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0) as u64)
+    }
+
+    fn nodes(&self) -> Result<Vec<StoredNode>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare(
+            "SELECT name, machine_id, boot_id, agent_version, gpu_source, inventory_json,
+                    first_seen_ms, last_seen_ms FROM nodes ORDER BY name",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok((
+                NodeIdentity {
+                    hostname: r.get(0)?,
+                    machine_id: r.get(1)?,
+                    boot_id: r.get(2)?,
+                },
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (identity, agent_version, gpu_source, inv, first, last) = row?;
+            out.push(StoredNode {
+                inventory: from_json(&format!("inventory of {}", identity.hostname), &inv)?,
+                identity,
+                agent_version,
+                gpu_source,
+                first_seen: UnixMs(first),
+                last_seen: UnixMs(last),
+            });
+        }
+        Ok(out)
+    }
+
+    fn samples(
+        &self,
+        node: &str,
+        since: UnixMs,
+        until: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare_cached(
+            "SELECT sample_pb FROM samples WHERE node = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             ORDER BY ts_ms LIMIT ?4",
+        )?;
+        let rows = q.query_map(params![node, since.0, until.0, limit as i64], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        let mut out = Vec::new();
+        for blob in rows {
+            let wire = pb::Sample::decode(blob?.as_slice()).map_err(|e| StoreError::Corrupt {
+                what: format!("sample of {node}"),
+                reason: e.to_string(),
+            })?;
+            out.push(Sample::try_from(wire).map_err(|e| StoreError::Corrupt {
+                what: format!("sample of {node}"),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn events(
+        &self,
+        node: Option<&str>,
+        since: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<(String, Event)>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare_cached(
+            "SELECT node, event_json FROM (
+                SELECT id, node, event_json FROM events
+                WHERE (?1 IS NULL OR node = ?1) AND ts_ms >= ?2
+                ORDER BY ts_ms DESC, id DESC LIMIT ?3
+             ) ORDER BY id",
+        )?;
+        let rows = q.query_map(params![node, since.0, limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, j) = row?;
+            out.push((n, from_json("event", &j)?));
+        }
+        Ok(out)
+    }
+
+    fn inventory_history(&self, node: &str) -> Result<Vec<Inventory>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare_cached(
+            "SELECT inventory_json FROM inventories WHERE node = ?1 ORDER BY read_at_ms",
+        )?;
+        let rows = q.query_map([node], |r| r.get::<_, String>(0))?;
+        rows.map(|j| from_json("inventory", &j?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufleet_model::convert::Hello;
+    use gpufleet_model::{EventKind, GpuSample, Severity};
+
+    fn hello(node: &str, driver: &str) -> Hello {
+        let mut inventory = Inventory::default();
+        inventory.driver.driver_version = driver.into();
+        Hello {
+            protocol_version: 1,
+            node: NodeIdentity {
+                hostname: node.into(),
+                ..Default::default()
+            },
+            agent_version: "0.1.0".into(),
+            session_id: "s1".into(),
+            inventory,
+            gpu_source: "simulated".into(),
+        }
+    }
+
+    fn batch(seq: u64, t: i64) -> Batch {
+        Batch {
+            sequence: seq,
+            samples: vec![Sample {
+                timestamp: UnixMs(t),
+                gpus: vec![GpuSample {
+                    temperature_gpu_celsius: Some(61),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            events: vec![Event::new(
+                UnixMs(t),
+                EventKind::Xid,
+                Severity::Critical,
+                "xid.79",
+                "x",
+            )],
+            ..Default::default()
+        }
+    }
+
+    fn write_batch(node: &str, b: Batch) -> Write {
+        Write::Batch {
+            node: node.into(),
+            session: "s1".into(),
+            batch: Box::new(b),
+            at: UnixMs(10),
+        }
+    }
+
+    #[test]
+    fn stores_and_reads_back_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.apply(&[
+                Write::Hello {
+                    hello: Box::new(hello("n1", "550.54.15")),
+                    at: UnixMs(1),
+                },
+                write_batch("n1", batch(1, 1_000)),
+                write_batch("n1", batch(2, 2_000)),
+            ])
+            .unwrap();
+            // A re-sent batch is skipped, not duplicated.
+            s.apply(&[write_batch("n1", batch(2, 2_000))]).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.last_sequence("n1", "s1").unwrap(), 2);
+        let nodes = s.nodes().unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].inventory.driver.driver_version, "550.54.15");
+        let samples = s.samples("n1", UnixMs(0), UnixMs(i64::MAX), 100).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[1].gpus[0].temperature_gpu_celsius, Some(61));
+        assert_eq!(samples[1].gpus[0].temperature_memory_celsius, None);
+        assert_eq!(s.events(Some("n1"), UnixMs(0), 100).unwrap().len(), 2);
+        assert_eq!(s.events(None, UnixMs(1_500), 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn inventory_history_records_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        for (i, d) in ["550.54.15", "550.54.15", "550.90.07"].iter().enumerate() {
+            s.apply(&[Write::Hello {
+                hello: Box::new(hello("n1", d)),
+                at: UnixMs(i as i64),
+            }])
+            .unwrap();
+        }
+        let h = s.inventory_history("n1").unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].driver.driver_version, "550.90.07");
+    }
+
+    #[test]
+    fn refuses_a_newer_schema_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("f.db"), "{err}");
+    }
+}

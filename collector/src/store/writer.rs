@@ -1,0 +1,87 @@
+//! Group commit: one writer thread takes writes from every agent connection, commits them
+//! together in one transaction (one fsync for many agents), then answers each. An agent is
+//! acknowledged only after its write's transaction committed.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError, Write};
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<(Write, Reply)>,
+}
+
+impl Writer {
+    /// Starts the writer thread. `queue` bounds writes waiting to be committed; when it is full,
+    /// ingest waits (backpressure reaches the agents, which buffer).
+    pub fn start(store: Arc<dyn Store>, queue: usize) -> Writer {
+        let (tx, rx) = mpsc::channel(queue);
+        std::thread::Builder::new()
+            .name("gpufleet-store-writer".into())
+            .spawn(move || run(store, rx))
+            .expect("spawning the store writer thread");
+        Writer { tx }
+    }
+
+    /// Stores `w` durably; returns once it is committed.
+    pub async fn write(&self, w: Write) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send((w, reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Corrupt {
+                what: "write".into(),
+                reason: e,
+            }),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+}
+
+fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Write, Reply)>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(w) => group.push(w),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<Write> = group.iter().map(|(w, _)| w.clone()).collect();
+        match store.apply(&writes) {
+            Ok(()) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) if group.len() > 1 => {
+                // Find the bad write: apply one by one so the others still land.
+                tracing::warn!(
+                    "group commit of {} writes failed ({e}); retrying one by one",
+                    group.len()
+                );
+                for (w, reply) in group {
+                    let r = store
+                        .apply(std::slice::from_ref(&w))
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
