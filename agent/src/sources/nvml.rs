@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gpufleet_model::{Event, GpuSample, GpuStatus, UnixMs};
+use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::nvmlDevice_t;
 
@@ -36,9 +38,11 @@ const DEFAULT_LIB: &str = "libnvidia-ml.so.1";
 /// An NVML call slower than this is logged (once per GPU and field).
 const SLOW_CALL: Duration = Duration::from_millis(250);
 
-/// PCIe throughput costs ~20 ms per direction in the driver: read it on every this-many
-/// samples and report the last reading in between.
-const PCIE_THROUGHPUT_EVERY: u64 = 10;
+/// Readings that are slow and change rarely or only need a coarse rate are taken on every
+/// this-many samples, and the last reading is reported in between: PCIe throughput (the driver
+/// samples a ~20 ms window per direction) and applications clocks (a setting; ~1 ms each on an
+/// H100).
+const SLOW_EVERY: u64 = 10;
 
 pub struct NvmlSource {
     gpus: Vec<GpuSlot>,
@@ -64,8 +68,16 @@ struct GpuSlot {
     unsupported: HashSet<Key>,
     /// Fields whose failure or slowness was already logged.
     logged: HashSet<Key>,
-    /// Last PCIe throughput reading (TX, RX), reported between readings.
-    pcie_throughput: (Option<u32>, Option<u32>),
+    /// Last readings taken every [`SLOW_EVERY`] samples.
+    slow: SlowReadings,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SlowReadings {
+    pcie_tx_kbps: Option<u32>,
+    pcie_rx_kbps: Option<u32>,
+    sm_clock_applications_mhz: Option<u32>,
+    memory_clock_applications_mhz: Option<u32>,
 }
 
 /// A field of one GPU: its name and, for per-link fields, the link.
@@ -162,11 +174,11 @@ impl GpuSource for NvmlSource {
     }
 
     fn sample(&mut self, _now: UnixMs) -> Vec<GpuSample> {
-        let read_throughput = self.samples_taken % PCIE_THROUGHPUT_EVERY == 0;
+        let read_slow = self.samples_taken % SLOW_EVERY == 0;
         self.samples_taken += 1;
         self.gpus
             .iter_mut()
-            .map(|slot| sample::read_gpu(&self.nvml, slot, read_throughput, &self.proc_root))
+            .map(|slot| sample::read_gpu(&self.nvml, slot, read_slow, &self.proc_root))
             .collect()
     }
 
@@ -223,7 +235,7 @@ impl GpuSlot {
             last_info: None,
             unsupported: HashSet::new(),
             logged: HashSet::new(),
-            pcie_throughput: (None, None),
+            slow: SlowReadings::default(),
         }
     }
 
@@ -330,19 +342,49 @@ impl<'n, 's> Reader<'n, 's> {
         }
         match result {
             Ok(v) => Some(v),
-            Err(NvmlError::GpuLost) => {
-                self.lost = true;
-                None
-            }
-            Err(
-                NvmlError::NotSupported
-                | NvmlError::FailedToLoadSymbol(_)
-                | NvmlError::FunctionNotFound,
-            ) => {
-                self.slot.unsupported.insert(key);
-                None
-            }
             Err(e) => {
+                self.failed(key, e);
+                None
+            }
+        }
+    }
+
+    /// Reads several `nvmlDeviceGetFieldValues` fields in one call (one driver round trip
+    /// instead of one per field): `(field name, NVML field id)` in, `(field name, value)` out
+    /// for the fields that answered. A field NVML does not support is remembered and left out
+    /// of later calls. `None` when the call as a whole failed: read the fields one by one.
+    fn read_fields(&mut self, fields: &[(&'static str, u32)]) -> Option<Vec<(&'static str, i64)>> {
+        let wanted: Vec<(&'static str, u32)> = fields
+            .iter()
+            .filter(|(name, _)| !self.slot.unsupported.contains(&(*name, 0)))
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            return Some(Vec::new());
+        }
+        let ids: Vec<FieldId> = wanted.iter().map(|(_, id)| FieldId(*id)).collect();
+        let answers = self.read("field_values", |d| d.field_values_for(&ids))?;
+        let mut out = Vec::with_capacity(wanted.len());
+        for ((name, _), answer) in wanted.into_iter().zip(answers) {
+            match answer.and_then(|a| a.value) {
+                Ok(v) => out.push((name, sample_value(v))),
+                Err(e) => self.failed((name, 0), e),
+            }
+        }
+        Some(out)
+    }
+
+    /// Classifies a failed read: NotSupported (or a function the library lacks) is
+    /// remembered, GpuLost stops further reads, anything else is logged once.
+    fn failed(&mut self, key: Key, e: NvmlError) {
+        match e {
+            NvmlError::GpuLost => self.lost = true,
+            NvmlError::NotSupported
+            | NvmlError::FailedToLoadSymbol(_)
+            | NvmlError::FunctionNotFound => {
+                self.slot.unsupported.insert(key);
+            }
+            e => {
                 if self.slot.logged.insert(key) {
                     tracing::debug!(
                         gpu = self.slot.index,
@@ -352,8 +394,17 @@ impl<'n, 's> Reader<'n, 's> {
                         "NVML read failed; reported as absent"
                     );
                 }
-                None
             }
         }
+    }
+}
+
+/// A field value as a number (NVML's field values are counters, temperatures and sizes).
+fn sample_value(v: SampleValue) -> i64 {
+    match v {
+        SampleValue::U32(v) => i64::from(v),
+        SampleValue::U64(v) => v as i64,
+        SampleValue::I64(v) => v,
+        SampleValue::F64(v) => v as i64,
     }
 }

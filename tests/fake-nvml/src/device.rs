@@ -294,7 +294,8 @@ nvml_exports! {
         put(temp, with_gpu(device, |g| g.u32("temperature_gpu"))?)
     }
 
-    // Only NVML_FI_DEV_MEMORY_TEMP has data; other fields answer NOT_SUPPORTED in their slot.
+    // The fields gpufleet reads have data (each entry answers or fails on its own); other
+    // fields answer NOT_SUPPORTED in their slot.
     fn nvmlDeviceGetFieldValues(device: nvmlDevice_t, values_count: c_int, values: *mut nvmlFieldValue_t) {
         if values.is_null() || values_count < 0 {
             return Err(INVALID);
@@ -302,17 +303,34 @@ nvml_exports! {
         // SAFETY: the caller passes `values_count` initialised entries.
         let values = std::slice::from_raw_parts_mut(values, values_count as usize);
         with_gpu(device, |g| {
+            g.bool("field_values")?;
             for v in values.iter_mut() {
                 v.timestamp = now_us();
                 v.latencyUsec = 0;
-                let read = match v.fieldId {
-                    field_id::NVML_FI_DEV_MEMORY_TEMP => g.u32("temperature_memory"),
-                    _ => Err(NOT_SUPPORTED),
+                let (key, unsigned_long_long) = match v.fieldId {
+                    field_id::NVML_FI_DEV_PERF_POLICY_POWER => ("violation_power", true),
+                    field_id::NVML_FI_DEV_PERF_POLICY_THERMAL => ("violation_thermal", true),
+                    field_id::NVML_FI_DEV_PERF_POLICY_SYNC_BOOST => ("violation_sync_boost", true),
+                    field_id::NVML_FI_DEV_PERF_POLICY_BOARD_LIMIT => ("violation_board_limit", true),
+                    field_id::NVML_FI_DEV_PERF_POLICY_LOW_UTILIZATION => ("violation_low_utilization", true),
+                    field_id::NVML_FI_DEV_PERF_POLICY_RELIABILITY => ("violation_reliability", true),
+                    field_id::NVML_FI_DEV_MEMORY_TEMP => ("temperature_memory", false),
+                    field_id::NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION => ("total_energy", true),
+                    field_id::NVML_FI_DEV_PCIE_REPLAY_COUNTER => ("pcie_replay", false),
+                    _ => {
+                        v.nvmlReturn = NOT_SUPPORTED;
+                        continue;
+                    }
                 };
-                match read {
-                    Ok(t) => {
+                match g.u64(key) {
+                    Ok(n) if unsigned_long_long => {
+                        v.valueType = nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+                        v.value = nvmlValue_t { ullVal: n };
+                        v.nvmlReturn = nvmlReturn_enum_NVML_SUCCESS;
+                    }
+                    Ok(n) => {
                         v.valueType = nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT;
-                        v.value = nvmlValue_t { uiVal: t };
+                        v.value = nvmlValue_t { uiVal: n as c_uint };
                         v.nvmlReturn = nvmlReturn_enum_NVML_SUCCESS;
                     }
                     Err(code) => v.nvmlReturn = code,

@@ -76,6 +76,8 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("temp_threshold_slowdown", Kind::Int, "87"),
     ("temp_threshold_gpu_max", Kind::Int, "83"),
     ("temp_threshold_mem_max", Kind::Int, "95"),
+    // nvmlDeviceGetFieldValues as a whole (set an error to refuse every field at once).
+    ("field_values", Kind::Bool, "true"),
     ("temperature_gpu", Kind::Int, "52"),
     ("temperature_memory", Kind::Int, "61"),
     // SXM boards have no fans: nvidia-smi shows "Fan Speed: N/A".

@@ -8,19 +8,19 @@ use nvml_wrapper::enum_wrappers::device::{
     RetirementCause, TemperatureSensor,
 };
 use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
-use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
+use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::{NvmlError, nvml_try};
 use nvml_wrapper::structs::device::FieldId;
-use nvml_wrapper::sys_exports::field_id::NVML_FI_DEV_MEMORY_TEMP;
+use nvml_wrapper::sys_exports::field_id;
 use nvml_wrapper::{Device, Nvml};
 
 use super::inventory::probe_links;
-use super::{GpuSlot, Reader};
+use super::{GpuSlot, Reader, SlowReadings, sample_value};
 
 pub(super) fn read_gpu(
     nvml: &Nvml,
     slot: &mut GpuSlot,
-    read_pcie_throughput: bool,
+    read_slow: bool,
     proc_root: &Path,
 ) -> GpuSample {
     let device = match slot.device(nvml) {
@@ -38,6 +38,7 @@ pub(super) fn read_gpu(
     };
     let found_links = need_links.then(|| probe_links(&mut r));
 
+    let counters = read_counters(&mut r);
     let memory = r.read("memory_info", |d| d.memory_info());
     let utilization = r.read("utilization_rates", |d| d.utilization_rates());
     let remapped = r.read("remapped_rows", remapped_rows);
@@ -47,12 +48,12 @@ pub(super) fn read_gpu(
         temperature_gpu_celsius: r
             .read("temperature_gpu", |d| d.temperature(TemperatureSensor::Gpu))
             .map(|t| t as i32),
-        temperature_memory_celsius: r.read("temperature_memory", memory_temperature),
+        temperature_memory_celsius: counters.temperature_memory_celsius,
         fan_speed_percent: r.read("fan_speed", |d| d.fan_speed(0)),
         power_usage_milliwatts: r.read("power_usage", |d| d.power_usage()),
         power_limit_enforced_milliwatts: r
             .read("power_limit_enforced", |d| d.enforced_power_limit()),
-        total_energy_millijoules: r.read("total_energy", |d| d.total_energy_consumption()),
+        total_energy_millijoules: counters.total_energy_millijoules,
         memory_used_bytes: memory.as_ref().map(|m| m.used),
         memory_total_bytes: memory.as_ref().map(|m| m.total),
         bar1_used_bytes: r
@@ -69,41 +70,18 @@ pub(super) fn read_gpu(
         sm_clock_mhz: r.read("clock_sm", |d| d.clock_info(Clock::SM)),
         memory_clock_mhz: r.read("clock_mem", |d| d.clock_info(Clock::Memory)),
         graphics_clock_mhz: r.read("clock_graphics", |d| d.clock_info(Clock::Graphics)),
-        sm_clock_applications_mhz: r.read("app_clock_sm", |d| d.applications_clock(Clock::SM)),
-        memory_clock_applications_mhz: r
-            .read("app_clock_mem", |d| d.applications_clock(Clock::Memory)),
         clock_event_reasons: r
             .read("clock_event_reasons", |d| d.current_throttle_reasons())
             .map(|b| b.bits()),
-        violation_power_ns: violation(&mut r, "violation_power", PerformancePolicy::Power),
-        violation_thermal_ns: violation(&mut r, "violation_thermal", PerformancePolicy::Thermal),
-        violation_sync_boost_ns: violation(
-            &mut r,
-            "violation_sync_boost",
-            PerformancePolicy::SyncBoost,
-        ),
-        violation_board_limit_ns: violation(
-            &mut r,
-            "violation_board_limit",
-            PerformancePolicy::BoardLimit,
-        ),
-        violation_low_utilization_ns: violation(
-            &mut r,
-            "violation_low_utilization",
-            PerformancePolicy::LowUtilization,
-        ),
-        violation_reliability_ns: violation(
-            &mut r,
-            "violation_reliability",
-            PerformancePolicy::Reliability,
-        ),
+        violation_power_ns: counters.violations[0],
+        violation_thermal_ns: counters.violations[1],
+        violation_sync_boost_ns: counters.violations[2],
+        violation_board_limit_ns: counters.violations[3],
+        violation_low_utilization_ns: counters.violations[4],
+        violation_reliability_ns: counters.violations[5],
         pcie_link_gen: r.read("pcie_gen", |d| d.current_pcie_link_gen()),
         pcie_link_width: r.read("pcie_width", |d| d.current_pcie_link_width()),
-        pcie_tx_kbps: None,
-        pcie_rx_kbps: None,
-        pcie_replay_count: r
-            .read("pcie_replay", |d| d.pcie_replay_counter())
-            .map(u64::from),
+        pcie_replay_count: counters.pcie_replay_count,
         ecc_corrected_volatile: ecc(
             &mut r,
             "ecc_corrected_volatile",
@@ -148,12 +126,20 @@ pub(super) fn read_gpu(
             .and_then(pstate_number),
         ..Default::default()
     };
-    if read_pcie_throughput {
-        let tx = r.read("pcie_tx", |d| d.pcie_throughput(PcieUtilCounter::Send));
-        let rx = r.read("pcie_rx", |d| d.pcie_throughput(PcieUtilCounter::Receive));
-        r.slot.pcie_throughput = (tx, rx);
+    if read_slow {
+        r.slot.slow = SlowReadings {
+            pcie_tx_kbps: r.read("pcie_tx", |d| d.pcie_throughput(PcieUtilCounter::Send)),
+            pcie_rx_kbps: r.read("pcie_rx", |d| d.pcie_throughput(PcieUtilCounter::Receive)),
+            sm_clock_applications_mhz: r.read("app_clock_sm", |d| d.applications_clock(Clock::SM)),
+            memory_clock_applications_mhz: r
+                .read("app_clock_mem", |d| d.applications_clock(Clock::Memory)),
+        };
     }
-    (s.pcie_tx_kbps, s.pcie_rx_kbps) = r.slot.pcie_throughput;
+    let slow = r.slot.slow;
+    s.pcie_tx_kbps = slow.pcie_tx_kbps;
+    s.pcie_rx_kbps = slow.pcie_rx_kbps;
+    s.sm_clock_applications_mhz = slow.sm_clock_applications_mhz;
+    s.memory_clock_applications_mhz = slow.memory_clock_applications_mhz;
 
     let links = found_links
         .clone()
@@ -188,11 +174,6 @@ pub(super) fn read_gpu(
     s
 }
 
-fn violation(r: &mut Reader, field: &'static str, policy: PerformancePolicy) -> Option<u64> {
-    r.read(field, |d| d.violation_status(policy))
-        .map(|v| v.violation_time)
-}
-
 fn ecc(
     r: &mut Reader,
     field: &'static str,
@@ -218,16 +199,88 @@ fn read_link(r: &mut Reader, link: u32) -> NvLinkSample {
     }
 }
 
-/// HBM temperature: NVML has no `nvmlDeviceGetTemperature` sensor for it, only the field
-/// value `NVML_FI_DEV_MEMORY_TEMP` (a read-only query).
-fn memory_temperature(d: &Device) -> Result<i32, NvmlError> {
-    let mut values = d.field_values_for(&[FieldId(NVML_FI_DEV_MEMORY_TEMP)])?;
-    let sample = values.pop().ok_or(NvmlError::NotSupported)??;
-    match sample.value? {
-        SampleValue::U32(v) => Ok(v as i32),
-        SampleValue::U64(v) => Ok(v as i32),
-        SampleValue::I64(v) => Ok(v as i32),
-        SampleValue::F64(v) => Ok(v as i32),
+/// Counters and readings that `nvmlDeviceGetFieldValues` serves in one call. One by one they
+/// cost a driver round trip each (the six violation counters ~0.7 ms each on an H100).
+const BATCHED: [(&str, u32); 9] = [
+    ("violation_power", field_id::NVML_FI_DEV_PERF_POLICY_POWER),
+    (
+        "violation_thermal",
+        field_id::NVML_FI_DEV_PERF_POLICY_THERMAL,
+    ),
+    (
+        "violation_sync_boost",
+        field_id::NVML_FI_DEV_PERF_POLICY_SYNC_BOOST,
+    ),
+    (
+        "violation_board_limit",
+        field_id::NVML_FI_DEV_PERF_POLICY_BOARD_LIMIT,
+    ),
+    (
+        "violation_low_utilization",
+        field_id::NVML_FI_DEV_PERF_POLICY_LOW_UTILIZATION,
+    ),
+    (
+        "violation_reliability",
+        field_id::NVML_FI_DEV_PERF_POLICY_RELIABILITY,
+    ),
+    // HBM temperature has no nvmlDeviceGetTemperature sensor; it is only a field value.
+    ("temperature_memory", field_id::NVML_FI_DEV_MEMORY_TEMP),
+    (
+        "total_energy",
+        field_id::NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+    ),
+    ("pcie_replay", field_id::NVML_FI_DEV_PCIE_REPLAY_COUNTER),
+];
+
+const POLICIES: [PerformancePolicy; 6] = [
+    PerformancePolicy::Power,
+    PerformancePolicy::Thermal,
+    PerformancePolicy::SyncBoost,
+    PerformancePolicy::BoardLimit,
+    PerformancePolicy::LowUtilization,
+    PerformancePolicy::Reliability,
+];
+
+struct Counters {
+    /// In the order of [`POLICIES`].
+    violations: [Option<u64>; 6],
+    temperature_memory_celsius: Option<i32>,
+    total_energy_millijoules: Option<u64>,
+    pcie_replay_count: Option<u64>,
+}
+
+/// The [`BATCHED`] fields in one call, or one by one where NVML refuses the batch.
+fn read_counters(r: &mut Reader) -> Counters {
+    if let Some(values) = r.read_fields(&BATCHED) {
+        let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let violations = std::array::from_fn(|i| get(BATCHED[i].0).map(|v| v as u64));
+        return Counters {
+            violations,
+            temperature_memory_celsius: get("temperature_memory").map(|v| v as i32),
+            total_energy_millijoules: get("total_energy").map(|v| v as u64),
+            pcie_replay_count: get("pcie_replay").map(|v| v as u64),
+        };
+    }
+    let mut violations = [None; 6];
+    for (i, policy) in POLICIES.into_iter().enumerate() {
+        violations[i] = r
+            .read(BATCHED[i].0, |d| d.violation_status(policy))
+            .map(|v| v.violation_time);
+    }
+    Counters {
+        violations,
+        temperature_memory_celsius: r
+            .read("temperature_memory", |d| {
+                let mut v = d.field_values_for(&[FieldId(field_id::NVML_FI_DEV_MEMORY_TEMP)])?;
+                Ok(sample_value(
+                    v.pop().ok_or(NvmlError::NotSupported)??.value?,
+                ))
+            })
+            .map(|v| v as i32),
+        total_energy_millijoules: r.read("total_energy", |d| d.total_energy_consumption()),
+        pcie_replay_count: r
+            .read("pcie_replay", |d| d.pcie_replay_counter())
+            .map(u64::from),
     }
 }
 
