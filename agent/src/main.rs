@@ -170,11 +170,19 @@ fn state_dir(a: &SourceArgs) -> Option<PathBuf> {
 }
 
 fn build_agent(a: &SourceArgs, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_model::Event>)> {
-    let identity = identity::local(a.node_name.as_deref());
+    let backend = backend(a)?;
+    // A scenario names its nodes; without --node-name, play the one its faults target.
+    let scenario_node = match &backend {
+        GpuBackend::Simulated {
+            scenario: Some(s), ..
+        } if a.node_name.is_none() => Some(s.primary_node()),
+        _ => None,
+    };
+    let identity = identity::local(a.node_name.as_deref().or(scenario_node.as_deref()));
     gpufleet_model::convert::validate_node_name(&identity.hostname)
         .context("the node name cannot be used; pass --node-name")?;
     let now = UnixMs::now();
-    let sources = open_sources(&backend(a)?, &identity.hostname, now)?;
+    let sources = open_sources(&backend, &identity.hostname, now)?;
     let detector = Detector::new(state_dir(a), Thresholds::default(), hold);
     Ok(NodeAgent::new(
         identity,

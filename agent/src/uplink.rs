@@ -197,7 +197,13 @@ impl Uplink {
         };
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(collector = %self.config.collector, "connected; re-sending {} buffered batches", self.pending.len());
-        for b in self.pending.clone() {
+        let sealed: Vec<Batch> = self
+            .pending
+            .iter()
+            .filter(|b| b.sequence != 0)
+            .cloned()
+            .collect();
+        for b in sealed {
             if send_batch(&tx, b, &self.stats).await.is_err() {
                 return StreamEnd::Error("stream closed while re-sending".into());
             }

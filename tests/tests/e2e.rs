@@ -53,14 +53,15 @@ fn serve_two_simulated_agents_and_query_them() {
         "--model",
         "a100",
         "--node-name",
-        "gpu-node-b",
+        "gpu-node-01",
         "--interval",
         "200ms",
         "--collector",
         &url,
     ])
+    // demo.toml overheats GPU 3 of gpu-node-01 from the first second.
     .arg("--scenario")
-    .arg(repo_root().join("scenarios/faults/thermal_throttle.toml"));
+    .arg(repo_root().join("scenarios/demo.toml"));
     let _a2 = Proc::spawn(a2, "agent b");
 
     let nodes = wait_for(Duration::from_secs(30), || {
@@ -78,7 +79,7 @@ fn serve_two_simulated_agents_and_query_them() {
     assert!(!a["driver_version"].as_str().unwrap().is_empty());
     let b = nodes
         .iter()
-        .find(|n| n["name"] == "gpu-node-b")
+        .find(|n| n["name"] == "gpu-node-01")
         .expect("node b");
     assert_eq!(b["gpu_count"], 4);
 
@@ -100,7 +101,7 @@ fn serve_two_simulated_agents_and_query_them() {
             .as_array()?
             .iter()
             .find(|f| {
-                f["node"] == "gpu-node-b"
+                f["node"] == "gpu-node-01"
                     && f["rule_id"]
                         .as_str()
                         .is_some_and(|r| r.starts_with("gpu.thermal"))
@@ -125,7 +126,7 @@ fn serve_two_simulated_agents_and_query_them() {
     let out = run(gpufleet().args(["nodes", "--collector", &url]), true);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("gpu-node-a") && text.contains("gpu-node-b"),
+        text.contains("gpu-node-a") && text.contains("gpu-node-01"),
         "{text}"
     );
 }
