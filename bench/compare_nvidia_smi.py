@@ -62,8 +62,19 @@ def main(xml_path, json_path):
         cmp(i, "default_power_limit_w", dpl, ours["power_limit_default_milliwatts"] and ours["power_limit_default_milliwatts"] / 1000, 1)
         cmp(i, "temperature_gpu_c", num(t("temperature/gpu_temp")), s.get("temperature_gpu_celsius"), 3)
         cmp(i, "temperature_memory_c", num(t("temperature/memory_temp")), s.get("temperature_memory_celsius"), 3)
-        cmp(i, "slowdown_c", num(t("temperature/gpu_temp_slow_threshold")), ours["temperature_slowdown_celsius"], 0)
-        cmp(i, "shutdown_c", num(t("temperature/gpu_temp_max_threshold")), ours["temperature_shutdown_celsius"], 0)
+        slow, shut = num(t("temperature/gpu_temp_slow_threshold")), num(t("temperature/gpu_temp_max_threshold"))
+        # Since driver 5xx, nvidia-smi gives thresholds relative to T.Limit: the margin to T.Limit
+        # now (gpu_temp_tlimit) and the margins at which slowdown / shutdown start.
+        margin = num(t("temperature/gpu_temp_tlimit"))
+        if slow is None and margin is not None and num(t("temperature/gpu_temp")) is not None:
+            tlimit = num(t("temperature/gpu_temp")) + margin
+            if num(t("temperature/gpu_temp_slow_tlimit_threshold")) is not None:
+                slow = tlimit - num(t("temperature/gpu_temp_slow_tlimit_threshold"))
+            if num(t("temperature/gpu_temp_max_tlimit_threshold")) is not None:
+                shut = tlimit - num(t("temperature/gpu_temp_max_tlimit_threshold"))
+        # Both temperatures are rounded, and read a moment apart from ours: allow 1 degree.
+        cmp(i, "slowdown_c", slow, ours["temperature_slowdown_celsius"], 1)
+        cmp(i, "shutdown_c", shut, ours["temperature_shutdown_celsius"], 1)
         cmp(i, "sm_clock_max_mhz", num(t("max_clocks/sm_clock")), ours["sm_clock_max_mhz"], 0)
         cmp(i, "mem_clock_max_mhz", num(t("max_clocks/mem_clock")), ours["memory_clock_max_mhz"], 0)
         pm = t("persistence_mode")
