@@ -15,11 +15,29 @@ pub use context::FleetContext;
 
 use crate::fleet::NodeState;
 
-/// One cause of underperformance.
+/// One cause a rule can name: the catalog entry behind a finding's `rule_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cause {
+    /// Stable id, e.g. `gpu.thermal.hw_slowdown` (`gpu.xid.*` classes are listed one by one).
+    pub id: &'static str,
+    pub title: &'static str,
+    /// Severity when it fires (some causes escalate; this is the usual one).
+    pub severity: Severity,
+    /// What the rule looks at, in one sentence (for docs/causes.md).
+    pub detects: &'static str,
+    /// What on-call should do.
+    pub action: &'static str,
+}
+
+/// One rule: looks at a node and names zero or more causes.
 pub trait Rule: Send + Sync {
     /// Stable id (or id prefix, for rules that emit several), e.g. `gpu.thermal`.
     fn id(&self) -> &'static str;
     fn title(&self) -> &'static str;
+    /// Every cause this rule can emit; each finding's `rule_id` is one of these ids.
+    fn catalog(&self) -> &'static [Cause] {
+        &[]
+    }
     fn check(&self, node: &NodeState, fleet: &FleetContext, now: UnixMs) -> Vec<Finding>;
 }
 
