@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use gpufleet_model::{Event, Finding, GpuStatus, Inventory, Sample, Severity, UnixMs};
+use gpufleet_model::{
+    Event, Finding, FindingRecord, GpuStatus, Inventory, Sample, Severity, UnixMs,
+};
 use gpufleet_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +43,14 @@ pub struct Diagnosis {
     pub evaluated_at: UnixMs,
     pub nodes_total: u32,
     pub nodes_healthy: u32,
+    /// Firing findings, most impactful first.
     pub findings: Vec<Finding>,
+    /// Conditions seen but not yet held long enough to fire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Finding>,
+    /// With `--since`: every finding that fired since then, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<FindingRecord>>,
 }
 
 pub fn summarize(n: &NodeState, findings: &[Finding]) -> NodeSummary {
@@ -162,6 +171,13 @@ impl From<Diagnosis> for pb::DiagnoseResponse {
             nodes_total: v.nodes_total,
             nodes_healthy: v.nodes_healthy,
             evaluated_at_unix_ms: v.evaluated_at.0,
+            history: v
+                .history
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            pending: v.pending.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -173,6 +189,8 @@ impl From<pb::DiagnoseResponse> for Diagnosis {
             nodes_total: v.nodes_total,
             nodes_healthy: v.nodes_healthy,
             findings: v.findings.into_iter().map(Into::into).collect(),
+            pending: v.pending.into_iter().map(Into::into).collect(),
+            history: None,
         }
     }
 }

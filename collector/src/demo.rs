@@ -15,7 +15,6 @@ use gpufleet_agent::{GpuBackend, RunningAgent, open_sources};
 use gpufleet_model::{Finding, NodeIdentity, UnixMs};
 
 use crate::cli;
-use crate::fleet::Window;
 use crate::server::{self, ServerConfig};
 
 /// The built-in demo scenario (also at scenarios/demo.toml).
@@ -35,13 +34,12 @@ fn matches(f: &Finding, node: &str, gpu: Option<u32>, cause: &str) -> bool {
 pub async fn run(opts: DemoOptions) -> Result<String> {
     let started = Instant::now();
     let data = tempfile::tempdir().context("cannot create a temporary data directory")?;
-    let server = server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("valid address"),
-        data_dir: data.path().to_path_buf(),
-        window: Window::default(),
-        sample_interval_ms: None,
-    })
-    .await?;
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().expect("valid address"),
+        data.path().to_path_buf(),
+    );
+    config.eval_interval = Duration::from_millis(500);
+    let server = server::start(config).await?;
     let sc = Arc::new(opts.scenario);
     let fleet_spec = &sc.fleet;
     let mut agents: Vec<RunningAgent> = Vec::new();
@@ -87,7 +85,7 @@ pub async fn run(opts: DemoOptions) -> Result<String> {
     let deadline = Instant::now() + opts.timeout;
     let (diagnosis, missing) = loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let d = cli::diagnose(&mut client, None).await?;
+        let d = cli::diagnose(&mut client, None, None).await?;
         let missing: Vec<String> = sc
             .expect
             .iter()

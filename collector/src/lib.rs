@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod diagnose;
+pub mod evaluator;
 pub mod fleet;
 pub mod ingest;
 pub mod query;

@@ -72,6 +72,10 @@ enum Command {
     /// Name the causes of underperformance, most impactful first (whole fleet, or one node).
     Diagnose {
         node: Option<String>,
+        /// Also list every finding that fired since then, resolved or not: a duration back
+        /// from now (`2h`, `30m`) or an RFC 3339 time (`2026-11-25T08:00:00Z`).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<UnixMs>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -121,17 +125,14 @@ async fn real_main(cli: Cli) -> Result<()> {
             sample_interval,
             window_samples,
         } => {
-            let server = server::start(ServerConfig {
-                listen,
-                data_dir,
-                window: Window {
-                    samples: window_samples.max(10),
-                    ..Window::default()
-                },
-                sample_interval_ms: sample_interval
-                    .map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32),
-            })
-            .await?;
+            let mut config = ServerConfig::new(listen, data_dir);
+            config.window = Window {
+                samples: window_samples.max(10),
+                ..Window::default()
+            };
+            config.sample_interval_ms =
+                sample_interval.map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32);
+            let server = server::start(config).await?;
             tokio::select! {
                 r = tokio::signal::ctrl_c() => { r?; }
                 _ = terminate() => {}
@@ -161,9 +162,13 @@ async fn real_main(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Diagnose { node, client } => {
+        Command::Diagnose {
+            node,
+            since,
+            client,
+        } => {
             let mut c = cli::connect(&client.collector).await?;
-            let d = cli::diagnose(&mut c, node.as_deref()).await?;
+            let d = cli::diagnose(&mut c, node.as_deref(), since).await?;
             match client.output {
                 Output::Json => print_json(&d),
                 Output::Table => {
@@ -192,6 +197,24 @@ async fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--since`: a duration back from now, or an RFC 3339 timestamp.
+fn parse_since(s: &str) -> Result<UnixMs, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(UnixMs::now().plus_ms(-(d.as_millis().min(i64::MAX as u128) as i64)));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(|t| {
+            UnixMs(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+            )
+        })
+        .map_err(|_| {
+            format!("{s:?} is neither a duration (2h, 30m) nor a time (2026-11-25T08:00:00Z)")
+        })
 }
 
 async fn terminate() {

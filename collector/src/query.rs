@@ -8,29 +8,40 @@ use gpufleet_proto::v1::{self as pb, query_server::Query};
 use tonic::{Request, Response, Status};
 
 use crate::api::{self, Diagnosis, NodeDetail};
-use crate::diagnose;
+use crate::evaluator::Evaluator;
 use crate::fleet::Fleet;
+use crate::store::Store;
 
 /// Recent events returned with a node.
 const NODE_EVENTS: usize = 50;
 
+/// History entries returned by one `diagnose --since`.
+const HISTORY_LIMIT: usize = 10_000;
+
 pub struct QueryService {
     fleet: Arc<Fleet>,
+    evaluator: Arc<Evaluator>,
+    store: Arc<dyn Store>,
 }
 
 impl QueryService {
-    pub fn new(fleet: Arc<Fleet>) -> Self {
-        QueryService { fleet }
+    pub fn new(fleet: Arc<Fleet>, evaluator: Arc<Evaluator>, store: Arc<dyn Store>) -> Self {
+        QueryService {
+            fleet,
+            evaluator,
+            store,
+        }
     }
 }
 
-/// Diagnosis of the whole fleet (or one node) right now.
-pub fn diagnosis(fleet: &Fleet, node: Option<&str>, now: UnixMs) -> Diagnosis {
+/// The latest evaluation, for the whole fleet or one node.
+pub fn diagnosis(fleet: &Fleet, evaluator: &Evaluator, node: Option<&str>) -> Diagnosis {
+    let eval = evaluator.latest();
+    let keep = |f: &gpufleet_model::Finding| node.is_none_or(|n| f.node == n);
+    let findings: Vec<_> = eval.firing.iter().filter(|f| keep(f)).cloned().collect();
+    let pending: Vec<_> = eval.pending.iter().filter(|f| keep(f)).cloned().collect();
+    let now = eval.at;
     fleet.with_nodes(|nodes| {
-        let mut findings = diagnose::diagnose(nodes, now);
-        if let Some(n) = node {
-            findings.retain(|f| f.node == n);
-        }
         let considered: Vec<_> = nodes
             .iter()
             .filter(|n| node.is_none_or(|x| x == n.name()))
@@ -45,6 +56,8 @@ pub fn diagnosis(fleet: &Fleet, node: Option<&str>, now: UnixMs) -> Diagnosis {
                 .filter(|n| !sick.contains(n.name()))
                 .count() as u32,
             findings,
+            pending,
+            history: None,
         }
     })
 }
@@ -55,11 +68,11 @@ impl Query for QueryService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let eval = self.evaluator.latest();
         let nodes = self.fleet.with_nodes(|nodes| {
-            let findings = diagnose::diagnose(nodes, UnixMs::now());
             nodes
                 .iter()
-                .map(|n| api::summarize(n, &findings).into())
+                .map(|n| api::summarize(n, &eval.firing).into())
                 .collect()
         });
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -83,7 +96,7 @@ impl Query for QueryService {
                 }
             )));
         };
-        let d = diagnosis(&self.fleet, Some(&name), UnixMs::now());
+        let d = diagnosis(&self.fleet, &self.evaluator, Some(&name));
         let detail = NodeDetail {
             summary: api::summarize(&n, &d.findings),
             inventory: n.inventory.clone(),
@@ -105,8 +118,8 @@ impl Query for QueryService {
         &self,
         request: Request<pb::DiagnoseRequest>,
     ) -> Result<Response<pb::DiagnoseResponse>, Status> {
-        let node = request.into_inner().node;
-        let node = (!node.is_empty()).then_some(node);
+        let req = request.into_inner();
+        let node = (!req.node.is_empty()).then_some(req.node);
         if let Some(n) = &node
             && self.fleet.node(n).is_none()
         {
@@ -114,8 +127,17 @@ impl Query for QueryService {
                 "no node named {n:?}; `gpufleet nodes` lists them"
             )));
         }
-        Ok(Response::new(
-            diagnosis(&self.fleet, node.as_deref(), UnixMs::now()).into(),
-        ))
+        let mut d = diagnosis(&self.fleet, &self.evaluator, node.as_deref());
+        if let Some(since) = req.since_unix_ms {
+            let store = self.store.clone();
+            let history = tokio::task::spawn_blocking(move || {
+                store.findings(node.as_deref(), UnixMs(since), HISTORY_LIMIT)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("history query failed: {e}")))?
+            .map_err(|e| Status::internal(format!("cannot read findings history: {e}")))?;
+            d.history = Some(history);
+        }
+        Ok(Response::new(d.into()))
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use gpufleet_proto::v1::{query_server::QueryServer, telemetry_server::TelemetryServer};
 use tokio::sync::oneshot;
 
+use crate::diagnose::EngineConfig;
+use crate::evaluator::Evaluator;
 use crate::fleet::{Fleet, Window};
 use crate::ingest::Ingest;
 use crate::query::QueryService;
@@ -25,12 +27,30 @@ pub struct ServerConfig {
     pub window: Window,
     /// Pushed to agents on connect, when set.
     pub sample_interval_ms: Option<u32>,
+    pub engine: EngineConfig,
+    /// How often the diagnosis engine runs over the fleet.
+    pub eval_interval: std::time::Duration,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            data_dir,
+            window: Window::default(),
+            sample_interval_ms: None,
+            engine: EngineConfig::default(),
+            eval_interval: std::time::Duration::from_secs(2),
+        }
+    }
 }
 
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub fleet: Arc<Fleet>,
     pub store: Arc<dyn Store>,
+    pub evaluator: Arc<Evaluator>,
+    evaluating: tokio::task::JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -41,6 +61,7 @@ impl RunningServer {
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.evaluating.abort();
         let _ = self.shutdown.send(());
         self.task.await??;
         Ok(())
@@ -68,6 +89,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let s = store.clone();
     fleet.restore(tokio::task::spawn_blocking(move || s.nodes()).await??);
     let writer = Writer::start(store.clone(), 4096);
+    let evaluator = Arc::new(Evaluator::new(fleet.clone(), config.engine));
+    let s = store.clone();
+    evaluator.restore(
+        tokio::task::spawn_blocking(move || s.open_findings()).await??,
+        gpufleet_model::UnixMs::now(),
+    );
+    let evaluating = evaluator.spawn(writer.clone(), config.eval_interval);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -97,7 +125,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.sample_interval_ms,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let query = QueryServer::new(QueryService::new(fleet.clone()));
+    let query = QueryServer::new(QueryService::new(
+        fleet.clone(),
+        evaluator.clone(),
+        store.clone(),
+    ));
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(
@@ -116,6 +148,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         addr,
         fleet,
         store,
+        evaluator,
+        evaluating,
         shutdown: tx,
         task,
     })

@@ -310,6 +310,48 @@ impl From<pb::Finding> for Finding {
     }
 }
 
+impl From<FindingState> for pb::FindingState {
+    fn from(v: FindingState) -> Self {
+        match v {
+            FindingState::Pending => pb::FindingState::Pending,
+            FindingState::Firing => pb::FindingState::Firing,
+            FindingState::Resolved => pb::FindingState::Resolved,
+        }
+    }
+}
+
+impl From<pb::FindingState> for FindingState {
+    fn from(v: pb::FindingState) -> Self {
+        match v {
+            pb::FindingState::Firing => FindingState::Firing,
+            pb::FindingState::Resolved => FindingState::Resolved,
+            pb::FindingState::Pending | pb::FindingState::Unspecified => FindingState::Pending,
+        }
+    }
+}
+
+impl From<FindingRecord> for pb::FindingRecord {
+    fn from(v: FindingRecord) -> Self {
+        pb::FindingRecord {
+            finding: Some(v.finding.into()),
+            state: pb::FindingState::from(v.state) as i32,
+            fired_at_unix_ms: v.fired_at.0,
+            resolved_at_unix_ms: v.resolved_at.map(|t| t.0),
+        }
+    }
+}
+
+impl From<pb::FindingRecord> for FindingRecord {
+    fn from(v: pb::FindingRecord) -> Self {
+        FindingRecord {
+            finding: v.finding.map(Into::into).unwrap_or_default(),
+            state: wire_enum::<pb::FindingState>(v.state).into(),
+            fired_at: UnixMs(v.fired_at_unix_ms),
+            resolved_at: v.resolved_at_unix_ms.map(UnixMs),
+        }
+    }
+}
+
 // ---- batches --------------------------------------------------------------------------
 
 /// A batch as the collector works with it.

@@ -63,3 +63,29 @@ impl Finding {
         )
     }
 }
+
+/// Lifecycle of a finding (see `query.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingState {
+    #[default]
+    Pending,
+    Firing,
+    Resolved,
+}
+
+/// One finding's life as stored: what it said when it last fired, and when it fired/resolved.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FindingRecord {
+    pub finding: Finding,
+    pub state: FindingState,
+    pub fired_at: UnixMs,
+    pub resolved_at: Option<UnixMs>,
+}
+
+impl Finding {
+    /// Identity of a finding across evaluations: node, cause and GPU.
+    pub fn key(&self) -> (String, String, Option<u32>) {
+        (self.node.clone(), self.rule_id.clone(), self.gpu_index)
+    }
+}

@@ -15,7 +15,7 @@ pub mod time;
 pub mod xid;
 
 pub use event::{Event, EventKind, Severity};
-pub use finding::{Evidence, Finding};
+pub use finding::{Evidence, Finding, FindingRecord, FindingState};
 pub use inventory::{DiskInfo, DriverInfo, GpuInfo, HostInfo, Inventory, NicInfo, NodeIdentity};
 pub use sample::{
     DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, NicSample, NvLinkSample, Sample,

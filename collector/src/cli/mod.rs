@@ -48,12 +48,21 @@ pub async fn node(c: &mut QueryClient<Channel>, name: &str) -> Result<NodeDetail
     NodeDetail::try_from(r.into_inner()).context("the collector sent an invalid node")
 }
 
-pub async fn diagnose(c: &mut QueryClient<Channel>, node: Option<&str>) -> Result<Diagnosis> {
+pub async fn diagnose(
+    c: &mut QueryClient<Channel>,
+    node: Option<&str>,
+    since: Option<gpufleet_model::UnixMs>,
+) -> Result<Diagnosis> {
     let r = c
         .diagnose(pb::DiagnoseRequest {
             node: node.unwrap_or_default().to_string(),
+            since_unix_ms: since.map(|t| t.0),
         })
         .await
-        .map_err(status)?;
-    Ok(r.into_inner().into())
+        .map_err(status)?
+        .into_inner();
+    let history = since.map(|_| r.history.iter().cloned().map(Into::into).collect());
+    let mut d: Diagnosis = r.into();
+    d.history = history;
+    Ok(d)
 }

@@ -104,11 +104,15 @@ pub fn findings_table(findings: &[Finding]) -> String {
 
 pub fn diagnosis(d: &Diagnosis) -> String {
     let mut out = format!(
-        "{} node(s), {} healthy, {} finding(s)\n",
+        "{} node(s), {} healthy, {} finding(s) firing, {} pending\n",
         d.nodes_total,
         d.nodes_healthy,
-        d.findings.len()
+        d.findings.len(),
+        d.pending.len()
     );
+    if let Some(h) = &d.history {
+        out += &history(h);
+    }
     if d.findings.is_empty() {
         return out + "No cause of underperformance found.\n";
     }
@@ -217,4 +221,28 @@ pub fn node(d: &NodeDetail, now: UnixMs) -> String {
         }
     }
     out
+}
+
+fn history(records: &[gpufleet_model::FindingRecord]) -> String {
+    if records.is_empty() {
+        return "History: nothing fired in that time.\n\n".into();
+    }
+    let mut t = table();
+    t.set_header(["FIRED", "RESOLVED", "NODE", "GPU", "CAUSE", "SUMMARY"]);
+    for r in records {
+        let f = &r.finding;
+        t.add_row([
+            r.fired_at.to_string(),
+            r.resolved_at
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "firing".into()),
+            f.node.clone(),
+            f.gpu_index
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into()),
+            f.rule_id.clone(),
+            f.summary.clone(),
+        ]);
+    }
+    format!("History\n{t}\n\n")
 }

@@ -7,11 +7,13 @@
 //! Architecture invariant: nothing in this module does I/O or reads a clock.
 
 pub mod context;
+pub mod engine;
 pub mod rules;
 
 use gpufleet_model::{Finding, Sample, Severity, UnixMs};
 
 pub use context::FleetContext;
+pub use engine::{Engine, EngineConfig, Evaluation};
 
 use crate::fleet::NodeState;
 

@@ -2,7 +2,7 @@
 //! later without touching ingest, query or diagnosis. SQLite is the embedded default.
 
 use gpufleet_model::convert::{Batch, Hello};
-use gpufleet_model::{Event, Inventory, NodeIdentity, Sample, UnixMs};
+use gpufleet_model::{Event, FindingRecord, Inventory, NodeIdentity, Sample, UnixMs};
 
 pub mod sqlite;
 pub mod writer;
@@ -46,6 +46,8 @@ pub enum Write {
         batch: Box<Batch>,
         at: UnixMs,
     },
+    /// Findings that started firing (stored) or resolved (closed) in one evaluation.
+    Findings(Vec<FindingRecord>),
 }
 
 /// Storage backend. Implementations are synchronous; the collector calls them from its
@@ -75,4 +77,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(String, Event)>, StoreError>;
     /// Inventories a node reported over time, oldest first.
     fn inventory_history(&self, node: &str) -> Result<Vec<Inventory>, StoreError>;
+    /// Findings (of one node, or all) that were firing at any time at or after `since`,
+    /// oldest first, at most `limit` (the newest when there are more).
+    fn findings(
+        &self,
+        node: Option<&str>,
+        since: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<FindingRecord>, StoreError>;
+    /// Findings still firing (not resolved), to carry across a collector restart.
+    fn open_findings(&self) -> Result<Vec<FindingRecord>, StoreError>;
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use gpufleet_model::convert::Batch;
-use gpufleet_model::{Event, Inventory, NodeIdentity, Sample, UnixMs};
+use gpufleet_model::{
+    Event, Finding, FindingRecord, FindingState, Inventory, NodeIdentity, Sample, UnixMs,
+};
 use gpufleet_proto::v1 as pb;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -55,6 +57,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_node_ts ON events(node, ts_ms);
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    gpu_index INTEGER,
+    fired_at_ms INTEGER NOT NULL,
+    resolved_at_ms INTEGER,
+    finding_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS findings_open ON findings(node, rule_id, gpu_index, resolved_at_ms);
+CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms);
 ";
 
 /// Bumped when the layout above changes incompatibly; an older file is migrated or refused.
@@ -180,6 +193,62 @@ fn apply_batch(
     Ok(())
 }
 
+fn apply_finding(tx: &rusqlite::Transaction<'_>, r: &FindingRecord) -> Result<(), StoreError> {
+    let f = &r.finding;
+    match r.state {
+        FindingState::Resolved => {
+            tx.execute(
+                "UPDATE findings SET resolved_at_ms = ?4, finding_json = ?5
+                 WHERE node = ?1 AND rule_id = ?2 AND gpu_index IS ?3 AND resolved_at_ms IS NULL",
+                params![
+                    f.node,
+                    f.rule_id,
+                    f.gpu_index,
+                    r.resolved_at.unwrap_or(r.fired_at).0,
+                    json(f)
+                ],
+            )?;
+        }
+        FindingState::Firing => {
+            tx.execute(
+                "INSERT INTO findings(node, rule_id, gpu_index, fired_at_ms, resolved_at_ms, finding_json)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
+                params![f.node, f.rule_id, f.gpu_index, r.fired_at.0, json(f)],
+            )?;
+        }
+        FindingState::Pending => {} // pending conditions are not history
+    }
+    Ok(())
+}
+
+fn finding_rows(
+    q: &mut rusqlite::CachedStatement<'_>,
+    p: impl rusqlite::Params,
+) -> Result<Vec<FindingRecord>, StoreError> {
+    let rows = q.query_map(p, |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (fired, resolved, j) = row?;
+        out.push(FindingRecord {
+            finding: from_json::<Finding>("finding", &j)?,
+            state: if resolved.is_some() {
+                FindingState::Resolved
+            } else {
+                FindingState::Firing
+            },
+            fired_at: UnixMs(fired),
+            resolved_at: resolved.map(UnixMs),
+        });
+    }
+    Ok(out)
+}
+
 impl Store for SqliteStore {
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut conn = self.conn();
@@ -232,6 +301,11 @@ impl Store for SqliteStore {
                     batch,
                     at,
                 } => apply_batch(&tx, node, session, batch, *at)?,
+                Write::Findings(records) => {
+                    for r in records {
+                        apply_finding(&tx, r)?;
+                    }
+                }
             }
         }
         tx.commit()?;
@@ -339,6 +413,32 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn findings(
+        &self,
+        node: Option<&str>,
+        since: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<FindingRecord>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare_cached(
+            "SELECT fired_at_ms, resolved_at_ms, finding_json FROM (
+                SELECT id, fired_at_ms, resolved_at_ms, finding_json FROM findings
+                WHERE (?1 IS NULL OR node = ?1) AND (resolved_at_ms IS NULL OR resolved_at_ms >= ?2)
+                ORDER BY fired_at_ms DESC, id DESC LIMIT ?3
+             ) ORDER BY fired_at_ms, id",
+        )?;
+        finding_rows(&mut q, params![node, since.0, limit as i64])
+    }
+
+    fn open_findings(&self) -> Result<Vec<FindingRecord>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare_cached(
+            "SELECT fired_at_ms, resolved_at_ms, finding_json FROM findings
+             WHERE resolved_at_ms IS NULL ORDER BY id",
+        )?;
+        finding_rows(&mut q, [])
+    }
+
     fn inventory_history(&self, node: &str) -> Result<Vec<Inventory>, StoreError> {
         let conn = self.conn();
         let mut q = conn.prepare_cached(
@@ -431,6 +531,46 @@ mod tests {
         assert_eq!(samples[1].gpus[0].temperature_memory_celsius, None);
         assert_eq!(s.events(Some("n1"), UnixMs(0), 100).unwrap().len(), 2);
         assert_eq!(s.events(None, UnixMs(1_500), 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn findings_fire_resolve_and_are_queried_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        let f = |node: &str| Finding {
+            rule_id: "gpu.thermal.hw_slowdown".into(),
+            node: node.into(),
+            gpu_index: Some(3),
+            ..Default::default()
+        };
+        let rec = |node: &str, state, fired, resolved: Option<i64>| FindingRecord {
+            finding: f(node),
+            state,
+            fired_at: UnixMs(fired),
+            resolved_at: resolved.map(UnixMs),
+        };
+        s.apply(&[Write::Findings(vec![
+            rec("a", FindingState::Firing, 1_000, None),
+            rec("b", FindingState::Firing, 2_000, None),
+        ])])
+        .unwrap();
+        s.apply(&[Write::Findings(vec![rec(
+            "a",
+            FindingState::Resolved,
+            1_000,
+            Some(5_000),
+        )])])
+        .unwrap();
+        assert_eq!(s.open_findings().unwrap().len(), 1);
+        let all = s.findings(None, UnixMs(0), 100).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].resolved_at, Some(UnixMs(5_000)));
+        assert_eq!(all[0].state, FindingState::Resolved);
+        // Resolved before `since`: left out; still firing: kept.
+        let recent = s.findings(None, UnixMs(6_000), 100).unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].finding.node, "b");
+        assert_eq!(s.findings(Some("a"), UnixMs(0), 100).unwrap().len(), 1);
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! Runs the diagnosis engine over the live fleet on an interval, stores what started firing
+//! or resolved, and keeps the latest evaluation for queries. (Alert sinks will hang off the
+//! same transitions.)
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use gpufleet_model::UnixMs;
+
+use crate::diagnose::{Engine, EngineConfig, Evaluation};
+use crate::fleet::Fleet;
+use crate::store::Write;
+use crate::store::writer::Writer;
+
+pub struct Evaluator {
+    fleet: Arc<Fleet>,
+    engine: Mutex<Engine>,
+    latest: RwLock<Arc<Evaluation>>,
+}
+
+impl Evaluator {
+    pub fn new(fleet: Arc<Fleet>, config: EngineConfig) -> Self {
+        Evaluator {
+            fleet,
+            engine: Mutex::new(Engine::new(config)),
+            latest: RwLock::default(),
+        }
+    }
+
+    pub fn restore(&self, open: Vec<gpufleet_model::FindingRecord>, now: UnixMs) {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restore(open, now);
+    }
+
+    /// One evaluation at `now`; returns it (and keeps it as the latest).
+    pub fn evaluate(&self, now: UnixMs) -> Arc<Evaluation> {
+        let eval = self.fleet.with_nodes(|nodes| {
+            self.engine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .evaluate(nodes, now)
+        });
+        let eval = Arc::new(eval);
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = eval.clone();
+        eval
+    }
+
+    pub fn latest(&self) -> Arc<Evaluation> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Evaluates every `interval` until the returned task is aborted.
+    pub fn spawn(
+        self: &Arc<Self>,
+        writer: Writer,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let me2 = me.clone();
+                let eval =
+                    match tokio::task::spawn_blocking(move || me2.evaluate(UnixMs::now())).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::error!("diagnosis evaluation failed: {e}");
+                            continue;
+                        }
+                    };
+                for c in &eval.changes {
+                    tracing::info!(
+                        node = %c.finding.node,
+                        gpu = ?c.finding.gpu_index,
+                        cause = %c.finding.rule_id,
+                        state = ?c.state,
+                        "{}",
+                        c.finding.summary
+                    );
+                }
+                if !eval.changes.is_empty()
+                    && let Err(e) = writer.write(Write::Findings(eval.changes.clone())).await
+                {
+                    tracing::error!("cannot store findings: {e}");
+                }
+            }
+        })
+    }
+}
