@@ -1,9 +1,11 @@
-//! Helpers for end-to-end tests: build and locate the workspace's binaries, start them as real
-//! processes on loopback, and wait for conditions with a deadline.
+//! Helpers for end-to-end tests: build and locate the workspace's binaries and the fake NVML
+//! library, start them as real processes on loopback, and wait for conditions with a deadline.
+
+pub mod virtual_fleet;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 

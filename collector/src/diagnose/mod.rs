@@ -10,7 +10,7 @@ pub mod context;
 pub mod engine;
 pub mod rules;
 
-use gpufleet_model::{Finding, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 pub use context::FleetContext;
 pub use engine::{Engine, EngineConfig, Evaluation};
@@ -51,8 +51,62 @@ pub fn diagnose(nodes: &[&NodeState], now: UnixMs) -> Vec<Finding> {
         .iter()
         .flat_map(|n| rules.iter().flat_map(|r| r.check(n, &ctx, now)))
         .collect();
+    correlate_xids(&mut out);
     rank(&mut out);
     out
+}
+
+/// Xids that report a condition another rule names directly, by the cause-id prefixes of
+/// that condition. Such an Xid is the driver's report of the same fault, not a second cause.
+fn xid_family(code: u32) -> &'static [&'static str] {
+    match code {
+        48 | 63 | 64 | 92 | 94 | 95 | 140 => &["gpu.ecc", "gpu.row_remap"],
+        74 | 144..=150 => &["gpu.nvlink"],
+        79 => &["gpu.lost", "gpu.missing"],
+        _ => &[],
+    }
+}
+
+/// Folds an Xid finding into the finding of the condition it reports, on the same node and
+/// GPU (e.g. Xid 48 into `gpu.ecc.uncorrectable`): the root cause ranks first, carries the
+/// Xid as evidence, and takes the more severe of the two severities.
+pub fn correlate_xids(findings: &mut Vec<Finding>) {
+    let xid_of = |f: &Finding| -> Option<u32> {
+        if !f.rule_id.starts_with("gpu.xid") {
+            return None;
+        }
+        f.evidence
+            .iter()
+            .find(|e| e.field == "xid")
+            .and_then(|e| e.value.trim().parse().ok())
+    };
+    let mut absorbed = vec![false; findings.len()];
+    for i in 0..findings.len() {
+        let Some(code) = xid_of(&findings[i]) else {
+            continue;
+        };
+        let family = xid_family(code);
+        let target = (0..findings.len()).find(|&j| {
+            j != i
+                && findings[j].node == findings[i].node
+                && findings[j].gpu_index == findings[i].gpu_index
+                && family.iter().any(|p| findings[j].rule_id.starts_with(p))
+        });
+        if let Some(j) = target {
+            let x = findings[i].clone();
+            let t = &mut findings[j];
+            t.severity = t.severity.max(x.severity);
+            t.since = t.since.min(x.since);
+            t.evidence.push(Evidence::new(
+                "xid",
+                format!("{code} ({})", x.title),
+                "reported by the driver for this fault",
+            ));
+            absorbed[i] = true;
+        }
+    }
+    let mut keep = absorbed.iter().map(|a| !a);
+    findings.retain(|_| keep.next().unwrap_or(true));
 }
 
 /// Orders findings: most severe first, then least performance left, then oldest.
@@ -110,6 +164,46 @@ mod tests {
             timestamp: UnixMs(t),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_xid_folds_into_the_fault_it_reports() {
+        let f = |rule: &str, gpu: u32, sev: Severity, xid: Option<u32>| Finding {
+            rule_id: rule.into(),
+            node: "n".into(),
+            gpu_index: Some(gpu),
+            severity: sev,
+            title: "t".into(),
+            evidence: xid
+                .map(|x| vec![Evidence::new("xid", x, "")])
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut v = vec![
+            f("gpu.xid.memory", 3, Severity::Critical, Some(48)),
+            f("gpu.ecc.uncorrectable", 3, Severity::Warning, None),
+            f("gpu.xid.memory", 4, Severity::Critical, Some(48)), // no ECC finding on GPU 4
+            f("gpu.xid.application", 3, Severity::Warning, Some(31)), // not an ECC report
+        ];
+        correlate_xids(&mut v);
+        let ids: Vec<(&str, Option<u32>)> = v
+            .iter()
+            .map(|f| (f.rule_id.as_str(), f.gpu_index))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("gpu.ecc.uncorrectable", Some(3)),
+                ("gpu.xid.memory", Some(4)),
+                ("gpu.xid.application", Some(3))
+            ]
+        );
+        assert_eq!(v[0].severity, Severity::Critical);
+        assert!(
+            v[0].evidence
+                .iter()
+                .any(|e| e.field == "xid" && e.value.starts_with("48"))
+        );
     }
 
     #[test]
