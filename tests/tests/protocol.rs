@@ -1,0 +1,202 @@
+//! The wire contract under bad input: wrong protocol version, messages out of order, invalid
+//! or oversized payloads. Each gets a clear gRPC status; the collector keeps serving and loses
+//! nothing it had acknowledged.
+
+use std::time::Duration;
+
+use gpufleet_collector::server::{self, ServerConfig};
+use gpufleet_model::convert::{Batch, Hello};
+use gpufleet_model::{Inventory, NodeIdentity, Sample, UnixMs};
+use gpufleet_proto::v1::{
+    self as pb, AgentMessage, agent_message, collector_message, telemetry_client::TelemetryClient,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn hello(node: &str, version: u32) -> AgentMessage {
+    let h = Hello {
+        protocol_version: version,
+        node: NodeIdentity {
+            hostname: node.into(),
+            ..Default::default()
+        },
+        agent_version: "test".into(),
+        session_id: format!("{node}-session"),
+        inventory: Inventory::default(),
+        gpu_source: "simulated".into(),
+    };
+    AgentMessage {
+        msg: Some(agent_message::Msg::Hello(h.into())),
+    }
+}
+
+fn batch(seq: u64) -> AgentMessage {
+    let b = Batch {
+        sequence: seq,
+        samples: vec![Sample {
+            timestamp: UnixMs::now(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    AgentMessage {
+        msg: Some(agent_message::Msg::Batch(b.into())),
+    }
+}
+
+/// Opens a stream, sends `msgs`, and returns the first thing the collector answers.
+async fn exchange(
+    url: &str,
+    msgs: Vec<AgentMessage>,
+) -> Result<Vec<pb::CollectorMessage>, tonic::Status> {
+    let mut client = TelemetryClient::connect(url.to_string())
+        .await
+        .expect("connect");
+    client = client.max_encoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(16);
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+            Ok(Ok(Some(m))) => {
+                got.push(m);
+                if got.len() >= 2 {
+                    drop(tx);
+                    return Ok(got);
+                }
+            }
+            Ok(Ok(None)) => return Ok(got),
+            Ok(Err(s)) => return Err(s),
+            Err(_) => return Ok(got),
+        }
+    }
+}
+
+async fn start() -> (server::RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().into(),
+    ))
+    .await
+    .unwrap();
+    (s, dir)
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
+    let (server, _dir) = start().await;
+    let url = server.url();
+
+    // (case, messages, expected code, text the message must contain)
+    let oversized = AgentMessage {
+        msg: Some(agent_message::Msg::Batch(pb::Batch {
+            sequence: 1,
+            events: vec![pb::Event {
+                message: "x".repeat(20 << 20),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    };
+    let cases: Vec<(&str, Vec<AgentMessage>, tonic::Code, &str)> = vec![
+        (
+            "newer protocol",
+            vec![hello("n1", 2)],
+            tonic::Code::FailedPrecondition,
+            "protocol v2",
+        ),
+        (
+            "batch before hello",
+            vec![batch(1)],
+            tonic::Code::InvalidArgument,
+            "first message",
+        ),
+        (
+            "empty hostname",
+            vec![hello("", 1)],
+            tonic::Code::InvalidArgument,
+            "hostname",
+        ),
+        (
+            "bad hostname",
+            vec![hello("a b/c", 1)],
+            tonic::Code::InvalidArgument,
+            "hostname",
+        ),
+        (
+            "second hello",
+            vec![hello("n2", 1), hello("n2", 1)],
+            tonic::Code::InvalidArgument,
+            "Hello",
+        ),
+        (
+            "sequence 0",
+            vec![hello("n3", 1), batch(0)],
+            tonic::Code::InvalidArgument,
+            "sequence",
+        ),
+        (
+            "oversized",
+            vec![hello("n4", 1), oversized],
+            tonic::Code::OutOfRange,
+            "message length too large",
+        ),
+    ];
+    for (name, msgs, code, text) in cases {
+        let r = exchange(&url, msgs).await;
+        let status = match r {
+            Err(s) => s,
+            Ok(m) => panic!("{name}: expected {code:?}, got messages {m:?}"),
+        };
+        assert_eq!(status.code(), code, "{name}: {}", status.message());
+        assert!(
+            status.message().contains(text),
+            "{name}: {:?} lacks {text:?}",
+            status.message()
+        );
+    }
+
+    // After all that, a well-behaved agent is served and acknowledged.
+    let got = exchange(&url, vec![hello("good", 1), batch(1), batch(2)])
+        .await
+        .unwrap();
+    let acks: Vec<u64> = got
+        .iter()
+        .filter_map(|m| match &m.msg {
+            Some(collector_message::Msg::Ack(a)) => Some(a.stored_sequence),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [1, 2]);
+    // Acknowledged means stored.
+    let stored = server
+        .store
+        .samples("good", UnixMs(0), UnixMs(i64::MAX), 10)
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn re_sent_batches_are_stored_once() {
+    let (server, _dir) = start().await;
+    let url = server.url();
+    exchange(&url, vec![hello("n", 1), batch(1), batch(2)])
+        .await
+        .unwrap();
+    // The agent reconnects (same session) and re-sends what it had not seen acknowledged.
+    exchange(&url, vec![hello("n", 1), batch(2), batch(3)])
+        .await
+        .unwrap();
+    let stored = server
+        .store
+        .samples("n", UnixMs(0), UnixMs(i64::MAX), 10)
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(server.store.last_sequence("n", "n-session").unwrap(), 3);
+    server.stop().await.unwrap();
+}
