@@ -114,10 +114,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     health_reporter
         .set_serving::<QueryServer<QueryService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(gpufleet_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: v1, and v1alpha for older grpcurl and grpcio clients.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gpufleet_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_alpha = reflection_builder().build_v1alpha()?;
 
     let telemetry = TelemetryServer::new(Ingest::new(
         fleet.clone(),
@@ -137,6 +141,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(telemetry)
             .add_service(query)
             .serve_with_incoming_shutdown(incoming, async {
