@@ -45,6 +45,50 @@ pub fn binaries() -> &'static Path {
     })
 }
 
+/// Builds the fake NVML library (`tests/fake-nvml`) once per test process and returns the
+/// path of its `libnvidia_ml.so`, for `--nvml-lib` or `NvmlSource::open`.
+pub fn fake_nvml_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = target_dir();
+        let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "fake-nvml"])
+            .current_dir(repo_root());
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build -p fake-nvml");
+        assert!(status.success(), "building the fake NVML library failed");
+        let lib = dir.join("libnvidia_ml.so");
+        assert!(lib.exists(), "{} missing after the build", lib.display());
+        lib
+    })
+}
+
+/// `tests/fixtures/nvml/<name>`: a fixture for the fake NVML library.
+pub fn nvml_fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/nvml").join(name)
+}
+
+/// The NVML functions in a fake-NVML call log that change GPU state (setters, resets, clears
+/// and the like). Event sets are the agent's own listening state, not the GPU's, so
+/// `nvmlEventSet*` does not count.
+pub fn state_changing_calls<'a>(called: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    const CHANGING: &[&str] = &[
+        "Set", "Reset", "Clear", "Freeze", "Modify", "Remove", "Validate", "Create", "Destroy",
+    ];
+    let mut out: Vec<&str> = called
+        .into_iter()
+        .filter(|f| !f.starts_with("nvmlEventSet"))
+        .filter(|f| CHANGING.iter().any(|w| f.contains(w)))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 pub fn gpufleet() -> Command {
     Command::new(binaries().join("gpufleet"))
 }
@@ -85,6 +129,32 @@ impl Proc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the process to end on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_for(timeout, || self.exited())
+    }
+
+    /// Asks the process to stop (SIGTERM, as a service manager would) and waits up to
+    /// `timeout`; kills it if it has not ended by then. Returns how it ended.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exited().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let status = self.wait_exit(timeout);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        status
     }
 }
 
@@ -130,4 +200,31 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ sits in the repository root")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_changing_calls_are_found_and_event_sets_are_not() {
+        let log = [
+            "nvmlInit_v2",
+            "nvmlEventSetCreate",
+            "nvmlDeviceSetPowerManagementLimit",
+            "nvmlDeviceGetPowerUsage",
+            "nvmlDeviceResetGpuLockedClocks",
+            "nvmlDeviceSetPowerManagementLimit",
+            "nvmlEventSetWait_v2",
+            "nvmlDeviceClearEccErrorCounts",
+        ];
+        assert_eq!(
+            state_changing_calls(log),
+            [
+                "nvmlDeviceClearEccErrorCounts",
+                "nvmlDeviceResetGpuLockedClocks",
+                "nvmlDeviceSetPowerManagementLimit"
+            ]
+        );
+    }
 }

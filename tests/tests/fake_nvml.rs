@@ -7,41 +7,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use gpufleet_agent::sources::kmsg::KmsgReader;
 use gpufleet_agent::sources::nvml::NvmlSource;
 use gpufleet_agent::sources::{GpuSource, SourceError};
 use gpufleet_model::{EventKind, GpuStatus, Severity, UnixMs};
-
-/// Builds the fake library once per test process and returns its path.
-fn fake_lib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = gpufleet_tests::target_dir();
-        let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "fake-nvml"])
-            .current_dir(gpufleet_tests::repo_root());
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build -p fake-nvml");
-        assert!(status.success(), "building the fake NVML library failed");
-        let lib = dir.join("libnvidia_ml.so");
-        assert!(lib.exists(), "{} missing after the build", lib.display());
-        lib
-    })
-}
-
-fn fixture(name: &str) -> PathBuf {
-    gpufleet_tests::repo_root()
-        .join("tests/fixtures/nvml")
-        .join(name)
-}
+use gpufleet_tests::{fake_nvml_lib as fake_lib, nvml_fixture as fixture};
 
 /// Holds the lock that makes fake-NVML tests take turns (its environment is process-wide).
 struct Fake {
@@ -590,18 +563,7 @@ fn called_functions() -> BTreeSet<String> {
 #[test]
 fn the_agent_only_calls_read_only_functions() {
     let called = called_functions();
-    let changing: Vec<&String> = called
-        .iter()
-        .filter(|f| !f.starts_with("nvmlEventSet"))
-        .filter(|f| {
-            [
-                "Set", "Reset", "Clear", "Freeze", "Modify", "Remove", "Validate", "Create",
-                "Destroy",
-            ]
-            .iter()
-            .any(|w| f.contains(w))
-        })
-        .collect();
+    let changing = gpufleet_tests::state_changing_calls(called.iter().map(String::as_str));
     assert!(
         changing.is_empty(),
         "state-changing NVML calls: {changing:?}"
