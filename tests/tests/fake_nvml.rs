@@ -66,10 +66,10 @@ fn h100_node_reads_every_field() {
         assert_eq!(g.serial, format!("165422005{i:04}"));
         assert_eq!(g.name, "NVIDIA H100 80GB HBM3");
         assert_eq!(g.architecture, "Hopper");
-        assert_eq!(g.memory_total_bytes, Some(85_899_345_920));
-        assert_eq!(g.bar1_total_bytes, Some(274_877_906_944));
+        assert_eq!(g.memory_total_bytes, Some(85_520_809_984));
+        assert_eq!(g.bar1_total_bytes, Some(137_438_953_472));
         assert_eq!(g.vbios_version, "96.00.74.00.09");
-        assert_eq!(g.inforom_image_version, "H100.0200.00.04");
+        assert_eq!(g.inforom_image_version, "G520.0200.00.05");
         assert_eq!(g.gsp_firmware_version, "550.163.01");
         assert_eq!(g.persistence_mode, Some(true));
         assert_eq!(g.compute_mode, "Default");
@@ -85,14 +85,14 @@ fn h100_node_reads_every_field() {
         assert_eq!(g.power_limit_default_milliwatts, Some(700_000));
         assert_eq!(g.power_limit_min_milliwatts, Some(200_000));
         assert_eq!(g.power_limit_max_milliwatts, Some(700_000));
-        assert_eq!(g.temperature_slowdown_celsius, Some(87));
-        assert_eq!(g.temperature_shutdown_celsius, Some(92));
-        assert_eq!(g.temperature_max_operating_celsius, Some(83));
+        assert_eq!(g.temperature_slowdown_celsius, Some(89));
+        assert_eq!(g.temperature_shutdown_celsius, Some(95));
+        assert_eq!(g.temperature_max_operating_celsius, Some(87));
         assert_eq!(g.memory_temperature_max_operating_celsius, Some(95));
         assert_eq!(g.cuda_compute_capability, "9.0");
         assert_eq!(g.nvlink_count, 18);
         assert_eq!(g.fan_count, Some(0));
-        assert_eq!(g.board_part_number, "699-21010-0200-000");
+        assert_eq!(g.board_part_number, "692-2G520-0200-000");
     }
     let buses: Vec<&str> = inv.gpus.iter().map(|g| g.pci_bus_id.as_str()).collect();
     assert_eq!(

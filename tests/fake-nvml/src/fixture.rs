@@ -24,31 +24,33 @@ pub enum Kind {
     Processes,
 }
 
-/// Every field the fake serves, with the value a healthy, busy H100 SXM 80GB gives (the profile
-/// of NVIDIA's own mock NVML and of `nvidia-smi -q` on real HGX H100 nodes). Identity fields
-/// that are empty here are derived from the GPU index.
+/// Every field the fake serves, with the value a healthy, busy H100 SXM 80GB gives. Static facts
+/// (name, memory, limits, clocks, thresholds, firmware versions) are those of a real H100 80GB
+/// HBM3 (`tests/fixtures/real/h100-sxm-580.159.04.*`; `tests/tests/realism.rs` keeps them
+/// equal); readings are those of a busy GPU on an HGX board (18 NVLinks). Identity fields that
+/// are empty here are derived from the GPU index.
 pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("handle", Kind::Bool, "true"),
     ("name", Kind::Str, r#""NVIDIA H100 80GB HBM3""#),
     ("uuid", Kind::Str, r#""""#),
     ("serial", Kind::Str, r#""""#),
     ("pci_bus_id", Kind::Str, r#""""#),
-    ("pci_device_id", Kind::Int, "591401182"),
+    ("pci_device_id", Kind::Int, "590352606"),
     ("pci_subsystem_id", Kind::Int, "381751518"),
     ("architecture", Kind::Str, r#""hopper""#),
     ("cuda_compute_capability", Kind::Str, r#""9.0""#),
-    ("board_part_number", Kind::Str, r#""699-21010-0200-000""#),
-    ("vbios_version", Kind::Str, r#""96.00.74.00.09""#),
-    ("inforom_image_version", Kind::Str, r#""H100.0200.00.04""#),
+    ("board_part_number", Kind::Str, r#""692-2G520-0200-000""#),
+    ("vbios_version", Kind::Str, r#""96.00.DA.00.0C""#),
+    ("inforom_image_version", Kind::Str, r#""G520.0200.00.05""#),
     ("gsp_firmware_version", Kind::Str, r#""550.163.01""#),
     ("persistence_mode", Kind::Bool, "true"),
     ("compute_mode", Kind::Str, r#""default""#),
     ("mig_mode", Kind::Bool, "false"),
     ("ecc_mode", Kind::Bool, "true"),
-    ("memory_total", Kind::Int, "85899345920"),
-    ("memory_reserved", Kind::Int, "1073741824"),
+    ("memory_total", Kind::Int, "85520809984"),
+    ("memory_reserved", Kind::Int, "503316480"),
     ("memory_used", Kind::Int, "77309411328"),
-    ("bar1_total", Kind::Int, "274877906944"),
+    ("bar1_total", Kind::Int, "137438953472"),
     ("bar1_used", Kind::Int, "12582912"),
     ("pcie_max_gen", Kind::Int, "5"),
     ("pcie_max_width", Kind::Int, "16"),
@@ -72,9 +74,9 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("power_limit_enforced", Kind::Int, "700000"),
     ("power_usage", Kind::Int, "612000"),
     ("total_energy", Kind::Int, "51840000000"),
-    ("temp_threshold_shutdown", Kind::Int, "92"),
-    ("temp_threshold_slowdown", Kind::Int, "87"),
-    ("temp_threshold_gpu_max", Kind::Int, "83"),
+    ("temp_threshold_shutdown", Kind::Int, "95"),
+    ("temp_threshold_slowdown", Kind::Int, "89"),
+    ("temp_threshold_gpu_max", Kind::Int, "87"),
     ("temp_threshold_mem_max", Kind::Int, "95"),
     // nvmlDeviceGetFieldValues as a whole (set an error to refuse every field at once).
     ("field_values", Kind::Bool, "true"),

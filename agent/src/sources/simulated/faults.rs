@@ -1146,7 +1146,7 @@ mod tests {
                 k(
                     "thermal_throttle",
                     FaultParams {
-                        target_celsius: Some(92),
+                        target_celsius: Some(95),
                         ..Default::default()
                     },
                 ),

@@ -1,7 +1,8 @@
 //! GPU model profiles: what each simulated GPU model reports through NVML. Values follow
 //! NVIDIA's own NVML test double (`k8s-test-infra` `mocknvml` profiles) and `nvidia-smi -q`
-//! captures from real machines; the RTX 6000 Ada (the one actively cooled model, for
-//! `fan_failure`) uses its datasheet values.
+//! captures from real machines; the H100's static facts are those of the real H100 80GB HBM3
+//! captured in `tests/fixtures/real/` (kept equal by `tests/tests/realism.rs`); the RTX 6000 Ada
+//! (the one actively cooled model, for `fan_failure`) uses its datasheet values.
 
 use super::host::{self, HostProfile};
 
@@ -132,10 +133,10 @@ static MODELS: [GpuModelProfile; 5] = [
         power_limit_default_mw: 700_000,
         power_limit_min_mw: 200_000,
         power_limit_max_mw: 700_000,
-        power_idle_mw: 70_000,
-        temperature_slowdown_celsius: 87,
-        temperature_shutdown_celsius: 92,
-        temperature_max_operating_celsius: 83,
+        power_idle_mw: 73_000,
+        temperature_slowdown_celsius: 89,
+        temperature_shutdown_celsius: 95,
+        temperature_max_operating_celsius: 87,
         memory_temperature_max_operating_celsius: Some(95),
         nvlink_count: 18,
         fan_count: 0,

@@ -137,7 +137,7 @@ fn inventory_looks_like_nvml() {
                 g.temperature_shutdown_celsius,
                 g.temperature_max_operating_celsius
             ),
-            (Some(87), Some(92), Some(83))
+            (Some(89), Some(95), Some(87))
         );
         assert_eq!(
             (g.nvlink_count, g.fan_count, g.persistence_mode),
