@@ -145,8 +145,9 @@ impl Proc {
     /// `timeout`; kills it if it has not ended by then. Returns how it ended.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exited().is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
+            // The shell's built-in `kill`: present even where no kill binary is installed.
+            let _ = Command::new("sh")
+                .args(["-c", &format!("kill -TERM {}", self.child.id())])
                 .status();
         }
         let status = self.wait_exit(timeout);
