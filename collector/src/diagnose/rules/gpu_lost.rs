@@ -1,11 +1,42 @@
-//! `gpu.lost`: a GPU stopped answering (fallen off the bus) or vanished from the node.
+//! `gpu.lost`, `gpu.unreadable`, `gpu.missing`: a GPU stopped answering (fallen off the bus),
+//! cannot be read, or vanished from the node.
 
 use gpufleet_model::{Evidence, Finding, GpuStatus, Severity, UnixMs};
 
-use crate::diagnose::{FleetContext, Rule, finding, held};
+use super::raise;
+use crate::diagnose::{Cause, FleetContext, Rule, held};
 use crate::fleet::NodeState;
 
 pub struct GpuLost;
+
+const LOST: Cause = Cause {
+    id: "gpu.lost",
+    title: "GPU lost",
+    severity: Severity::Critical,
+    detects: "NVML reports the GPU lost: it fell off the bus and answers nothing.",
+    action: "Drain the node and reboot it; if the GPU does not come back or falls off again, \
+             check its power cables and seating, then open an RMA (Xid 79).",
+};
+
+const UNREADABLE: Cause = Cause {
+    id: "gpu.unreadable",
+    title: "GPU unreadable",
+    severity: Severity::Warning,
+    detects: "The agent's last read of a GPU in the inventory failed.",
+    action: "Check the agent log and `nvidia-smi -i <gpu>` on the node; a GPU that stays \
+             unreadable usually needs a GPU reset or reboot.",
+};
+
+const MISSING: Cause = Cause {
+    id: "gpu.missing",
+    title: "GPU missing",
+    severity: Severity::Critical,
+    detects: "A GPU in the node's inventory is absent from its latest sample.",
+    action: "Check `nvidia-smi -L` and `lspci | grep -i nvidia` on the node; reboot, then RMA if \
+             the GPU stays missing.",
+};
+
+static CATALOG: &[Cause] = &[LOST, UNREADABLE, MISSING];
 
 impl Rule for GpuLost {
     fn id(&self) -> &'static str {
@@ -14,6 +45,10 @@ impl Rule for GpuLost {
 
     fn title(&self) -> &'static str {
         "GPU lost"
+    }
+
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -28,20 +63,7 @@ impl Rule for GpuLost {
             .map(|r| r.0)
             .unwrap_or(latest.timestamp);
             let lost = g.status == GpuStatus::Lost;
-            let mut f = finding(
-                self,
-                node,
-                if lost {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                },
-                since,
-            );
-            if !lost {
-                f.rule_id = "gpu.unreadable".into();
-                f.title = "GPU unreadable".into();
-            }
+            let mut f = raise(self, if lost { &LOST } else { &UNREADABLE }, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
             f.performance_ratio = Some(0.0);
@@ -68,23 +90,12 @@ impl Rule for GpuLost {
                 },
                 g.error
             );
-            f.action = if lost {
-                "Drain the node and reboot it; if the GPU does not come back or falls off again, \
-                 check its power cables and seating, then open an RMA (Xid 79)."
-                    .into()
-            } else {
-                "Check the agent log and `nvidia-smi -i <gpu>` on the node; a GPU that stays \
-                 unreadable usually needs a GPU reset or reboot."
-                    .into()
-            };
             out.push(f);
         }
         // GPUs in the inventory that the latest sample does not mention at all.
         for info in &node.inventory.gpus {
             if latest.gpu(info.index).is_none() && !latest.gpus.is_empty() {
-                let mut f = finding(self, node, Severity::Critical, latest.timestamp);
-                f.rule_id = "gpu.missing".into();
-                f.title = "GPU missing".into();
+                let mut f = raise(self, &MISSING, node, latest.timestamp);
                 f.gpu_index = Some(info.index);
                 f.gpu_uuid = info.uuid.clone();
                 f.performance_ratio = Some(0.0);
@@ -97,7 +108,6 @@ impl Rule for GpuLost {
                     "GPU {} ({}) is in the inventory but no longer reported",
                     info.index, info.pci_bus_id
                 );
-                f.action = "Check `nvidia-smi -L` and `lspci | grep -i nvidia` on the node; reboot, then RMA if the GPU stays missing.".into();
                 out.push(f);
             }
         }

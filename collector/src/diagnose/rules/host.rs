@@ -3,10 +3,53 @@
 
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
-use crate::diagnose::{FleetContext, MIN_SAMPLES, Rule, finding, held};
+use super::raise;
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
 use crate::fleet::NodeState;
 
 pub struct HostSaturation;
+
+const CPU_STARVED: Cause = Cause {
+    id: "host.cpu_starved",
+    title: "CPU saturated while GPUs starve",
+    severity: Severity::Warning,
+    detects: "Host CPU at 95 % or more while the node's GPUs average under 60 % utilization, for \
+              several samples.",
+    action: "Find what uses the CPU (top, pidstat): data loading workers, a runaway process or a \
+             mis-set CPU affinity/cgroup limit; raise dataloader workers or move preprocessing \
+             off the node.",
+};
+
+const MEMORY_PRESSURE: Cause = Cause {
+    id: "host.memory.pressure",
+    title: "Host RAM pressure",
+    severity: Severity::Warning,
+    detects: "Less than 5 % of host RAM available for several samples.",
+    action: "Find the process using the memory (pinned host buffers, dataloader caches, a leak); \
+             the OOM killer or swapping will stall the GPUs next.",
+};
+
+const DISK_FULL: Cause = Cause {
+    id: "host.disk_full",
+    title: "Filesystem nearly full",
+    severity: Severity::Warning,
+    detects: "A filesystem with less than 5 % free space for several samples (one finding per \
+              node, listing each such filesystem).",
+    action: "Free space (old checkpoints, logs, container images) before jobs fail to write \
+             checkpoints.",
+};
+
+const NIC_SATURATED: Cause = Cause {
+    id: "host.nic_saturated",
+    title: "NIC saturated",
+    severity: Severity::Warning,
+    detects: "A NIC moving 90 % or more of its link speed in one direction for several samples \
+              (one finding per node, listing each such NIC).",
+    action: "The network is the bottleneck: check that traffic uses the intended (RDMA) \
+             interfaces, that all NICs are up, and the job's communication pattern.",
+};
+
+static CATALOG: &[Cause] = &[CPU_STARVED, MEMORY_PRESSURE, DISK_FULL, NIC_SATURATED];
 
 const CPU_BUSY: f32 = 95.0;
 /// GPUs below this mean utilization while the CPU is pegged are starving.
@@ -16,12 +59,12 @@ const DISK_FREE: f64 = 0.05;
 const NIC_FULL: f64 = 0.90;
 
 fn mean_gpu_util(s: &Sample) -> Option<f64> {
-    let u: Vec<f64> = s
+    let (sum, n) = s
         .gpus
         .iter()
-        .filter_map(|g| g.utilization_gpu_percent.map(f64::from))
-        .collect();
-    (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
+        .filter_map(|g| g.utilization_gpu_percent)
+        .fold((0u64, 0u64), |(sum, n), u| (sum + u64::from(u), n + 1));
+    (n > 0).then(|| sum as f64 / n as f64)
 }
 
 fn ram_avail(s: &Sample) -> Option<f64> {
@@ -38,32 +81,27 @@ impl Rule for HostSaturation {
         "Host saturation"
     }
 
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
+    }
+
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
         let Some(latest) = node.latest() else {
             return vec![];
         };
         let h = node.history.iter();
         let mut out = Vec::new();
-        let mut emit = |id: &str,
-                        title: &str,
-                        sev: Severity,
+        let mut emit = |cause: &Cause,
                         run: (UnixMs, u64, usize),
                         ev: Vec<Evidence>,
                         summary: String,
-                        action: &str,
                         ratio: Option<f64>| {
-            if run.2 < MIN_SAMPLES {
-                return;
-            }
-            let mut f = finding(self, node, sev, run.0);
-            f.rule_id = id.into();
-            f.title = title.into();
+            let mut f = raise(self, cause, node, run.0);
             f.evidence = ev;
-            if let Some(first) = f.evidence.first_mut() {
+            if let Some(first) = f.evidence.first_mut().filter(|e| e.duration_ms == 0) {
                 first.duration_ms = run.1;
             }
             f.summary = summary;
-            f.action = action.into();
             f.performance_ratio = ratio;
             out.push(f);
         };
@@ -72,7 +110,7 @@ impl Rule for HostSaturation {
             s.host.cpu_percent.is_some_and(|c| c >= CPU_BUSY)
                 && mean_gpu_util(s).is_some_and(|u| u < GPU_STARVED)
         };
-        if let Some(run) = held(h.clone(), starved) {
+        if let Some(run) = held(h.clone(), starved).filter(|r| r.2 >= MIN_SAMPLES) {
             let cpu = latest.host.cpu_percent.unwrap_or(0.0);
             let util = mean_gpu_util(latest).unwrap_or(0.0);
             let mut ev = vec![Evidence::new(
@@ -93,23 +131,21 @@ impl Rule for HostSaturation {
                 format!("< {GPU_STARVED:.0}%"),
             ));
             emit(
-                "host.cpu_starved",
-                "CPU saturated while GPUs starve",
-                Severity::Warning,
+                &CPU_STARVED,
                 run,
                 ev,
                 format!(
                     "host CPU at {cpu:.0}% while its GPUs average {util:.0}% utilization: the GPUs wait for the CPU"
                 ),
-                "Find what uses the CPU (top, pidstat): data loading workers, a runaway process or a \
-                 mis-set CPU affinity/cgroup limit; raise dataloader workers or move preprocessing off the node.",
                 Some(util / 100.0),
             );
         }
 
         if let Some(run) = held(h.clone(), |s| {
             ram_avail(s).is_some_and(|a| a < RAM_AVAILABLE)
-        }) {
+        })
+        .filter(|r| r.2 >= MIN_SAMPLES)
+        {
             let a = ram_avail(latest).unwrap_or(0.0);
             let mut ev = vec![Evidence::new(
                 "host.memory_available",
@@ -127,9 +163,7 @@ impl Rule for HostSaturation {
                 ));
             }
             emit(
-                "host.memory.pressure",
-                "Host RAM pressure",
-                Severity::Warning,
+                &MEMORY_PRESSURE,
                 run,
                 ev,
                 format!(
@@ -141,44 +175,56 @@ impl Rule for HostSaturation {
                         ""
                     }
                 ),
-                "Find the process using the memory (pinned host buffers, dataloader caches, a leak); \
-                 the OOM killer or swapping will stall the GPUs next.",
                 None,
             );
         }
 
-        for d in &latest.host.disks {
-            let mount = d.mount_point.clone();
+        // Filesystems and NICs: one finding per node (its identity is node + cause), with one
+        // line of evidence per full filesystem or saturated NIC.
+        let mut full: Vec<((UnixMs, u64, usize), Evidence, String)> = Vec::new();
+        for (pos, d) in latest.host.disks.iter().enumerate() {
+            let mount = d.mount_point.as_str();
             let free = |s: &Sample| {
-                s.host
-                    .disks
-                    .iter()
-                    .find(|x| x.mount_point == mount)
-                    .and_then(|x| {
-                        (x.total_bytes > 0).then(|| x.available_bytes as f64 / x.total_bytes as f64)
-                    })
+                let x = match s.host.disks.get(pos) {
+                    Some(x) if x.mount_point == mount => x,
+                    _ => s.host.disks.iter().find(|x| x.mount_point == mount)?,
+                };
+                (x.total_bytes > 0).then(|| x.available_bytes as f64 / x.total_bytes as f64)
             };
-            if let Some(run) = held(h.clone(), |s| free(s).is_some_and(|f| f < DISK_FREE)) {
+            if let Some(run) = held(h.clone(), |s| free(s).is_some_and(|f| f < DISK_FREE))
+                .filter(|r| r.2 >= MIN_SAMPLES)
+            {
                 let f = free(latest).unwrap_or(0.0);
-                emit(
-                    "host.disk_full",
-                    "Filesystem nearly full",
-                    Severity::Warning,
+                full.push((
                     run,
-                    vec![Evidence::new(
+                    Evidence::new(
                         &format!("host.disk[{mount}].available"),
                         format!("{:.1}%", f * 100.0),
                         format!("{:.0}%", DISK_FREE * 100.0),
-                    )],
+                    )
+                    .held_for(run.1),
                     format!("{mount} has {:.1}% free", f * 100.0),
-                    "Free space (old checkpoints, logs, container images) before jobs fail to write checkpoints.",
-                    None,
-                );
+                ));
             }
         }
+        if let Some(run) = full.iter().map(|x| x.0).min_by_key(|r| r.0) {
+            let summary = full
+                .iter()
+                .map(|x| x.2.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            emit(
+                &DISK_FULL,
+                run,
+                full.into_iter().map(|x| x.1).collect(),
+                summary,
+                None,
+            );
+        }
 
-        for n in &latest.host.nics {
-            let name = n.name.clone();
+        let mut saturated: Vec<((UnixMs, u64, usize), Evidence, String)> = Vec::new();
+        for (pos, n) in latest.host.nics.iter().enumerate() {
+            let name = n.name.as_str();
             let speed = n.speed_mbps.or_else(|| {
                 node.inventory
                     .host
@@ -192,34 +238,45 @@ impl Rule for HostSaturation {
             };
             let cap = mbps as f64 * 1e6 / 8.0;
             let use_of = |s: &Sample| {
-                s.host
-                    .nics
-                    .iter()
-                    .find(|x| x.name == name)
-                    .map(|x| x.rx_bytes_per_second.max(x.tx_bytes_per_second) as f64 / cap)
+                let x = match s.host.nics.get(pos) {
+                    Some(x) if x.name == name => x,
+                    _ => s.host.nics.iter().find(|x| x.name == name)?,
+                };
+                Some(x.rx_bytes_per_second.max(x.tx_bytes_per_second) as f64 / cap)
             };
-            if let Some(run) = held(h.clone(), |s| use_of(s).is_some_and(|u| u >= NIC_FULL)) {
+            if let Some(run) = held(h.clone(), |s| use_of(s).is_some_and(|u| u >= NIC_FULL))
+                .filter(|r| r.2 >= MIN_SAMPLES)
+            {
                 let u = use_of(latest).unwrap_or(0.0);
-                emit(
-                    "host.nic_saturated",
-                    "NIC saturated",
-                    Severity::Warning,
+                saturated.push((
                     run,
-                    vec![Evidence::new(
+                    Evidence::new(
                         &format!("host.nic[{name}].throughput"),
                         format!("{:.0}% of {:.0} Gb/s", u * 100.0, mbps as f64 / 1000.0),
                         format!("{:.0}%", NIC_FULL * 100.0),
-                    )],
+                    )
+                    .held_for(run.1),
                     format!(
                         "{name} runs at {:.0}% of its {:.0} Gb/s link",
                         u * 100.0,
                         mbps as f64 / 1000.0
                     ),
-                    "The network is the bottleneck: check that traffic uses the intended (RDMA) \
-                     interfaces, that all NICs are up, and the job's communication pattern.",
-                    None,
-                );
+                ));
             }
+        }
+        if let Some(run) = saturated.iter().map(|x| x.0).min_by_key(|r| r.0) {
+            let summary = saturated
+                .iter()
+                .map(|x| x.2.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            emit(
+                &NIC_SATURATED,
+                run,
+                saturated.into_iter().map(|x| x.1).collect(),
+                summary,
+                None,
+            );
         }
         out
     }
@@ -286,5 +343,30 @@ mod tests {
             let ids: Vec<&str> = got.iter().map(|f| f.rule_id.as_str()).collect();
             assert_eq!(ids, *want, "{name}");
         }
+        // Two full filesystems are one finding (its identity is node + cause) with both.
+        let n = node(2, 5, |_, s| {
+            s.host.disks = ["/", "/raid"]
+                .map(|m| DiskSample {
+                    mount_point: m.into(),
+                    total_bytes: 100,
+                    available_bytes: 1,
+                })
+                .to_vec()
+        });
+        let got = HostSaturation.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].evidence.len(), 2);
+        assert_eq!(got[0].summary, "/ has 1.0% free, /raid has 1.0% free");
+        // One noisy sample does not fire.
+        let n = node(2, 5, |i, s| {
+            if i == 4 {
+                s.host.memory_available_bytes = 0;
+            }
+        });
+        assert!(
+            HostSaturation
+                .check(&n, &FleetContext::default(), NOW)
+                .is_empty()
+        );
     }
 }

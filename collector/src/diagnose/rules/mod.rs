@@ -1,4 +1,5 @@
-//! The catalog of causes. Adding a cause is adding one file here and one line in [`all`].
+//! The catalog of causes. Adding a cause is adding one file here (its [`Cause`] entries, a pure
+//! `check` and its table tests) and one line in [`all`].
 
 mod gpu_lost;
 mod host;
@@ -12,7 +13,10 @@ mod xid;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-use super::Rule;
+use gpufleet_model::{Finding, UnixMs};
+
+use super::{Cause, Rule, finding};
+use crate::fleet::NodeState;
 
 /// Every rule, in catalog order.
 pub fn all() -> Vec<Box<dyn Rule>> {
@@ -26,6 +30,16 @@ pub fn all() -> Vec<Box<dyn Rule>> {
         Box::new(version_drift::VersionDrift),
         Box::new(host::HostSaturation),
     ]
+}
+
+/// Starts a finding for one catalog entry: its id, title, usual severity and action (a rule
+/// may sharpen the severity or action for the case at hand).
+pub(crate) fn raise(rule: &dyn Rule, cause: &Cause, node: &NodeState, since: UnixMs) -> Finding {
+    let mut f = finding(rule, node, cause.severity, since);
+    f.rule_id = cause.id.to_string();
+    f.title = cause.title.to_string();
+    f.action = cause.action.to_string();
+    f
 }
 
 #[cfg(test)]

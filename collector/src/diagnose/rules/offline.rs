@@ -2,21 +2,37 @@
 
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
-use crate::diagnose::{FleetContext, Rule, finding};
+use super::raise;
+use crate::diagnose::{Cause, FleetContext, Rule};
 use crate::fleet::NodeState;
 
 pub struct AgentOffline;
+
+const OFFLINE: Cause = Cause {
+    id: "node.agent_offline",
+    title: "Agent offline",
+    severity: Severity::Warning,
+    detects: "The node's agent stream is closed, or it sent nothing for more than 30 s.",
+    action: "Check that the node is up and `systemctl status gpufleet-agent` on it; check \
+             network reachability of the collector from the node.",
+};
+
+static CATALOG: &[Cause] = &[OFFLINE];
 
 /// Silence longer than this is reported even if the stream looks open.
 const SILENT_MS: u64 = 30_000;
 
 impl Rule for AgentOffline {
     fn id(&self) -> &'static str {
-        "node.agent_offline"
+        OFFLINE.id
     }
 
     fn title(&self) -> &'static str {
-        "Agent offline"
+        OFFLINE.title
+    }
+
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
@@ -24,7 +40,7 @@ impl Rule for AgentOffline {
         if node.connected && silent <= SILENT_MS {
             return vec![];
         }
-        let mut f = finding(self, node, Severity::Warning, node.last_seen);
+        let mut f = raise(self, &OFFLINE, node, node.last_seen);
         f.evidence
             .push(Evidence::new("last_seen", node.last_seen, "").held_for(silent));
         f.evidence
@@ -34,9 +50,6 @@ impl Rule for AgentOffline {
             node.name(),
             silent / 1000
         );
-        f.action = "Check that the node is up and `systemctl status gpufleet-agent` on it; check \
-                    network reachability of the collector from the node."
-            .into();
         vec![f]
     }
 }

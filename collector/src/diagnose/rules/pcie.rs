@@ -2,21 +2,39 @@
 
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
-use crate::diagnose::{FleetContext, MIN_SAMPLES, Rule, finding, held};
+use super::raise;
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
 use crate::fleet::NodeState;
 
 pub struct PcieDowntrained;
+
+const DOWNTRAINED: Cause = Cause {
+    id: "gpu.pcie.downtrained",
+    title: "PCIe link downtrained",
+    severity: Severity::Warning,
+    detects: "The PCIe link narrower than the GPU's maximum width, or (while the GPU is busy) at a \
+              lower generation than its maximum, for several samples.",
+    action: "Reseat the GPU or riser and check the slot/retimer; look for AER errors in the \
+             kernel log (dmesg | grep -i aer) and check the BIOS PCIe settings. If it persists \
+             after a reboot, open an RMA for the board or riser.",
+};
+
+static CATALOG: &[Cause] = &[DOWNTRAINED];
 
 /// GPUs drop the link generation when idle to save power; only a busy GPU's gen counts.
 const BUSY_PERCENT: u32 = 20;
 
 impl Rule for PcieDowntrained {
     fn id(&self) -> &'static str {
-        "gpu.pcie.downtrained"
+        DOWNTRAINED.id
     }
 
     fn title(&self) -> &'static str {
-        "PCIe link downtrained"
+        DOWNTRAINED.title
+    }
+
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -50,7 +68,7 @@ impl Rule for PcieDowntrained {
             }
             let (cur_gen, cur_width) =
                 (g.pcie_link_gen.unwrap_or(0), g.pcie_link_width.unwrap_or(0));
-            let mut f = finding(self, node, Severity::Warning, since);
+            let mut f = raise(self, &DOWNTRAINED, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
             f.evidence.push(
@@ -76,10 +94,6 @@ impl Rule for PcieDowntrained {
                 info.pci_bus_id,
                 100.0 * f.performance_ratio.unwrap_or(0.0),
             );
-            f.action = "Reseat the GPU or riser and check the slot/retimer; look for AER errors in \
-                        the kernel log (dmesg | grep -i aer) and check the BIOS PCIe settings. If it \
-                        persists after a reboot, open an RMA for the board or riser."
-                .into();
             out.push(f);
         }
         out

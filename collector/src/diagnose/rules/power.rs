@@ -4,10 +4,35 @@
 use gpufleet_model::clock_events::{HW_POWER_BRAKE_SLOWDOWN, SW_POWER_CAP};
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
-use crate::diagnose::{FleetContext, MIN_SAMPLES, Rule, finding, held};
+use super::raise;
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
 use crate::fleet::NodeState;
 
 pub struct PowerLimited;
+
+const HW_BRAKE: Cause = Cause {
+    id: "gpu.power.hw_brake",
+    title: "Hardware power brake",
+    severity: Severity::Critical,
+    detects: "The HW_POWER_BRAKE_SLOWDOWN clock-event bit (0x80) for several samples: an external \
+              power-brake signal holds the clocks very low.",
+    action: "The board's external power-brake signal is asserted: check the PSUs, power cables \
+             and rack power capping (BMC/PDU) of this node.",
+};
+
+const SW_CAP: Cause = Cause {
+    id: "gpu.power.sw_cap",
+    title: "Software power cap",
+    severity: Severity::Warning,
+    detects: "The SW_POWER_CAP clock-event bit (0x4) with the SM clock below 90 % of max for \
+              several samples: the power limit costs real performance.",
+    action: "If the enforced limit is below the board default, find who lowered it (`nvidia-smi \
+             -q -d POWER`) and restore the fleet's standard limit; otherwise the workload draws \
+             the full limit — compare with peers of the same model and check this GPU's power \
+             delivery and cooling.",
+};
+
+static CATALOG: &[Cause] = &[HW_BRAKE, SW_CAP];
 
 /// A busy GPU at its power cap commonly runs a few percent under max clock; below this ratio
 /// the cap costs real performance.
@@ -20,6 +45,10 @@ impl Rule for PowerLimited {
 
     fn title(&self) -> &'static str {
         "Power-limited clocks"
+    }
+
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -43,20 +72,10 @@ impl Rule for PowerLimited {
             let cap = |s: &Sample| {
                 reasons(s) & SW_POWER_CAP != 0 && ratio_of(s).is_some_and(|r| r < CAP_CLOCK_RATIO)
             };
-            let (id, title, severity, run) = if let Some(r) = held(node.history.iter(), brake) {
-                (
-                    "gpu.power.hw_brake",
-                    "Hardware power brake",
-                    Severity::Critical,
-                    r,
-                )
+            let (cause, run) = if let Some(r) = held(node.history.iter(), brake) {
+                (&HW_BRAKE, r)
             } else if let Some(r) = held(node.history.iter(), cap) {
-                (
-                    "gpu.power.sw_cap",
-                    "Software power cap",
-                    Severity::Warning,
-                    r,
-                )
+                (&SW_CAP, r)
             } else {
                 continue;
             };
@@ -64,9 +83,7 @@ impl Rule for PowerLimited {
             if n < MIN_SAMPLES {
                 continue;
             }
-            let mut f = finding(self, node, severity, since);
-            f.rule_id = id.into();
-            f.title = title.into();
+            let mut f = raise(self, cause, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
             f.evidence.push(
@@ -117,26 +134,23 @@ impl Rule for PowerLimited {
                 max_clock
                     .map(|c| format!("{c} MHz"))
                     .unwrap_or("its max".into()),
-                title.to_lowercase(),
+                cause.title.to_lowercase(),
                 if lowered {
                     " (power limit set below the default)"
                 } else {
                     ""
                 }
             );
-            f.action = if id == "gpu.power.hw_brake" {
-                "The board's external power-brake signal is asserted: check the PSUs, power cables \
-                 and rack power capping (BMC/PDU) of this node."
-                    .into()
-            } else if lowered {
-                "The power limit was lowered below the board default: find who set it \
-                 (nvidia-smi -q -d POWER) and restore the fleet's standard limit."
-                    .into()
-            } else {
-                "The workload draws the full power limit; if peers of the same model are not \
-                 capped, check this GPU's power delivery and cooling."
-                    .into()
-            };
+            if cause.id == SW_CAP.id {
+                f.action = if lowered {
+                    "The power limit was lowered below the board default: find who set it \
+                     (nvidia-smi -q -d POWER) and restore the fleet's standard limit."
+                } else {
+                    "The workload draws the full power limit; if peers of the same model are not \
+                     capped, check this GPU's power delivery and cooling."
+                }
+                .into();
+            }
             out.push(f);
         }
         out

@@ -4,10 +4,35 @@
 use gpufleet_model::clock_events::{HW_THERMAL_SLOWDOWN, SW_THERMAL_SLOWDOWN};
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
-use crate::diagnose::{FleetContext, MIN_SAMPLES, Rule, finding, held};
+use super::raise;
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
 use crate::fleet::NodeState;
 
 pub struct ThermalSlowdown;
+
+const ACTION: &str = "Check the chassis airflow and fans, inlet temperature and blocked filters; \
+                      compare with neighbouring nodes in the rack. If only this GPU is hot, \
+                      reseat it or check its heatsink/thermal paste.";
+
+const HW: Cause = Cause {
+    id: "gpu.thermal.hw_slowdown",
+    title: "Hardware thermal slowdown",
+    severity: Severity::Critical,
+    detects: "The HW_THERMAL_SLOWDOWN clock-event bit (0x40) for several samples: the GPU reached \
+              its slowdown temperature and the hardware cut its clocks hard.",
+    action: ACTION,
+};
+
+const SW: Cause = Cause {
+    id: "gpu.thermal.sw_slowdown",
+    title: "Software thermal slowdown",
+    severity: Severity::Warning,
+    detects: "The SW_THERMAL_SLOWDOWN clock-event bit (0x20) for several samples: the GPU is above \
+              its maximum operating temperature and the driver lowers its clocks.",
+    action: ACTION,
+};
+
+static CATALOG: &[Cause] = &[HW, SW];
 
 impl Rule for ThermalSlowdown {
     fn id(&self) -> &'static str {
@@ -16,6 +41,10 @@ impl Rule for ThermalSlowdown {
 
     fn title(&self) -> &'static str {
         "Thermal slowdown"
+    }
+
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -27,20 +56,10 @@ impl Rule for ThermalSlowdown {
             let Some(reasons) = g.clock_event_reasons else {
                 continue;
             };
-            let (bit, id, title, severity) = if reasons & HW_THERMAL_SLOWDOWN != 0 {
-                (
-                    HW_THERMAL_SLOWDOWN,
-                    "gpu.thermal.hw_slowdown",
-                    "Hardware thermal slowdown",
-                    Severity::Critical,
-                )
+            let (bit, cause) = if reasons & HW_THERMAL_SLOWDOWN != 0 {
+                (HW_THERMAL_SLOWDOWN, &HW)
             } else if reasons & SW_THERMAL_SLOWDOWN != 0 {
-                (
-                    SW_THERMAL_SLOWDOWN,
-                    "gpu.thermal.sw_slowdown",
-                    "Software thermal slowdown",
-                    Severity::Warning,
-                )
+                (SW_THERMAL_SLOWDOWN, &SW)
             } else {
                 continue;
             };
@@ -58,9 +77,7 @@ impl Rule for ThermalSlowdown {
             let info = node.inventory.gpu(g.index);
             let max_clock = info.and_then(|i| i.sm_clock_max_mhz);
             let slowdown = info.and_then(|i| i.temperature_slowdown_celsius);
-            let mut f = finding(self, node, severity, since);
-            f.rule_id = id.into();
-            f.title = title.into();
+            let mut f = raise(self, cause, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
             f.evidence.push(
@@ -104,16 +121,11 @@ impl Rule for ThermalSlowdown {
                 max_clock
                     .map(|c| format!("{c} MHz"))
                     .unwrap_or("its max".into()),
-                title.to_lowercase(),
+                cause.title.to_lowercase(),
                 g.temperature_gpu_celsius
                     .map(|t| format!("{t} °C"))
                     .unwrap_or("unknown temperature".into()),
             );
-            f.action =
-                "Check the chassis airflow and fans, inlet temperature and blocked filters; \
-                        compare with neighbouring nodes in the rack. If only this GPU is hot, \
-                        reseat it or check its heatsink/thermal paste."
-                    .into();
             out.push(f);
         }
         out

@@ -3,11 +3,43 @@
 
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
+use super::raise;
 use crate::diagnose::context::Majority;
-use crate::diagnose::{FleetContext, Rule, finding};
+use crate::diagnose::{Cause, FleetContext, Rule};
 use crate::fleet::NodeState;
 
 pub struct VersionDrift;
+
+const DRIVER: Cause = Cause {
+    id: "drift.fleet.driver_version",
+    title: "Driver version differs from the fleet",
+    severity: Severity::Warning,
+    detects: "The node's driver version differs from the version more than half of the fleet's \
+              nodes run.",
+    action: "Drain the node and install the fleet's standard driver (or roll the fleet forward \
+             deliberately); mixed drivers break NCCL jobs and make results hard to compare.",
+};
+
+const KERNEL: Cause = Cause {
+    id: "drift.fleet.kernel_version",
+    title: "Kernel version differs from the fleet",
+    severity: Severity::Warning,
+    detects: "The node's kernel differs from the kernel more than half of the fleet's nodes run.",
+    action: "Reinstall the fleet's standard kernel (and rebuild the NVIDIA module for it), or \
+             schedule the node for re-imaging.",
+};
+
+const VBIOS: Cause = Cause {
+    id: "drift.fleet.vbios_version",
+    title: "VBIOS differs from GPUs of the same model",
+    severity: Severity::Warning,
+    detects: "A GPU's VBIOS differs from the version more than half of the fleet's GPUs of the \
+              same model run.",
+    action: "Flash the fleet's standard VBIOS with the vendor's tool during maintenance, or \
+             replace the board if it came back from RMA with different firmware.",
+};
+
+static CATALOG: &[Cause] = &[DRIVER, KERNEL, VBIOS];
 
 fn off(m: &Option<Majority>, v: &str) -> Option<Majority> {
     let m = m.as_ref()?;
@@ -24,79 +56,66 @@ impl Rule for VersionDrift {
         "Version drift from the fleet"
     }
 
+    fn catalog(&self) -> &'static [Cause] {
+        CATALOG
+    }
+
     fn check(&self, node: &NodeState, fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
         let mut out = Vec::new();
         let inv = &node.inventory;
         let since = node.first_seen.max(inv.read_at);
-        let mut push = |id: &str,
-                        title: &str,
-                        field: &str,
-                        value: &str,
-                        m: &Majority,
-                        gpu: Option<(u32, &str)>,
-                        action: &str| {
-            let mut f = finding(self, node, Severity::Warning, since);
-            f.rule_id = id.into();
-            f.title = title.into();
-            if let Some((i, uuid)) = gpu {
-                f.gpu_index = Some(i);
-                f.gpu_uuid = uuid.into();
-            }
-            f.evidence.push(Evidence::new(
-                field,
-                value,
-                format!("fleet majority {} ({} of {})", m.value, m.count, m.total),
-            ));
-            f.summary = format!(
-                "{}{field} is {value} while {} of {} {} run {}",
-                gpu.map(|(i, _)| format!("GPU {i} ")).unwrap_or_default(),
-                m.count,
-                m.total,
-                if gpu.is_some() {
-                    "GPUs of this model"
-                } else {
-                    "nodes"
-                },
-                m.value
-            );
-            f.action = action.into();
-            out.push(f);
-        };
+        let mut push =
+            |cause: &Cause, field: &str, value: &str, m: &Majority, gpu: Option<(u32, &str)>| {
+                let mut f = raise(self, cause, node, since);
+                if let Some((i, uuid)) = gpu {
+                    f.gpu_index = Some(i);
+                    f.gpu_uuid = uuid.into();
+                }
+                f.evidence.push(Evidence::new(
+                    field,
+                    value,
+                    format!("fleet majority {} ({} of {})", m.value, m.count, m.total),
+                ));
+                f.summary = format!(
+                    "{}{field} is {value} while {} of {} {} run {}",
+                    gpu.map(|(i, _)| format!("GPU {i} ")).unwrap_or_default(),
+                    m.count,
+                    m.total,
+                    if gpu.is_some() {
+                        "GPUs of this model"
+                    } else {
+                        "nodes"
+                    },
+                    m.value
+                );
+                out.push(f);
+            };
         if let Some(m) = off(&fleet.driver, &inv.driver.driver_version) {
             push(
-                "drift.fleet.driver_version",
-                "Driver version differs from the fleet",
+                &DRIVER,
                 "driver_version",
                 &inv.driver.driver_version,
                 &m,
                 None,
-                "Drain the node and install the fleet's standard driver (or roll the fleet forward \
-                 deliberately); mixed drivers break NCCL jobs and make results hard to compare.",
             );
         }
         if let Some(m) = off(&fleet.kernel, &inv.host.kernel_version) {
             push(
-                "drift.fleet.kernel_version",
-                "Kernel version differs from the fleet",
+                &KERNEL,
                 "kernel_version",
                 &inv.host.kernel_version,
                 &m,
                 None,
-                "Reinstall the fleet's standard kernel (and rebuild the NVIDIA module for it), or \
-                 schedule the node for re-imaging.",
             );
         }
         for g in &inv.gpus {
             if let Some(m) = off(&fleet.vbios.get(&g.name).cloned(), &g.vbios_version) {
                 push(
-                    "drift.fleet.vbios_version",
-                    "VBIOS differs from GPUs of the same model",
+                    &VBIOS,
                     "vbios_version",
                     &g.vbios_version,
                     &m,
                     Some((g.index, &g.uuid)),
-                    "Flash the fleet's standard VBIOS with the vendor's tool during maintenance, or \
-                     replace the board if it came back from RMA with different firmware.",
                 );
             }
         }
