@@ -1,13 +1,29 @@
 //! The catalog of causes. Adding a cause is adding one file here (its [`Cause`] entries, a pure
 //! `check` and its table tests) and one line in [`all`].
+//!
+//! Rules stay cheap: the engine runs every rule over every node (~1,000 nodes × 8 GPUs × 300
+//! samples). A rule looks at the latest sample first and walks the history only while its
+//! condition holds (`held`) or a counter moved ([`window::growth`]), once per GPU, without
+//! allocating per sample.
 
+mod clocks;
+mod ecc;
+mod fan;
 mod gpu_lost;
 mod host;
+mod hung;
+mod idle;
+mod memory;
+mod nvlink;
 mod offline;
 mod pcie;
+mod pcie_replays;
+mod persistence;
 mod power;
+mod row_remap;
 mod thermal;
 mod version_drift;
+mod window;
 mod xid;
 
 #[cfg(test)]
@@ -26,7 +42,17 @@ pub fn all() -> Vec<Box<dyn Rule>> {
         Box::new(xid::XidErrors),
         Box::new(thermal::ThermalSlowdown),
         Box::new(power::PowerLimited),
+        Box::new(clocks::ClocksHeldDown),
         Box::new(pcie::PcieDowntrained),
+        Box::new(pcie_replays::PcieReplays),
+        Box::new(ecc::EccErrors),
+        Box::new(row_remap::RowRemap),
+        Box::new(nvlink::NvLink),
+        Box::new(fan::FanFailure),
+        Box::new(memory::MemoryExhausted),
+        Box::new(hung::GpuHung),
+        Box::new(idle::IdleWithProcess),
+        Box::new(persistence::PersistenceOff),
         Box::new(version_drift::VersionDrift),
         Box::new(host::HostSaturation),
     ]

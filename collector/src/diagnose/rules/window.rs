@@ -1,0 +1,200 @@
+//! Cheap reads of a node's sample window shared by the rules: a GPU's reading in a sample
+//! without a search, and how a cumulative counter grew over the recent window. Both run in one
+//! pass without allocating, and a counter that did not move costs two lookups, so a healthy
+//! fleet is checked in constant time per GPU.
+
+use std::collections::VecDeque;
+
+use gpufleet_model::{GpuSample, Sample, UnixMs};
+
+/// Counters are judged over at most this much recent history: long enough to average a rate
+/// over minutes, short enough that errors which stopped soon stop being reported. (The
+/// collector keeps 300 samples per node; at the default 1 s interval that is these 5 min.)
+pub const RATE_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// GPU `index` of `s`, found first at position `pos` (agents list GPUs in index order), so the
+/// usual case needs no search.
+#[inline]
+pub fn gpu_at(s: &Sample, pos: usize, index: u32) -> Option<&GpuSample> {
+    match s.gpus.get(pos) {
+        Some(g) if g.index == index => Some(g),
+        _ => s.gpu(index),
+    }
+}
+
+/// [`gpu_at`] as a reusable reader for one GPU.
+pub fn gpu_reader(pos: usize, index: u32) -> impl Fn(&Sample) -> Option<&GpuSample> + Copy {
+    move |s| gpu_at(s, pos, index)
+}
+
+/// How a cumulative counter grew over the recent window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Growth {
+    /// Total increase. A decrease (driver reload, counter reset) is skipped, not subtracted.
+    pub delta: u64,
+    /// Time covered by the readings looked at, ms.
+    pub span_ms: u64,
+    /// Sample-to-sample intervals in which the counter rose: one burst is one rise.
+    pub rises: usize,
+    /// Sample in which the earliest rise of the window was seen.
+    pub first_rise: UnixMs,
+    /// The latest reading.
+    pub latest: u64,
+}
+
+impl Growth {
+    pub fn per_minute(&self) -> f64 {
+        if self.span_ms == 0 {
+            0.0
+        } else {
+            self.delta as f64 * 60_000.0 / self.span_ms as f64
+        }
+    }
+
+    /// Rising at `per_minute` or more, in at least `rises` separate intervals (so one burst or
+    /// one glitch is not a trend).
+    pub fn sustained(&self, per_minute: f64, rises: usize) -> bool {
+        self.rises >= rises && self.delta > 0 && self.per_minute() >= per_minute
+    }
+
+    /// How long the counter has been seen rising, ms.
+    pub fn rising_for_ms(&self, latest_at: UnixMs) -> u64 {
+        latest_at.since(self.first_rise)
+    }
+}
+
+/// Index of the oldest sample of `history` within `window_ms` of its latest sample.
+pub fn window_start(history: &VecDeque<Sample>, window_ms: u64) -> usize {
+    let Some(latest) = history.back() else {
+        return 0;
+    };
+    let from = latest
+        .timestamp
+        .plus_ms(-(window_ms.min(i64::MAX as u64) as i64));
+    history.partition_point(|s| s.timestamp < from)
+}
+
+/// Growth of the counter `read` over the last `window_ms` of `history`; `None` when the latest
+/// sample has no reading. Samples without a reading are stepped over.
+pub fn growth(
+    history: &VecDeque<Sample>,
+    window_ms: u64,
+    mut read: impl FnMut(&Sample) -> Option<u64>,
+) -> Option<Growth> {
+    let latest = history.back()?;
+    let last = read(latest)?;
+    let start = window_start(history, window_ms);
+    let mut g = Growth {
+        delta: 0,
+        span_ms: 0,
+        rises: 0,
+        first_rise: latest.timestamp,
+        latest: last,
+    };
+    // The common case: the counter did not move over the window.
+    if let Some(first) = history.get(start)
+        && read(first) == Some(last)
+    {
+        g.span_ms = latest.timestamp.since(first.timestamp);
+        return Some(g);
+    }
+    let (mut newer, mut newer_at) = (last, latest.timestamp);
+    for s in history.range(start..).rev().skip(1) {
+        let Some(v) = read(s) else {
+            continue;
+        };
+        if newer > v {
+            g.delta += newer - v;
+            g.rises += 1;
+            g.first_rise = newer_at;
+        }
+        g.span_ms = latest.timestamp.since(s.timestamp);
+        (newer, newer_at) = (v, s.timestamp);
+    }
+    Some(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(values: &[Option<u64>]) -> VecDeque<Sample> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                timestamp: UnixMs(i as i64 * 1000),
+                host: gpufleet_model::HostSample {
+                    swap_used_bytes: v.unwrap_or(u64::MAX),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn read(s: &Sample) -> Option<u64> {
+        (s.host.swap_used_bytes != u64::MAX).then_some(s.host.swap_used_bytes)
+    }
+
+    #[test]
+    fn growth_cases() {
+        // (name, readings 1 s apart, window, (delta, rises, first rise s, span s))
+        type Case = (
+            &'static str,
+            &'static [Option<u64>],
+            u64,
+            (u64, usize, i64, u64),
+        );
+        let cases: &[Case] = &[
+            ("flat", &[Some(5), Some(5), Some(5)], 60_000, (0, 0, 2, 2)),
+            (
+                "steady",
+                &[Some(0), Some(1), Some(2), Some(3)],
+                60_000,
+                (3, 3, 1, 3),
+            ),
+            (
+                "one burst",
+                &[Some(0), Some(0), Some(90), Some(90)],
+                60_000,
+                (90, 1, 2, 3),
+            ),
+            (
+                "reset is skipped",
+                &[Some(10), Some(12), Some(0), Some(3)],
+                60_000,
+                (5, 2, 1, 3),
+            ),
+            (
+                "gaps are stepped over",
+                &[Some(1), None, Some(3), Some(4)],
+                60_000,
+                (3, 2, 2, 3),
+            ),
+            (
+                "window",
+                &[Some(0), Some(50), Some(50), Some(51)],
+                2_000,
+                (1, 1, 3, 2),
+            ),
+        ];
+        for (name, values, window, (delta, rises, first, span)) in cases {
+            let g = growth(&history(values), *window, read).unwrap();
+            assert_eq!(
+                (g.delta, g.rises, g.first_rise, g.span_ms),
+                (*delta, *rises, UnixMs(first * 1000), span * 1000),
+                "{name}"
+            );
+        }
+        assert_eq!(growth(&history(&[Some(1), None]), 60_000, read), None);
+        let g = growth(
+            &history(&[Some(0), Some(1), Some(2), Some(3)]),
+            60_000,
+            read,
+        )
+        .unwrap();
+        assert!((g.per_minute() - 60.0).abs() < 1e-9);
+        assert!(g.sustained(60.0, 3) && !g.sustained(61.0, 3) && !g.sustained(1.0, 4));
+    }
+}
