@@ -1,5 +1,8 @@
 //! What the fleet looks like as a whole: the majority driver, kernel and VBIOS per GPU model,
-//! against which one node's versions are judged.
+//! against which one node's versions are judged, and how busy GPUs of each model perform
+//! ([`peers`]), against which one GPU's clocks and power are judged.
+
+pub mod peers;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,6 +15,8 @@ pub struct FleetContext {
     pub kernel: Option<Majority>,
     /// Per GPU product name: majority VBIOS version over all GPUs of that product.
     pub vbios: HashMap<String, Majority>,
+    /// Per GPU product name: clocks and power of its busy, unthrottled GPUs right now.
+    pub peers: HashMap<String, peers::PeerStats>,
     pub nodes: usize,
 }
 
@@ -64,6 +69,7 @@ impl FleetContext {
                 .into_iter()
                 .filter_map(|(m, v)| Some((m.to_string(), majority(v.into_iter())?)))
                 .collect(),
+            peers: peers::by_model(nodes),
             nodes: nodes.len(),
         }
     }

@@ -21,6 +21,7 @@ mod pcie_replays;
 mod persistence;
 mod power;
 mod row_remap;
+mod straggler;
 mod thermal;
 mod version_drift;
 mod window;
@@ -43,6 +44,7 @@ pub fn all() -> Vec<Box<dyn Rule>> {
         Box::new(thermal::ThermalSlowdown),
         Box::new(power::PowerLimited),
         Box::new(clocks::ClocksHeldDown),
+        Box::new(straggler::Straggler),
         Box::new(pcie::PcieDowntrained),
         Box::new(pcie_replays::PcieReplays),
         Box::new(ecc::EccErrors),
