@@ -14,6 +14,8 @@ mod host;
 mod hung;
 mod idle;
 mod memory;
+mod nic_errors;
+mod node_drift;
 mod nvlink;
 mod offline;
 mod pcie;
@@ -22,6 +24,7 @@ mod persistence;
 mod power;
 mod row_remap;
 mod straggler;
+mod swap;
 mod thermal;
 mod version_drift;
 mod window;
@@ -56,7 +59,10 @@ pub fn all() -> Vec<Box<dyn Rule>> {
         Box::new(idle::IdleWithProcess),
         Box::new(persistence::PersistenceOff),
         Box::new(version_drift::VersionDrift),
+        Box::new(node_drift::NodeDrift),
         Box::new(host::HostSaturation),
+        Box::new(nic_errors::NicErrors),
+        Box::new(swap::Swapping),
     ]
 }
 
