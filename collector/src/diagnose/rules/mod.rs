@@ -1,5 +1,6 @@
 //! The catalog of causes. Adding a cause is adding one file here (its [`Cause`] entries, a pure
-//! `check` and its table tests) and one line in [`all`].
+//! `check` and its table tests) and one line in [`all`]; `docs/causes.md` is generated from the
+//! catalogs (see [`causes_markdown`]).
 //!
 //! Rules stay cheap: the engine runs every rule over every node (~1,000 nodes × 8 GPUs × 300
 //! samples). A rule looks at the latest sample first and walks the history only while its
@@ -31,7 +32,11 @@ mod window;
 mod xid;
 
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 pub(crate) mod testutil;
+
+use std::fmt::Write as _;
 
 use gpufleet_model::{Finding, UnixMs};
 
@@ -76,14 +81,157 @@ pub(crate) fn raise(rule: &dyn Rule, cause: &Cause, node: &NodeState, since: Uni
     f
 }
 
+/// `docs/causes.md`: every rule's catalog as Markdown.
+pub fn causes_markdown(rules: &[Box<dyn Rule>]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = String::from(
+        "# Causes\n\n\
+         > Generated from the rules' catalogs (the `Cause` entries in \
+         `collector/src/diagnose/rules/`) by the test `causes_doc_is_current`, which fails when \
+         this file is stale. Do not edit it by hand; regenerate it with\n\
+         > `UPDATE_DOCS=1 cargo test -p gpufleet-collector --lib causes_doc_is_current`.\n\n\
+         Every finding gpufleet reports names one of these causes by its id. A scenario's \
+         `[[expect]]` `cause` matches ids by prefix (`gpu.thermal` matches \
+         `gpu.thermal.hw_slowdown`). Severity is the usual one; some findings escalate (for \
+         example retired pages at the replacement limit are critical). Conditions must hold \
+         for several consecutive samples before a rule reports them, and the engine adds its \
+         own pending → firing → resolved lifecycle on top.\n",
+    );
+    let total: usize = rules.iter().map(|r| r.catalog().len()).sum();
+    let _ = writeln!(out, "\n{} causes from {} rules.\n", total, rules.len());
+    for r in rules {
+        let _ = writeln!(out, "## {} (`{}`)\n", r.title(), r.id());
+        out.push_str("| id | title | severity | detects | action |\n");
+        out.push_str("|---|---|---|---|---|\n");
+        for c in r.catalog() {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                c.id,
+                cell(c.title),
+                c.severity,
+                cell(c.detects),
+                cell(c.action)
+            );
+        }
+        out.push('\n');
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::testutil::{NOW, triggers};
+    use super::*;
+    use crate::diagnose::FleetContext;
+
     #[test]
     fn rule_ids_are_unique() {
-        let mut ids: Vec<&str> = super::all().iter().map(|r| r.id()).collect();
+        let mut ids: Vec<&str> = all().iter().map(|r| r.id()).collect();
         let n = ids.len();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n);
+    }
+
+    #[test]
+    fn catalogs_are_complete_and_ids_unique() {
+        let mut seen = BTreeSet::new();
+        for r in all() {
+            assert!(!r.catalog().is_empty(), "{} has an empty catalog", r.id());
+            for c in r.catalog() {
+                assert!(seen.insert(c.id), "cause {} is listed twice", c.id);
+                assert!(
+                    c.id.split('.').count() >= 2
+                        && c.id
+                            .chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '_'),
+                    "{}: ids are dotted lowercase",
+                    c.id
+                );
+                assert!(!c.title.is_empty(), "{}", c.id);
+                for text in [c.detects, c.action] {
+                    assert!(
+                        text.len() > 20 && text.ends_with('.') && !text.contains("  "),
+                        "{}: {text:?}",
+                        c.id
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every cause can fire, and every finding names a cause of its own rule's catalog; the
+    /// healthy node stays silent; no two findings of one node share an identity.
+    #[test]
+    fn triggers_cover_every_cause() {
+        let nodes = triggers();
+        let refs: Vec<&NodeState> = nodes.iter().map(|(_, n)| n).collect();
+        let ctx = FleetContext::from_nodes(&refs);
+        let rules = all();
+        let mut fired: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, node) in &nodes {
+            let mut keys = BTreeSet::new();
+            for r in &rules {
+                for f in r.check(node, &ctx, NOW) {
+                    assert!(
+                        r.catalog().iter().any(|c| c.id == f.rule_id),
+                        "{name}: {} emitted {}, which is not in its catalog",
+                        r.id(),
+                        f.rule_id
+                    );
+                    assert!(
+                        keys.insert((f.rule_id.clone(), f.gpu_index)),
+                        "{name}: two findings {} on GPU {:?}",
+                        f.rule_id,
+                        f.gpu_index
+                    );
+                    assert!(!f.summary.is_empty() && !f.action.is_empty(), "{name}");
+                    assert!(
+                        !f.evidence.is_empty(),
+                        "{name}: {} has no evidence",
+                        f.rule_id
+                    );
+                    assert_eq!(f.node, node.name());
+                    let id = rules
+                        .iter()
+                        .flat_map(|r| r.catalog())
+                        .find(|c| c.id == f.rule_id)
+                        .map(|c| c.id)
+                        .unwrap_or("?");
+                    fired.entry(id).or_default().push(name);
+                }
+            }
+            if *name == "healthy" {
+                assert!(keys.is_empty(), "the healthy node fired {keys:?}");
+            }
+        }
+        let missing: Vec<&str> = rules
+            .iter()
+            .flat_map(|r| r.catalog())
+            .map(|c| c.id)
+            .filter(|id| !fired.contains_key(id))
+            .collect();
+        assert!(missing.is_empty(), "no trigger fires {missing:?}");
+    }
+
+    #[test]
+    fn causes_doc_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/causes.md");
+        let want = causes_markdown(&all());
+        if std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &want).expect("writing docs/causes.md");
+            return;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/causes.md is out of date with the rules' catalogs; regenerate it with\n  \
+             UPDATE_DOCS=1 cargo test -p gpufleet-collector --lib causes_doc_is_current"
+        );
     }
 }
