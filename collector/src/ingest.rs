@@ -16,7 +16,7 @@ use gpufleet_proto::v1::{
     self as pb, AgentMessage, CollectorMessage, agent_message, collector_message,
     telemetry_server::Telemetry,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::Fleet;
@@ -28,14 +28,23 @@ pub struct Ingest {
     writer: Writer,
     /// Sample interval pushed to every agent on connect (`None`: leave agents alone).
     sample_interval_ms: Option<u32>,
+    /// Turns true when the collector stops: every open stream ends with UNAVAILABLE, so
+    /// agents reconnect (to this collector once it is back) instead of holding the shutdown.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Ingest {
-    pub fn new(fleet: Arc<Fleet>, writer: Writer, sample_interval_ms: Option<u32>) -> Self {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        writer: Writer,
+        sample_interval_ms: Option<u32>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Ingest {
             fleet,
             writer,
             sample_interval_ms,
+            shutdown,
         }
     }
 }
@@ -107,8 +116,14 @@ impl Telemetry for Ingest {
         }
         let fleet = self.fleet.clone();
         let writer = self.writer.clone();
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session).await;
+            let end = tokio::select! {
+                end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session) => end,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    Err(Status::unavailable("the collector is shutting down; reconnect later"))
+                }
+            };
             if let Err(status) = end {
                 tracing::warn!(%node, "closing stream: {}", status.message());
                 let _ = tx.send(Err(status)).await;

@@ -52,6 +52,7 @@ pub struct RunningServer {
     pub evaluator: Arc<Evaluator>,
     evaluating: tokio::task::JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
+    streams_shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -60,10 +61,20 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// Ends every agent stream, stops accepting connections and waits (at most a few seconds)
+    /// for in-flight requests. Everything acknowledged is already durable.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.evaluating.abort();
+        let _ = self.streams_shutdown.send(true);
         let _ = self.shutdown.send(());
-        self.task.await??;
+        let mut task = self.task;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
+            Ok(r) => r??,
+            Err(_) => {
+                tracing::warn!("connections did not close within 5 s; stopping anyway");
+                task.abort();
+            }
+        }
         Ok(())
     }
 
@@ -123,10 +134,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let reflection = reflection_builder().build_v1()?;
     let reflection_alpha = reflection_builder().build_v1alpha()?;
 
+    let (streams_shutdown, streams_stop) = tokio::sync::watch::channel(false);
     let telemetry = TelemetryServer::new(Ingest::new(
         fleet.clone(),
         writer,
         config.sample_interval_ms,
+        streams_stop,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let query = QueryServer::new(QueryService::new(
@@ -156,6 +169,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         evaluator,
         evaluating,
         shutdown: tx,
+        streams_shutdown,
         task,
     })
 }
