@@ -37,9 +37,7 @@ pub trait Rule: Send + Sync {
     fn id(&self) -> &'static str;
     fn title(&self) -> &'static str;
     /// Every cause this rule can emit; each finding's `rule_id` is one of these ids.
-    fn catalog(&self) -> &'static [Cause] {
-        &[]
-    }
+    fn catalog(&self) -> &'static [Cause];
     fn check(&self, node: &NodeState, fleet: &FleetContext, now: UnixMs) -> Vec<Finding>;
 }
 
