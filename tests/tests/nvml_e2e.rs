@@ -425,7 +425,7 @@ fn xids_from_the_event_set_reach_the_collector_and_the_diagnosis() {
         ["gpu.xid.application"],
         "{findings:#?}"
     );
-    assert_eq!(xid_rules(&findings, 1), ["gpu.xid.reboot"], "{findings:#?}");
+    assert_eq!(xid_rules(&findings, 1), ["gpu.xid.bus"], "{findings:#?}");
 
     a.stop_and_check_read_only();
 }
