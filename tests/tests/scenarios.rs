@@ -62,6 +62,13 @@ fn every_single_fault_is_named_top1_on_the_right_gpu() {
 }
 
 #[test]
+fn every_xid_class_gets_its_own_cause_and_action() {
+    let all = scenarios_in(&repo_root().join("scenarios/xid"));
+    assert!(all.len() >= 8);
+    run_all(&all, &RunOptions::default());
+}
+
+#[test]
 fn two_faults_on_different_gpus_are_both_named() {
     let all = scenarios_in(&repo_root().join("scenarios/multi"));
     assert!(!all.is_empty());
