@@ -73,7 +73,7 @@ static KINDS: &[FaultKindInfo] = &[
         "clocks_locked",
         &["applications_clocks"],
         Gpu,
-        ["sm_clock_mhz"],
+        ["sm_clock_mhz", "memory_clock_mhz"],
         "gpu.clocks",
         "application clocks set below max; applications-clocks bit"
     ),
@@ -287,6 +287,8 @@ pub enum FaultKind {
     },
     ClocksLocked {
         sm_clock_mhz: Option<u32>,
+        /// Memory application clock, when it is locked too (default: left at max).
+        memory_clock_mhz: Option<u32>,
     },
     PcieDowntrain {
         link_gen: u32,
@@ -371,6 +373,7 @@ pub(super) struct FaultParams {
     pub sm_clock_percent: Option<u32>,
     pub limit_watts: Option<u32>,
     pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
     pub link_gen: Option<u32>,
     pub width: Option<u32>,
     pub per_minute: Option<u32>,
@@ -398,6 +401,7 @@ impl FaultParams {
             ("sm_clock_percent", self.sm_clock_percent.is_some()),
             ("limit_watts", self.limit_watts.is_some()),
             ("sm_clock_mhz", self.sm_clock_mhz.is_some()),
+            ("memory_clock_mhz", self.memory_clock_mhz.is_some()),
             ("gen", self.link_gen.is_some()),
             ("width", self.width.is_some()),
             ("per_minute", self.per_minute.is_some()),
@@ -503,6 +507,7 @@ impl FaultKind {
             },
             "clocks_locked" => FaultKind::ClocksLocked {
                 sm_clock_mhz: p.sm_clock_mhz,
+                memory_clock_mhz: p.memory_clock_mhz,
             },
             "pcie_downtrain" => {
                 let link_gen = in_range("gen", p.link_gen.unwrap_or(3), 1, 6)?;
@@ -694,7 +699,15 @@ impl FaultKind {
                     .map_err(|e| format!("{e} for {}", p.id))
             }
             FaultKind::ClocksLocked {
+                memory_clock_mhz: Some(m),
+                ..
+            } if *m >= p.memory_clock_max_mhz || *m < p.memory_clock_max_mhz / 4 => Err(format!(
+                "memory_clock_mhz = {m} must lie below the {} MHz max and above a quarter of it for {}",
+                p.memory_clock_max_mhz, p.id
+            )),
+            FaultKind::ClocksLocked {
                 sm_clock_mhz: Some(m),
+                ..
             } => in_range(
                 "sm_clock_mhz",
                 *m,
@@ -802,7 +815,16 @@ impl FaultKind {
                 l.sm_ratio = l.sm_ratio.min(f64::from(*sm_clock_percent) / 100.0);
                 l.reasons |= ce::HW_SLOWDOWN;
             }
-            FaultKind::ClocksLocked { sm_clock_mhz } => {
+            FaultKind::ClocksLocked {
+                sm_clock_mhz,
+                memory_clock_mhz,
+            } => {
+                l.app_mem_mhz = *memory_clock_mhz;
+                // Only the memory clock given: the SM clock stays free, and (as with memory
+                // locked clocks) no clock-event bit says so.
+                if sm_clock_mhz.is_none() && memory_clock_mhz.is_some() {
+                    return;
+                }
                 let mhz = locked_clock_mhz(*sm_clock_mhz, p);
                 l.app_sm_mhz = Some(mhz);
                 l.sm_ratio = l
@@ -1268,6 +1290,7 @@ mod tests {
                     "clocks_locked",
                     FaultParams {
                         sm_clock_mhz: Some(1980),
+                        memory_clock_mhz: None,
                         ..Default::default()
                     },
                 ),

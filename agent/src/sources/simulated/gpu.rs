@@ -55,6 +55,8 @@ pub(super) struct Live {
     pub idle_clocks: bool,
     /// Locked application clock, MHz.
     pub app_sm_mhz: Option<u32>,
+    /// Locked memory application clock, MHz.
+    pub app_mem_mhz: Option<u32>,
     /// Multiplies the power the workload would draw.
     pub power_mult: f64,
     /// Enforced power limit, W.
@@ -185,6 +187,7 @@ impl GpuNode {
             sm_ratio: 1.0,
             idle_clocks: false,
             app_sm_mhz: None,
+            app_mem_mhz: None,
             power_mult: 1.0,
             limit_w: f64::from(p.power_limit_default_mw) / 1000.0,
             temp_pin: None,
@@ -460,10 +463,10 @@ impl GpuNode {
             utilization_encoder_percent: Some(0),
             utilization_decoder_percent: Some(0),
             sm_clock_mhz: Some(sm_mhz),
-            memory_clock_mhz: Some(p.memory_clock_max_mhz),
+            memory_clock_mhz: Some(l.app_mem_mhz.unwrap_or(p.memory_clock_max_mhz)),
             graphics_clock_mhz: Some(sm_mhz),
             sm_clock_applications_mhz: Some(l.app_sm_mhz.unwrap_or(max)),
-            memory_clock_applications_mhz: Some(p.memory_clock_max_mhz),
+            memory_clock_applications_mhz: Some(l.app_mem_mhz.unwrap_or(p.memory_clock_max_mhz)),
             clock_event_reasons: Some(l.reasons),
             violation_power_ns: Some(c.power_ns as u64),
             violation_thermal_ns: Some(c.thermal_ns as u64),

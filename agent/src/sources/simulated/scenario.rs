@@ -138,6 +138,7 @@ struct RawFault {
     sm_clock_percent: Option<u32>,
     limit_watts: Option<u32>,
     sm_clock_mhz: Option<u32>,
+    memory_clock_mhz: Option<u32>,
     #[serde(rename = "gen")]
     link_gen: Option<u32>,
     width: Option<u32>,
@@ -369,6 +370,7 @@ fn build_fault(
         sm_clock_percent: f.sm_clock_percent,
         limit_watts: f.limit_watts,
         sm_clock_mhz: f.sm_clock_mhz,
+        memory_clock_mhz: f.memory_clock_mhz,
         link_gen: f.link_gen,
         width: f.width,
         per_minute: f.per_minute,
