@@ -3,9 +3,9 @@
 
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
-use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::raise_on_gpu;
+use super::window::{Sustained, sustained};
+use crate::diagnose::{Cause, FleetContext, Rule};
 use crate::fleet::NodeState;
 
 pub struct GpuHung;
@@ -56,25 +56,14 @@ impl Rule for GpuHung {
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
-        let Some(latest) = node.latest() else {
-            return vec![];
-        };
         let mut out = Vec::new();
-        for (pos, g) in latest.gpus.iter().enumerate() {
-            if !hung(g) {
-                continue;
-            }
-            let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                gpu_at(s, pos, g.index).is_some_and(hung)
-            }) else {
-                continue;
-            };
-            if n < MIN_SAMPLES || dur < HOLD_MS {
-                continue;
-            }
-            let mut f = raise(self, &HUNG, node, since);
-            f.gpu_index = Some(g.index);
-            f.gpu_uuid = g.uuid.clone();
+        for Sustained {
+            gpu: g,
+            since,
+            held_ms: dur,
+        } in sustained(node, HOLD_MS, hung)
+        {
+            let mut f = raise_on_gpu(self, &HUNG, node, g, since);
             f.performance_ratio = Some(0.0);
             f.evidence.push(
                 Evidence::new(

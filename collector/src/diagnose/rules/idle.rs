@@ -3,9 +3,9 @@
 
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
-use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::raise_on_gpu;
+use super::window::{Sustained, sustained};
+use crate::diagnose::{Cause, FleetContext, Rule};
 use crate::fleet::NodeState;
 
 pub struct IdleWithProcess;
@@ -46,25 +46,14 @@ impl Rule for IdleWithProcess {
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
-        let Some(latest) = node.latest() else {
-            return vec![];
-        };
         let mut out = Vec::new();
-        for (pos, g) in latest.gpus.iter().enumerate() {
-            if !idle_with_process(g) {
-                continue;
-            }
-            let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                gpu_at(s, pos, g.index).is_some_and(idle_with_process)
-            }) else {
-                continue;
-            };
-            if n < MIN_SAMPLES || dur < HOLD_MS {
-                continue;
-            }
-            let mut f = raise(self, &IDLE, node, since);
-            f.gpu_index = Some(g.index);
-            f.gpu_uuid = g.uuid.clone();
+        for Sustained {
+            gpu: g,
+            since,
+            held_ms: dur,
+        } in sustained(node, HOLD_MS, idle_with_process)
+        {
+            let mut f = raise_on_gpu(self, &IDLE, node, g, since);
             f.performance_ratio = Some(0.0);
             f.evidence.push(
                 Evidence::new(

@@ -3,9 +3,9 @@
 
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
-use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::raise_on_gpu;
+use super::window::{Sustained, sustained};
+use crate::diagnose::{Cause, FleetContext, Rule};
 use crate::fleet::NodeState;
 
 pub struct MemoryExhausted;
@@ -31,6 +31,10 @@ fn used_ratio(g: &GpuSample) -> Option<f64> {
     (total > 0).then(|| used as f64 / total as f64)
 }
 
+fn full(g: &GpuSample) -> bool {
+    used_ratio(g).is_some_and(|r| r >= FULL_RATIO)
+}
+
 impl Rule for MemoryExhausted {
     fn id(&self) -> &'static str {
         EXHAUSTED.id
@@ -45,31 +49,19 @@ impl Rule for MemoryExhausted {
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
-        let Some(latest) = node.latest() else {
-            return vec![];
-        };
         let mut out = Vec::new();
-        for (pos, g) in latest.gpus.iter().enumerate() {
-            let full = |x: &GpuSample| used_ratio(x).is_some_and(|r| r >= FULL_RATIO);
-            if !full(g) {
-                continue;
-            }
-            let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                gpu_at(s, pos, g.index).is_some_and(full)
-            }) else {
-                continue;
-            };
-            if n < MIN_SAMPLES {
-                continue;
-            }
+        for Sustained {
+            gpu: g,
+            since,
+            held_ms: dur,
+        } in sustained(node, 0, full)
+        {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             let (used, total) = (
                 g.memory_used_bytes.unwrap_or(0),
                 g.memory_total_bytes.unwrap_or(0),
             );
-            let mut f = raise(self, &EXHAUSTED, node, since);
-            f.gpu_index = Some(g.index);
-            f.gpu_uuid = g.uuid.clone();
+            let mut f = raise_on_gpu(self, &EXHAUSTED, node, g, since);
             f.evidence.push(
                 Evidence::new(
                     "memory_used_bytes",

@@ -81,6 +81,20 @@ pub(crate) fn raise(rule: &dyn Rule, cause: &Cause, node: &NodeState, since: Uni
     f
 }
 
+/// [`raise`] for a finding about one GPU.
+pub(crate) fn raise_on_gpu(
+    rule: &dyn Rule,
+    cause: &Cause,
+    node: &NodeState,
+    gpu: &gpufleet_model::GpuSample,
+    since: UnixMs,
+) -> Finding {
+    let mut f = raise(rule, cause, node, since);
+    f.gpu_index = Some(gpu.index);
+    f.gpu_uuid = gpu.uuid.clone();
+    f
+}
+
 /// `docs/causes.md`: every rule's catalog as Markdown.
 pub fn causes_markdown(rules: &[Box<dyn Rule>]) -> String {
     let cell = |s: &str| s.replace('|', "\\|");

@@ -7,6 +7,9 @@ use std::collections::VecDeque;
 
 use gpufleet_model::{GpuSample, Sample, UnixMs};
 
+use crate::diagnose::{MIN_SAMPLES, held};
+use crate::fleet::NodeState;
+
 /// Counters are judged over at most this much recent history: long enough to average a rate
 /// over minutes, short enough that errors which stopped soon stop being reported. (The
 /// collector keeps 300 samples per node; at the default 1 s interval that is these 5 min.)
@@ -25,6 +28,44 @@ pub fn gpu_at(s: &Sample, pos: usize, index: u32) -> Option<&GpuSample> {
 /// [`gpu_at`] as a reusable reader for one GPU.
 pub fn gpu_reader(pos: usize, index: u32) -> impl Fn(&Sample) -> Option<&GpuSample> + Copy {
     move |s| gpu_at(s, pos, index)
+}
+
+/// A GPU of the latest sample on which a condition has held long enough to report.
+pub struct Sustained<'a> {
+    /// The GPU's latest reading.
+    pub gpu: &'a GpuSample,
+    /// When the condition started (within the window).
+    pub since: UnixMs,
+    /// How long it has held, ms.
+    pub held_ms: u64,
+}
+
+/// Every GPU of `node`'s latest sample on which `cond` has held for at least [`MIN_SAMPLES`]
+/// consecutive samples and at least `min_ms`. A GPU where it does not hold now costs one call.
+pub fn sustained<'a>(
+    node: &'a NodeState,
+    min_ms: u64,
+    cond: impl Fn(&GpuSample) -> bool,
+) -> Vec<Sustained<'a>> {
+    let Some(latest) = node.latest() else {
+        return Vec::new();
+    };
+    latest
+        .gpus
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| cond(g))
+        .filter_map(|(pos, g)| {
+            let (since, held_ms, n) = held(node.history.iter(), |s| {
+                gpu_at(s, pos, g.index).is_some_and(&cond)
+            })?;
+            (n >= MIN_SAMPLES && held_ms >= min_ms).then_some(Sustained {
+                gpu: g,
+                since,
+                held_ms,
+            })
+        })
+        .collect()
 }
 
 /// How a cumulative counter grew over the recent window.
