@@ -57,6 +57,9 @@ enum Command {
         /// Recent samples kept in memory per node for diagnosis.
         #[arg(long, default_value_t = 300)]
         window_samples: usize,
+        /// How long samples and events are kept in the database.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        retention: Duration,
     },
     /// List the fleet's nodes with their GPUs, versions and health.
     Nodes {
@@ -124,6 +127,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             data_dir,
             sample_interval,
             window_samples,
+            retention,
         } => {
             let mut config = ServerConfig::new(listen, data_dir);
             config.window = Window {
@@ -132,6 +136,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             };
             config.sample_interval_ms =
                 sample_interval.map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32);
+            config.retention = retention;
             let server = server::start(config).await?;
             tokio::select! {
                 r = tokio::signal::ctrl_c() => { r?; }

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// How often the diagnosis engine runs over the fleet.
     pub eval_interval: std::time::Duration,
+    /// Samples and events older than this are deleted (hourly). Nodes, inventories and
+    /// findings history are kept.
+    pub retention: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -41,6 +44,7 @@ impl ServerConfig {
             sample_interval_ms: None,
             engine: EngineConfig::default(),
             eval_interval: std::time::Duration::from_secs(2),
+            retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct RunningServer {
     pub store: Arc<dyn Store>,
     pub evaluator: Arc<Evaluator>,
     evaluating: tokio::task::JoinHandle<()>,
+    pruning: tokio::task::JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
     streams_shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -65,6 +70,7 @@ impl RunningServer {
     /// for in-flight requests. Everything acknowledged is already durable.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.evaluating.abort();
+        self.pruning.abort();
         let _ = self.streams_shutdown.send(true);
         let _ = self.shutdown.send(());
         let mut task = self.task;
@@ -83,6 +89,21 @@ impl RunningServer {
         self.task.await??;
         Ok(())
     }
+}
+
+/// Deletes old samples and events at start and then hourly.
+fn spawn_retention(writer: Writer, retention: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let before = gpufleet_model::UnixMs::now()
+                .plus_ms(-(retention.as_millis().min(i64::MAX as u128) as i64));
+            if let Err(e) = writer.write(crate::store::Write::Prune { before }).await {
+                tracing::error!("retention pass failed: {e}");
+            }
+        }
+    })
 }
 
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
@@ -107,6 +128,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         gpufleet_model::UnixMs::now(),
     );
     let evaluating = evaluator.spawn(writer.clone(), config.eval_interval);
+    let pruning = spawn_retention(writer.clone(), config.retention);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -168,6 +190,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         store,
         evaluator,
         evaluating,
+        pruning,
         shutdown: tx,
         streams_shutdown,
         task,

@@ -48,6 +48,10 @@ pub enum Write {
     },
     /// Findings that started firing (stored) or resolved (closed) in one evaluation.
     Findings(Vec<FindingRecord>),
+    /// Retention: delete samples and events older than `before`.
+    Prune {
+        before: UnixMs,
+    },
 }
 
 /// Storage backend. Implementations are synchronous; the collector calls them from its

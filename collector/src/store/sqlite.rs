@@ -306,6 +306,17 @@ impl Store for SqliteStore {
                         apply_finding(&tx, r)?;
                     }
                 }
+                Write::Prune { before } => {
+                    let s = tx.execute("DELETE FROM samples WHERE ts_ms < ?1", [before.0])?;
+                    let e = tx.execute("DELETE FROM events WHERE ts_ms < ?1", [before.0])?;
+                    if s + e > 0 {
+                        tracing::info!(
+                            samples = s,
+                            events = e,
+                            "retention: deleted rows older than {before}"
+                        );
+                    }
+                }
             }
         }
         tx.commit()?;
@@ -571,6 +582,30 @@ mod tests {
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].finding.node, "b");
         assert_eq!(s.findings(Some("a"), UnixMs(0), 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn prune_deletes_only_older_samples_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        s.apply(&[
+            Write::Hello {
+                hello: Box::new(hello("n1", "1")),
+                at: UnixMs(1),
+            },
+            write_batch("n1", batch(1, 1_000)),
+            write_batch("n1", batch(2, 5_000)),
+        ])
+        .unwrap();
+        s.apply(&[Write::Prune {
+            before: UnixMs(2_000),
+        }])
+        .unwrap();
+        let left = s.samples("n1", UnixMs(0), UnixMs(i64::MAX), 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].timestamp, UnixMs(5_000));
+        assert_eq!(s.events(None, UnixMs(0), 10).unwrap().len(), 1);
+        assert_eq!(s.nodes().unwrap().len(), 1, "nodes are kept");
     }
 
     #[test]
