@@ -117,21 +117,25 @@ impl Telemetry for Ingest {
         let fleet = self.fleet.clone();
         let writer = self.writer.clone();
         let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let end = tokio::select! {
-                end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session) => end,
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    Err(Status::unavailable("the collector is shutting down; reconnect later"))
+        let span = tracing::info_span!("agent", %node, %peer);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let end = tokio::select! {
+                    end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session) => end,
+                    _ = shutdown.wait_for(|stop| *stop) => {
+                        Err(Status::unavailable("the collector is shutting down; reconnect later"))
+                    }
+                };
+                if let Err(status) = end {
+                    tracing::warn!(%node, "closing stream: {}", status.message());
+                    let _ = tx.send(Err(status)).await;
+                } else {
+                    tracing::info!(%node, "agent disconnected");
                 }
-            };
-            if let Err(status) = end {
-                tracing::warn!(%node, "closing stream: {}", status.message());
-                let _ = tx.send(Err(status)).await;
-            } else {
-                tracing::info!(%node, "agent disconnected");
-            }
-            fleet.on_disconnect(&node, &session);
-        });
+                fleet.on_disconnect(&node, &session);
+            },
+            span,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -117,3 +117,47 @@ async fn buffers_while_the_collector_is_down_and_loses_nothing() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_collector_can_set_the_agents_sample_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
+    config.sample_interval_ms = Some(100);
+    let server = server::start(config).await.unwrap();
+    // The agent's own interval is 2 s; the collector asks for 100 ms on connect.
+    let now = UnixMs::now();
+    let backend = GpuBackend::Simulated {
+        gpus: 1,
+        model: "t4".into(),
+        scenario: None,
+        seed: 9,
+    };
+    let s = open_sources(&backend, "resilient", now).unwrap();
+    let (a, events) = NodeAgent::new(
+        NodeIdentity {
+            hostname: "resilient".into(),
+            ..Default::default()
+        },
+        s.gpu,
+        s.host,
+        Detector::new(None, Default::default(), 3),
+        now,
+    )
+    .unwrap();
+    let running = gpufleet_agent::spawn(
+        a,
+        events,
+        UplinkConfig::new(server.url()),
+        Duration::from_secs(2),
+    );
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let n = stored(&server).await.len();
+    running.stop().await;
+    server.stop().await.unwrap();
+    // 3 s at 2 s would be 2 samples; at 100 ms it is about 20 (the first interval is the
+    // agent's own, until the config arrives).
+    assert!(
+        n >= 10,
+        "only {n} samples: the pushed interval was not applied"
+    );
+}
