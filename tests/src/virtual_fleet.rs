@@ -57,6 +57,10 @@ pub struct Outcome {
     pub top_at_end: BTreeMap<usize, String>,
     pub node_ticks: u64,
     pub evaluations: u64,
+    /// Wall time of each diagnosis evaluation (the engine over the whole fleet).
+    pub eval_wall: Vec<Duration>,
+    /// Wall time spent sampling and ingesting (everything but evaluations).
+    pub tick_wall: Duration,
     pub virtual_ms: i64,
     pub wall: Duration,
 }
@@ -115,6 +119,7 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
     while t < duration {
         t += opts.step_ms;
         let now = ORIGIN.plus_ms(t);
+        let ticking = Instant::now();
         for (name, agent, seq) in &mut agents {
             let tick = agent.tick(now);
             *seq += 1;
@@ -128,10 +133,13 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
             fleet.on_batch(name, &batch, now);
             out.node_ticks += 1;
         }
+        out.tick_wall += ticking.elapsed();
         if t % opts.eval_every_ms != 0 {
             continue;
         }
+        let evaluating = Instant::now();
         let eval = fleet.with_nodes(|nodes| engine.evaluate(nodes, now));
+        out.eval_wall.push(evaluating.elapsed());
         out.evaluations += 1;
         for c in eval
             .changes
