@@ -122,6 +122,39 @@ fn serve_two_simulated_agents_and_query_them() {
         .unwrap();
     assert_eq!(d["findings"].as_array().unwrap().len(), 0, "{d:#}");
 
+    // The firing finding is in the stored history, queried by time.
+    let history = wait_for(Duration::from_secs(10), || {
+        let d = json(gpufleet().args([
+            "diagnose",
+            "--since",
+            "10m",
+            "-o",
+            "json",
+            "--collector",
+            &url,
+        ]))?;
+        let h = d["history"].as_array()?.clone();
+        h.iter()
+            .any(|r| {
+                r["finding"]["node"] == "gpu-node-01"
+                    && r["state"] == "firing"
+                    && r["finding"]["rule_id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("gpu.thermal"))
+            })
+            .then_some(h)
+    });
+    assert!(
+        history.is_some(),
+        "the thermal finding is not in `diagnose --since 10m`"
+    );
+    let out = run(
+        gpufleet().args(["diagnose", "--since", "yesterday-ish", "--collector", &url]),
+        false,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a duration"));
+
     // Table output works too.
     let out = run(gpufleet().args(["nodes", "--collector", &url]), true);
     let text = String::from_utf8_lossy(&out.stdout);
