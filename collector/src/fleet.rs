@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::RwLock;
 
 use gpufleet_model::convert::{Batch, Hello};
-use gpufleet_model::{Event, Inventory, NodeIdentity, Sample, UnixMs};
+use gpufleet_model::{Event, GpuInfo, Inventory, NodeIdentity, Sample, UnixMs};
 
 use crate::store::StoredNode;
 
@@ -42,11 +42,28 @@ pub struct NodeState {
     pub events: VecDeque<Event>,
     /// Samples the agent reported it had to drop.
     pub dropped_samples: u64,
+    /// Every GPU (by UUID) any inventory of this node has listed, so a GPU that stops being
+    /// enumerated at all (dead after a reboot) is still known to be missing.
+    pub known_gpus: BTreeMap<String, GpuInfo>,
 }
 
 impl NodeState {
     pub fn name(&self) -> &str {
         &self.identity.hostname
+    }
+
+    /// Adds the GPUs of `inv` to the GPUs this node is known to have. A GPU that now sits at
+    /// the PCI address of a known one replaced it (an RMA swap): the old one is forgotten.
+    pub fn remember_gpus(&mut self, inv: &Inventory) {
+        for g in &inv.gpus {
+            if g.uuid.is_empty() {
+                continue;
+            }
+            self.known_gpus.retain(|uuid, k| {
+                *uuid == g.uuid || k.pci_bus_id != g.pci_bus_id || g.pci_bus_id.is_empty()
+            });
+            self.known_gpus.insert(g.uuid.clone(), g.clone());
+        }
     }
 
     pub fn latest(&self) -> Option<&Sample> {
@@ -116,6 +133,7 @@ impl Fleet {
         n.identity = hello.node.clone();
         n.agent_version = hello.agent_version.clone();
         n.gpu_source = hello.gpu_source.clone();
+        n.remember_gpus(&hello.inventory);
         n.inventory = hello.inventory.clone();
         n.session = hello.session_id.clone();
         n.connected = true;
@@ -129,6 +147,7 @@ impl Fleet {
         };
         n.last_seen = now;
         if let Some(inv) = &batch.inventory {
+            n.remember_gpus(inv);
             n.inventory = inv.clone();
         }
         n.dropped_samples += batch.dropped_samples;
@@ -166,6 +185,17 @@ impl Fleet {
         let nodes = self.read();
         let refs: Vec<&NodeState> = nodes.values().collect();
         f(&refs)
+    }
+
+    /// Feeds a node's stored inventory history (after a restart) into its known GPUs.
+    pub fn remember_history(&self, node: &str, history: &[Inventory]) {
+        if let Some(n) = self.write().get_mut(node) {
+            for inv in history {
+                n.remember_gpus(inv);
+            }
+            let current = n.inventory.clone();
+            n.remember_gpus(&current);
+        }
     }
 
     pub fn node(&self, name: &str) -> Option<NodeState> {

@@ -119,7 +119,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??);
     let fleet = Arc::new(Fleet::new(config.window));
     let s = store.clone();
-    fleet.restore(tokio::task::spawn_blocking(move || s.nodes()).await??);
+    let stored = tokio::task::spawn_blocking(move || s.nodes()).await??;
+    let names: Vec<String> = stored.iter().map(|n| n.identity.hostname.clone()).collect();
+    fleet.restore(stored);
+    for name in names {
+        let s = store.clone();
+        let n = name.clone();
+        let history = tokio::task::spawn_blocking(move || s.inventory_history(&n)).await??;
+        fleet.remember_history(&name, &history);
+    }
     let writer = Writer::start(store.clone(), 4096);
     let evaluator = Arc::new(Evaluator::new(fleet.clone(), config.engine));
     let s = store.clone();

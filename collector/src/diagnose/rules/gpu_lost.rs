@@ -31,7 +31,9 @@ const MISSING: Cause = Cause {
     id: "gpu.missing",
     title: "GPU missing",
     severity: Severity::Critical,
-    detects: "A GPU in the node's inventory is absent from its latest sample.",
+    detects: "A GPU in the node's inventory is absent from its latest sample, or a GPU the node \
+              had before (any earlier inventory) is no longer enumerated at all; a new board at \
+              the same PCI address counts as a replacement, not a loss.",
     action: "Check `nvidia-smi -L` and `lspci | grep -i nvidia` on the node; reboot, then RMA if \
              the GPU stays missing.",
 };
@@ -111,6 +113,37 @@ impl Rule for GpuLost {
                 out.push(f);
             }
         }
+        // GPUs this node had before that it no longer enumerates at all (e.g. dead after a
+        // reboot): neither in the inventory nor in the samples.
+        for (uuid, info) in &node.known_gpus {
+            let enumerated = node.inventory.gpus.iter().any(|g| &g.uuid == uuid)
+                || latest.gpus.iter().any(|g| &g.uuid == uuid);
+            if enumerated {
+                continue;
+            }
+            let mut f = raise(self, &MISSING, node, latest.timestamp);
+            f.gpu_index = Some(info.index);
+            f.gpu_uuid = uuid.clone();
+            f.performance_ratio = Some(0.0);
+            f.evidence.push(Evidence::new(
+                "known_gpus",
+                format!("{uuid} at {} (was GPU {})", info.pci_bus_id, info.index),
+                "enumerated by NVML",
+            ));
+            f.evidence.push(Evidence::new(
+                "gpu_count",
+                node.inventory.gpus.len(),
+                node.known_gpus.len(),
+            ));
+            f.summary = format!(
+                "GPU {} ({}, {uuid}) was part of this node but is no longer enumerated: the node has {} of its {} GPUs",
+                info.index,
+                info.pci_bus_id,
+                node.inventory.gpus.len(),
+                node.known_gpus.len()
+            );
+            out.push(f);
+        }
         out
     }
 }
@@ -141,5 +174,40 @@ mod tests {
         });
         let f = GpuLost.check(&n, &FleetContext::default(), NOW);
         assert_eq!(f[0].rule_id, "gpu.missing");
+    }
+
+    #[test]
+    fn a_gpu_that_vanished_from_enumeration_is_missing_unless_replaced() {
+        let mut n = node(2, 3, |_, s| {
+            s.gpus.pop();
+        });
+        for g in &mut n.inventory.gpus {
+            g.pci_bus_id = format!("00000000:{:02X}:00.0", 0x18 + g.index);
+        }
+        let before = n.inventory.clone();
+        n.remember_gpus(&before);
+        // After a reboot NVML lists one GPU: inventory and samples both lost GPU 1.
+        n.inventory.gpus.pop();
+        let f = GpuLost.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(
+            (f[0].rule_id.as_str(), f[0].gpu_index),
+            ("gpu.missing", Some(1))
+        );
+        assert!(f[0].summary.contains("1 of its 2 GPUs"), "{}", f[0].summary);
+
+        // An RMA swap: a new board at the same PCI address replaces the old one.
+        let mut swapped = before.gpus[1].clone();
+        swapped.uuid = "GPU-new".into();
+        n.inventory.gpus.push(swapped);
+        let current = n.inventory.clone();
+        n.remember_gpus(&current);
+        for s in &mut n.history {
+            let mut g = s.gpus[0].clone();
+            g.index = 1;
+            g.uuid = "GPU-new".into();
+            s.gpus.push(g);
+        }
+        assert!(GpuLost.check(&n, &FleetContext::default(), NOW).is_empty());
     }
 }
