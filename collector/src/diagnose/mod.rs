@@ -45,22 +45,24 @@ pub trait Rule: Send + Sync {
 pub fn diagnose(nodes: &[&NodeState], now: UnixMs) -> Vec<Finding> {
     let ctx = FleetContext::from_nodes(nodes);
     let rules = rules::all();
-    let mut out: Vec<Finding> = nodes
-        .iter()
-        .flat_map(|n| rules.iter().flat_map(|r| r.check(n, &ctx, now)))
-        .collect();
-    correlate_xids(&mut out);
+    let mut out = Vec::new();
+    for n in nodes {
+        let mut mine: Vec<Finding> = rules.iter().flat_map(|r| r.check(n, &ctx, now)).collect();
+        correlate_xids(&mut mine);
+        out.append(&mut mine);
+    }
     rank(&mut out);
     out
 }
 
-/// Xids that report a condition another rule names directly, by the cause-id prefixes of
-/// that condition. Such an Xid is the driver's report of the same fault, not a second cause.
-fn xid_family(code: u32) -> &'static [&'static str] {
-    match code {
-        48 | 63 | 64 | 92 | 94 | 95 | 140 => &["gpu.ecc", "gpu.row_remap"],
-        74 | 144..=150 => &["gpu.nvlink"],
-        79 => &["gpu.lost", "gpu.missing"],
+/// Xid classes (decided by `rules/xid.rs`) that report a condition another rule names
+/// directly, by the cause-id prefixes of that condition. Such an Xid is the driver's report of
+/// the same fault, not a second cause.
+fn xid_family(xid_rule_id: &str) -> &'static [&'static str] {
+    match xid_rule_id {
+        "gpu.xid.memory" => &["gpu.ecc", "gpu.row_remap"],
+        "gpu.xid.nvlink" => &["gpu.nvlink"],
+        "gpu.xid.bus" => &["gpu.lost", "gpu.missing"],
         _ => &[],
     }
 }
@@ -69,21 +71,18 @@ fn xid_family(code: u32) -> &'static [&'static str] {
 /// GPU (e.g. Xid 48 into `gpu.ecc.uncorrectable`): the root cause ranks first, carries the
 /// Xid as evidence, and takes the more severe of the two severities.
 pub fn correlate_xids(findings: &mut Vec<Finding>) {
-    let xid_of = |f: &Finding| -> Option<u32> {
-        if !f.rule_id.starts_with("gpu.xid") {
-            return None;
-        }
-        f.evidence
-            .iter()
-            .find(|e| e.field == "xid")
-            .and_then(|e| e.value.trim().parse().ok())
-    };
     let mut absorbed = vec![false; findings.len()];
     for i in 0..findings.len() {
-        let Some(code) = xid_of(&findings[i]) else {
+        let family = xid_family(&findings[i].rule_id);
+        if family.is_empty() {
             continue;
-        };
-        let family = xid_family(code);
+        }
+        let code = findings[i]
+            .evidence
+            .iter()
+            .find(|e| e.field == "xid")
+            .map(|e| e.value.clone())
+            .unwrap_or_default();
         let target = (0..findings.len()).find(|&j| {
             j != i
                 && findings[j].node == findings[i].node

@@ -611,8 +611,9 @@ impl XidErrors {
                 cause.title.trim_start_matches("Xid: ")
             )
         };
-        // `xid` first, as the number alone: the engine folds an Xid into the finding of the
-        // fault it reports (e.g. 48 into `gpu.ecc.uncorrectable`) by this field.
+        // `xid` first, as the number alone: when the engine folds this finding into the one of
+        // the fault it reports (by class, e.g. memory into `gpu.ecc.uncorrectable`), it quotes
+        // this field.
         f.evidence.push(
             Evidence::new("xid", worst.code, "").held_for(last.timestamp.since(first.timestamp)),
         );
