@@ -75,6 +75,18 @@ pub fn open_sources(
     }
 }
 
+/// Opens the sources for `backend` and reads the node's first inventory: an agent ready to
+/// tick, with the events its start produced (e.g. drift against the stored baseline).
+pub fn start_node(
+    identity: NodeIdentity,
+    backend: &GpuBackend,
+    detector: detect::Detector,
+    now: UnixMs,
+) -> Result<(NodeAgent, Vec<gpufleet_model::Event>), SourceError> {
+    let sources = open_sources(backend, &identity.hostname, now)?;
+    NodeAgent::new(identity, sources.gpu, sources.host, detector, now)
+}
+
 /// A running agent: a sampling thread and an uplink task.
 pub struct RunningAgent {
     pub stats: Arc<UplinkStats>,

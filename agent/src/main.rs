@@ -11,7 +11,7 @@ use gpufleet_agent::probe::{self, ProbeReport};
 use gpufleet_agent::sampler::NodeAgent;
 use gpufleet_agent::sources::simulated::{self, Scenario};
 use gpufleet_agent::uplink::UplinkConfig;
-use gpufleet_agent::{GpuBackend, identity, open_sources};
+use gpufleet_agent::{GpuBackend, identity, start_node};
 use gpufleet_model::UnixMs;
 
 #[derive(Parser)]
@@ -182,15 +182,8 @@ fn build_agent(a: &SourceArgs, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_mod
     gpufleet_model::convert::validate_node_name(&identity.hostname)
         .context("the node name cannot be used; pass --node-name")?;
     let now = UnixMs::now();
-    let sources = open_sources(&backend, &identity.hostname, now)?;
     let detector = Detector::new(state_dir(a), Thresholds::default(), hold);
-    Ok(NodeAgent::new(
-        identity,
-        sources.gpu,
-        sources.host,
-        detector,
-        now,
-    )?)
+    Ok(start_node(identity, &backend, detector, now)?)
 }
 
 fn run(a: RunArgs) -> Result<()> {

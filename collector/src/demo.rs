@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use gpufleet_agent::detect::{Detector, saturation::Thresholds};
-use gpufleet_agent::sampler::NodeAgent;
 use gpufleet_agent::sources::simulated::Scenario;
 use gpufleet_agent::uplink::UplinkConfig;
-use gpufleet_agent::{GpuBackend, RunningAgent, open_sources};
+use gpufleet_agent::{GpuBackend, RunningAgent, start_node};
 use gpufleet_model::{Finding, NodeIdentity, UnixMs};
 
 use crate::cli;
@@ -51,16 +50,14 @@ pub async fn run(opts: DemoOptions) -> Result<String> {
             scenario: Some(sc.clone()),
             seed: fleet_spec.seed.wrapping_add(i as u64),
         };
-        let sources = open_sources(&backend, &name, now)?;
         let identity = NodeIdentity {
             hostname: name.clone(),
             machine_id: format!("demo-{i:04}"),
             boot_id: String::new(),
         };
-        let (agent, events) = NodeAgent::new(
+        let (agent, events) = start_node(
             identity,
-            sources.gpu,
-            sources.host,
+            &backend,
             Detector::new(None, Thresholds::default(), 3),
             now,
         )?;

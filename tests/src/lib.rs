@@ -3,6 +3,32 @@
 
 pub mod virtual_fleet;
 
+/// A simulated agent (`gpus` of `model`, no scenario) named `node`, streaming to `collector`
+/// every `interval`. Must be called inside a tokio runtime.
+pub fn spawn_simulated_agent(
+    node: &str,
+    model: &str,
+    gpus: u32,
+    uplink: gpufleet_agent::uplink::UplinkConfig,
+    interval: Duration,
+) -> gpufleet_agent::RunningAgent {
+    let backend = gpufleet_agent::GpuBackend::Simulated {
+        gpus,
+        model: model.into(),
+        scenario: None,
+        seed: 1,
+    };
+    let identity = gpufleet_model::NodeIdentity {
+        hostname: node.into(),
+        ..Default::default()
+    };
+    let detector = gpufleet_agent::detect::Detector::new(None, Default::default(), 3);
+    let (agent, events) =
+        gpufleet_agent::start_node(identity, &backend, detector, gpufleet_model::UnixMs::now())
+            .expect("a simulated node starts");
+    gpufleet_agent::spawn(agent, events, uplink, interval)
+}
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

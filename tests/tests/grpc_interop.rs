@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gpufleet_collector::server::{self, ServerConfig};
-use gpufleet_tests::repo_root;
+use gpufleet_tests::{repo_root, spawn_simulated_agent};
 
 fn python_grpc_available() -> bool {
     Command::new("python3")
@@ -33,28 +33,10 @@ async fn python_grpcio_sees_health_reflection_and_query() {
     .await
     .unwrap();
     // One simulated agent so ListNodes has something to return.
-    let now = gpufleet_model::UnixMs::now();
-    let backend = gpufleet_agent::GpuBackend::Simulated {
-        gpus: 2,
-        model: "h100".into(),
-        scenario: None,
-        seed: 1,
-    };
-    let sources = gpufleet_agent::open_sources(&backend, "interop-node", now).unwrap();
-    let (agent, events) = gpufleet_agent::sampler::NodeAgent::new(
-        gpufleet_model::NodeIdentity {
-            hostname: "interop-node".into(),
-            ..Default::default()
-        },
-        sources.gpu,
-        sources.host,
-        gpufleet_agent::detect::Detector::new(None, Default::default(), 3),
-        now,
-    )
-    .unwrap();
-    let running = gpufleet_agent::spawn(
-        agent,
-        events,
+    let running = spawn_simulated_agent(
+        "interop-node",
+        "h100",
+        2,
         gpufleet_agent::uplink::UplinkConfig::new(server.url()),
         Duration::from_millis(200),
     );

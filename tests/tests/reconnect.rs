@@ -4,39 +4,18 @@
 
 use std::time::Duration;
 
-use gpufleet_agent::detect::Detector;
-use gpufleet_agent::sampler::NodeAgent;
+use gpufleet_agent::RunningAgent;
 use gpufleet_agent::uplink::UplinkConfig;
-use gpufleet_agent::{GpuBackend, RunningAgent, open_sources};
 use gpufleet_collector::server::{self, RunningServer, ServerConfig};
-use gpufleet_model::{NodeIdentity, UnixMs};
-use gpufleet_tests::free_port;
+use gpufleet_model::UnixMs;
+use gpufleet_tests::{free_port, spawn_simulated_agent};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 
 fn agent(url: &str) -> RunningAgent {
-    let now = UnixMs::now();
-    let backend = GpuBackend::Simulated {
-        gpus: 2,
-        model: "l40s".into(),
-        scenario: None,
-        seed: 3,
-    };
-    let s = open_sources(&backend, "resilient", now).unwrap();
-    let (a, events) = NodeAgent::new(
-        NodeIdentity {
-            hostname: "resilient".into(),
-            ..Default::default()
-        },
-        s.gpu,
-        s.host,
-        Detector::new(None, Default::default(), 3),
-        now,
-    )
-    .unwrap();
     let mut cfg = UplinkConfig::new(url);
     cfg.max_backoff = Duration::from_millis(500);
-    gpufleet_agent::spawn(a, events, cfg, INTERVAL)
+    spawn_simulated_agent("resilient", "l40s", 2, cfg, INTERVAL)
 }
 
 async fn serve(port: u16, dir: &std::path::Path) -> RunningServer {
@@ -125,28 +104,10 @@ async fn the_collector_can_set_the_agents_sample_interval() {
     config.sample_interval_ms = Some(100);
     let server = server::start(config).await.unwrap();
     // The agent's own interval is 2 s; the collector asks for 100 ms on connect.
-    let now = UnixMs::now();
-    let backend = GpuBackend::Simulated {
-        gpus: 1,
-        model: "t4".into(),
-        scenario: None,
-        seed: 9,
-    };
-    let s = open_sources(&backend, "resilient", now).unwrap();
-    let (a, events) = NodeAgent::new(
-        NodeIdentity {
-            hostname: "resilient".into(),
-            ..Default::default()
-        },
-        s.gpu,
-        s.host,
-        Detector::new(None, Default::default(), 3),
-        now,
-    )
-    .unwrap();
-    let running = gpufleet_agent::spawn(
-        a,
-        events,
+    let running = spawn_simulated_agent(
+        "resilient",
+        "t4",
+        1,
         UplinkConfig::new(server.url()),
         Duration::from_secs(2),
     );
