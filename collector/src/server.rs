@@ -83,12 +83,6 @@ impl RunningServer {
         }
         Ok(())
     }
-
-    /// Waits until the server stops by itself (an error).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await??;
-        Ok(())
-    }
 }
 
 /// Deletes old samples and events at start and then hourly.
