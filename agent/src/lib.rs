@@ -22,6 +22,9 @@ use sampler::NodeAgent;
 use sources::{GpuSource, HostSource, SourceError};
 use uplink::{Pushed, Update, Uplink, UplinkConfig, UplinkStats};
 
+/// Time between samples unless the collector says otherwise (`run --interval`).
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Which GPU backend to read, and how.
 #[derive(Debug, Clone)]
 pub enum GpuBackend {

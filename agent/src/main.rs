@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use gpufleet_agent::detect::{Detector, saturation::Thresholds};
+use gpufleet_agent::detect::{self, Detector, saturation::Thresholds};
 use gpufleet_agent::probe::{self, ProbeReport};
 use gpufleet_agent::sampler::NodeAgent;
 use gpufleet_agent::sources::simulated::{self, Scenario};
@@ -72,17 +72,17 @@ struct RunArgs {
     #[arg(
         long,
         env = "GPUFLEET_COLLECTOR",
-        default_value = "http://127.0.0.1:50051"
+        default_value = gpufleet_proto::DEFAULT_COLLECTOR_URL
     )]
     collector: String,
     /// Time between samples (the collector may change it).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    interval: Duration,
+    #[arg(long, default_value_t = gpufleet_agent::DEFAULT_SAMPLE_INTERVAL.into())]
+    interval: humantime::Duration,
     /// Samples kept while the collector is unreachable.
     #[arg(long, default_value_t = 3600)]
     buffer_samples: usize,
     /// Samples a saturation must hold before it is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = detect::DEFAULT_SATURATION_HOLD)]
     saturation_hold: u32,
 }
 
@@ -202,7 +202,7 @@ fn run(a: RunArgs) -> Result<()> {
     rt.block_on(async move {
         let mut cfg = UplinkConfig::new(a.collector.clone());
         cfg.buffer_samples = a.buffer_samples;
-        let running = gpufleet_agent::spawn(agent, events, cfg, a.interval);
+        let running = gpufleet_agent::spawn(agent, events, cfg, a.interval.into());
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;

@@ -2,7 +2,7 @@
 //! make the agent panic — a bad file gets an error that names it.
 
 use gpufleet_agent::sources::host::parse_proc_net_dev;
-use gpufleet_agent::sources::simulated::Scenario;
+use gpufleet_sim::Scenario;
 use proptest::prelude::*;
 
 /// Fragments that make random text look like a scenario, so the parser gets past TOML syntax.

@@ -12,6 +12,9 @@ use crate::fleet::Fleet;
 use crate::store::Write;
 use crate::store::writer::Writer;
 
+/// How often `gpufleet serve` evaluates the fleet (the in-process harnesses use it too).
+pub const DEFAULT_EVAL_INTERVAL: Duration = Duration::from_secs(2);
+
 pub struct Evaluator {
     fleet: Arc<Fleet>,
     engine: Mutex<Engine>,

@@ -1,4 +1,5 @@
-//! `gpufleet`: the collector (ingest → store → diagnose → query) and the ops CLI.
+//! `gpufleet-collector`: the collector (ingest → store → diagnose → query) and the ops CLI's
+//! client; the `gpufleet` binary (crate `gpufleet-cli`) puts them on the command line.
 //!
 //! Data flow: agents stream to [`ingest`], which validates at the wire boundary, commits to the
 //! [`store`] through the group-commit [`store::writer`], then acks and updates [`fleet`] state.
@@ -6,7 +7,6 @@
 
 pub mod api;
 pub mod cli;
-pub mod demo;
 pub mod diagnose;
 pub mod evaluator;
 pub mod fleet;
@@ -14,3 +14,5 @@ pub mod ingest;
 pub mod query;
 pub mod server;
 pub mod store;
+
+pub use gpufleet_proto::DEFAULT_COLLECTOR_URL;

@@ -43,7 +43,7 @@ impl ServerConfig {
             window: Window::default(),
             sample_interval_ms: None,
             engine: EngineConfig::default(),
-            eval_interval: std::time::Duration::from_secs(2),
+            eval_interval: crate::evaluator::DEFAULT_EVAL_INTERVAL,
             retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }

@@ -19,6 +19,14 @@ pub struct Inventory {
     pub host: HostInfo,
 }
 
+/// What a GPU backend (NVML or the simulator) knows about a node's GPUs and driver: the GPU
+/// half of an [`Inventory`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuInventory {
+    pub driver: DriverInfo,
+    pub gpus: Vec<GpuInfo>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DriverInfo {
     pub driver_version: String,

@@ -16,7 +16,9 @@ pub mod xid;
 
 pub use event::{Event, EventKind, Severity};
 pub use finding::{Evidence, Finding, FindingRecord, FindingState};
-pub use inventory::{DiskInfo, DriverInfo, GpuInfo, HostInfo, Inventory, NicInfo, NodeIdentity};
+pub use inventory::{
+    DiskInfo, DriverInfo, GpuInfo, GpuInventory, HostInfo, Inventory, NicInfo, NodeIdentity,
+};
 pub use sample::{
     DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, NicSample, NvLinkSample, Sample,
 };

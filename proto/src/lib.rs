@@ -8,6 +8,10 @@
 /// Protocol major version this build speaks (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Where agents and the CLI find the collector unless told otherwise (`gpufleet serve`'s
+/// default port, on this machine).
+pub const DEFAULT_COLLECTOR_URL: &str = "http://127.0.0.1:50051";
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("gpufleet.v1");

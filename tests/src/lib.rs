@@ -1,33 +1,8 @@
 //! Helpers for end-to-end tests: build and locate the workspace's binaries and the fake NVML
 //! library, start them as real processes on loopback, and wait for conditions with a deadline.
 
-pub mod virtual_fleet;
-
-/// A simulated agent (`gpus` of `model`, no scenario) named `node`, streaming to `collector`
-/// every `interval`. Must be called inside a tokio runtime.
-pub fn spawn_simulated_agent(
-    node: &str,
-    model: &str,
-    gpus: u32,
-    uplink: gpufleet_agent::uplink::UplinkConfig,
-    interval: Duration,
-) -> gpufleet_agent::RunningAgent {
-    let backend = gpufleet_agent::GpuBackend::Simulated {
-        gpus,
-        model: model.into(),
-        scenario: None,
-        seed: 1,
-    };
-    let identity = gpufleet_model::NodeIdentity {
-        hostname: node.into(),
-        ..Default::default()
-    };
-    let detector = gpufleet_agent::detect::Detector::new(None, Default::default(), 3);
-    let (agent, events) =
-        gpufleet_agent::start_node(identity, &backend, detector, gpufleet_model::UnixMs::now())
-            .expect("a simulated node starts");
-    gpufleet_agent::spawn(agent, events, uplink, interval)
-}
+pub use gpufleet_harness::agents::spawn_simulated_agent;
+pub use gpufleet_harness::virtual_fleet;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -59,7 +34,7 @@ pub fn binaries() -> &'static Path {
             "-p",
             "gpufleet-agent",
             "-p",
-            "gpufleet-collector",
+            "gpufleet-cli",
             "--bins",
         ]);
         if profile == "release" {

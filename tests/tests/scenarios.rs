@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use gpufleet_agent::sources::simulated::Scenario;
 use gpufleet_collector::fleet::Window;
+use gpufleet_sim::Scenario;
 use gpufleet_tests::repo_root;
 use gpufleet_tests::virtual_fleet::{RunOptions, run, verdict};
 

@@ -16,6 +16,10 @@ use saturation::{Saturated, Thresholds};
 
 const BASELINE_FILE: &str = "baseline.json";
 
+/// Samples a saturation must hold before it is reported: the agent's `--saturation-hold`
+/// default, and what every in-process harness uses.
+pub const DEFAULT_SATURATION_HOLD: u32 = 5;
+
 pub struct Detector {
     state_dir: Option<PathBuf>,
     baseline: Option<Baseline>,

@@ -5,19 +5,14 @@
 //! (NotSupported, NoPermission) is `None`, and a GPU that cannot be read at all is reported
 //! with a non-OK [`GpuStatus`](gpufleet_model::GpuStatus) in its sample.
 
-use gpufleet_model::{DriverInfo, Event, GpuInfo, GpuSample, HostInfo, HostSample, UnixMs};
+use gpufleet_model::{Event, GpuSample, HostInfo, HostSample, UnixMs};
+
+pub use gpufleet_model::GpuInventory;
 
 pub mod host;
 pub mod kmsg;
 pub mod nvml;
 pub mod simulated;
-
-/// What a GPU backend knows about the node's GPUs and driver.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct GpuInventory {
-    pub driver: DriverInfo,
-    pub gpus: Vec<GpuInfo>,
-}
 
 /// A GPU backend (NVML or simulated). Blocking: callers keep it off the async reactor.
 ///

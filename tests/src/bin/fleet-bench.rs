@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpufleet_agent::sources::simulated::Scenario;
+use gpufleet_sim::Scenario;
 use gpufleet_tests::virtual_fleet::{RunOptions, run};
 
 fn main() {

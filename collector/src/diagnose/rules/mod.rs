@@ -32,8 +32,6 @@ mod window;
 mod xid;
 
 #[cfg(test)]
-mod scenarios;
-#[cfg(test)]
 pub(crate) mod testutil;
 
 use std::fmt::Write as _;

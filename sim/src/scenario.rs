@@ -2,17 +2,20 @@
 //! should find. The format is documented in `docs/scenarios.md`; parsing is strict (unknown
 //! keys, kinds or parameters are errors that name the file and line).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use gpufleet_model::UnixMs;
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::SimConfig;
-use super::SourceError;
-use super::faults::{Fault, FaultKind, FaultParams};
-use super::models::{GpuModelProfile, model_by_name, model_list};
+use crate::Error as SourceError;
+use crate::SimConfig;
+use crate::faults::{self, Fault, Ms};
+use crate::models::{GpuModelProfile, model_by_name, model_list};
 
 /// What the simulated GPUs are busy with when no fault interferes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -88,7 +91,7 @@ pub struct Expectation {
 }
 
 /// A parsed, validated scenario.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
     pub description: String,
@@ -122,41 +125,76 @@ struct RawScenario {
     expect: Vec<RawExpect>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A `[[fault]]` table: the keys every fault has, and its kind's parameters (checked once the
+/// kind is known), each with the span it came from.
 struct RawFault {
     kind: Spanned<String>,
     node: Option<String>,
     gpu: Option<u32>,
-    #[serde(default, deserialize_with = "opt_duration")]
     start: Option<u64>,
-    #[serde(default, deserialize_with = "opt_duration")]
     end: Option<u64>,
-    target_celsius: Option<i32>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    ramp: Option<u64>,
-    sm_clock_percent: Option<u32>,
-    limit_watts: Option<u32>,
-    sm_clock_mhz: Option<u32>,
-    memory_clock_mhz: Option<u32>,
-    #[serde(rename = "gen")]
-    link_gen: Option<u32>,
-    width: Option<u32>,
-    per_minute: Option<u32>,
-    count: Option<u32>,
-    xid: Option<u32>,
-    repeat: Option<u32>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    interval: Option<u64>,
-    link: Option<u32>,
-    driver_version: Option<String>,
-    vbios_version: Option<String>,
-    fan_percent: Option<u32>,
-    slowdown_percent: Option<u32>,
-    mount: Option<String>,
-    nic: Option<String>,
-    direction: Option<String>,
-    kernel_version: Option<String>,
+    params: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+impl<'de> Deserialize<'de> for RawFault {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFault;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a fault table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFault, A::Error> {
+                let (mut kind, mut node, mut gpu, mut start, mut end) =
+                    (None, None, None, None, None);
+                let mut params = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let dup = |set: bool| {
+                        if set {
+                            Err(de::Error::custom(format!("duplicate key `{key}`")))
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    match key.as_str() {
+                        "kind" => {
+                            dup(kind.is_some())?;
+                            kind = Some(map.next_value::<Spanned<String>>()?);
+                        }
+                        "node" => {
+                            dup(node.is_some())?;
+                            node = Some(map.next_value::<String>()?);
+                        }
+                        "gpu" => {
+                            dup(gpu.is_some())?;
+                            gpu = Some(map.next_value::<u32>()?);
+                        }
+                        "start" => {
+                            dup(start.is_some())?;
+                            start = Some(map.next_value::<Ms>()?.0);
+                        }
+                        "end" => {
+                            dup(end.is_some())?;
+                            end = Some(map.next_value::<Ms>()?.0);
+                        }
+                        _ => {
+                            let v = map.next_value::<Spanned<toml::Value>>()?;
+                            params.insert(key, v);
+                        }
+                    }
+                }
+                Ok(RawFault {
+                    kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+                    node,
+                    gpu,
+                    start,
+                    end,
+                    params,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -221,7 +259,7 @@ impl Scenario {
         for (i, f) in raw.fault.into_iter().enumerate() {
             let line = line_of(text, f.kind.span().start);
             let what = format!("line {line}: fault #{} ({})", i + 1, f.kind.get_ref());
-            let fault = build_fault(f, line, &names, &profiles, &fleet, raw.duration)
+            let fault = build_fault(f, text, line, &names, &profiles, &fleet, raw.duration)
                 .map_err(|e| err(format!("{what}: {e}")))?;
             faults.push(fault);
         }
@@ -358,37 +396,22 @@ fn fleet_profiles(fleet: &FleetSpec) -> Result<Vec<&'static GpuModelProfile>, St
 
 fn build_fault(
     f: RawFault,
+    text: &str,
     line: usize,
     names: &[String],
     profiles: &[&'static GpuModelProfile],
     fleet: &FleetSpec,
     duration: Option<u64>,
 ) -> Result<Fault, String> {
-    let params = FaultParams {
-        target_celsius: f.target_celsius,
-        ramp_ms: f.ramp,
-        sm_clock_percent: f.sm_clock_percent,
-        limit_watts: f.limit_watts,
-        sm_clock_mhz: f.sm_clock_mhz,
-        memory_clock_mhz: f.memory_clock_mhz,
-        link_gen: f.link_gen,
-        width: f.width,
-        per_minute: f.per_minute,
-        count: f.count,
-        xid: f.xid,
-        repeat: f.repeat,
-        interval_ms: f.interval,
-        link: f.link,
-        driver_version: f.driver_version,
-        vbios_version: f.vbios_version,
-        fan_percent: f.fan_percent,
-        slowdown_percent: f.slowdown_percent,
-        mount: f.mount,
-        nic: f.nic,
-        direction: f.direction,
-        kernel_version: f.kernel_version,
-    };
-    let kind = FaultKind::build(f.kind.get_ref(), f.gpu, params)?;
+    let params = f
+        .params
+        .into_iter()
+        .map(|(k, v)| {
+            let at = line_of(text, v.span().start);
+            (k, (v.into_inner(), at))
+        })
+        .collect();
+    let (info, kind) = faults::build(f.kind.get_ref(), f.gpu, params)?;
     let start_ms = f.start.unwrap_or(0);
     if let Some(end) = f.end
         && end <= start_ms
@@ -408,8 +431,17 @@ fn build_fault(
             fmt_ms(d)
         ));
     }
+    let fault = Fault {
+        info,
+        kind,
+        node: f.node,
+        gpu: f.gpu,
+        start_ms,
+        end_ms: f.end,
+        line,
+    };
     // Check against the model of every node the fault reaches.
-    let targets: Vec<&'static GpuModelProfile> = match &f.node {
+    let targets: Vec<&'static GpuModelProfile> = match &fault.node {
         Some(node) => {
             let i = names.iter().position(|n| n == node).ok_or_else(|| {
                 format!(
@@ -422,16 +454,9 @@ fn build_fault(
         None => profiles.to_vec(),
     };
     for p in targets {
-        kind.validate_for(f.gpu, p, fleet.gpus_per_node)?;
+        fault.validate_for(p, fleet.gpus_per_node)?;
     }
-    Ok(Fault {
-        kind,
-        node: f.node,
-        gpu: f.gpu,
-        start_ms,
-        end_ms: f.end,
-        line,
-    })
+    Ok(fault)
 }
 
 #[cfg(test)]

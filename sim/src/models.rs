@@ -4,7 +4,7 @@
 //! captured in `tests/fixtures/real/` (kept equal by `tests/tests/realism.rs`); the RTX 6000 Ada
 //! (the one actively cooled model, for `fan_failure`) uses its datasheet values.
 
-use super::host::{self, HostProfile};
+use crate::hosts::{self, HostProfile};
 
 /// One GPU model as NVML describes it, plus how it behaves under the default workload.
 #[derive(Debug, PartialEq)]
@@ -143,7 +143,7 @@ static MODELS: [GpuModelProfile; 5] = [
         mig_capable: true,
         row_remapping: true,
         pci_buses: &[0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB],
-        host: &host::HGX_H100,
+        host: &hosts::HGX_H100,
         pcie_rx_kbps: 2_400_000,
     },
     GpuModelProfile {
@@ -183,7 +183,7 @@ static MODELS: [GpuModelProfile; 5] = [
         mig_capable: true,
         row_remapping: true,
         pci_buses: &[0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD],
-        host: &host::DGX_A100,
+        host: &hosts::DGX_A100,
         pcie_rx_kbps: 1_600_000,
     },
     GpuModelProfile {
@@ -217,7 +217,7 @@ static MODELS: [GpuModelProfile; 5] = [
         mig_capable: false,
         row_remapping: true,
         pci_buses: &[0x17, 0x18, 0x31, 0x32, 0xB1, 0xB2, 0xCA, 0xCB],
-        host: &host::PCIE_SERVER,
+        host: &hosts::PCIE_SERVER,
         pcie_rx_kbps: 1_200_000,
     },
     GpuModelProfile {
@@ -251,7 +251,7 @@ static MODELS: [GpuModelProfile; 5] = [
         mig_capable: false,
         row_remapping: false,
         pci_buses: &[0x18, 0x3B, 0x5E, 0x86, 0xAF, 0xB0, 0xD8, 0xD9],
-        host: &host::PCIE_SERVER,
+        host: &hosts::PCIE_SERVER,
         pcie_rx_kbps: 600_000,
     },
     GpuModelProfile {
@@ -285,7 +285,7 @@ static MODELS: [GpuModelProfile; 5] = [
         mig_capable: false,
         row_remapping: true,
         pci_buses: &[0x17, 0x18, 0x31, 0x32, 0xB1, 0xB2, 0xCA, 0xCB],
-        host: &host::PCIE_SERVER,
+        host: &hosts::PCIE_SERVER,
         pcie_rx_kbps: 1_200_000,
     },
 ];

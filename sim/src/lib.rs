@@ -1,38 +1,50 @@
-//! Simulated GPUs and host, deterministic and in virtual time.
+//! `gpufleet-sim`: simulated GPU servers, deterministic and in virtual time — GPU models, host
+//! profiles, noise, scenario files and the fault catalog. It depends on the domain model only;
+//! the agent adapts it to its source traits, and tests and the demo play scenarios with it.
 //!
-//! A simulated node answers the same [`GpuSource`] / [`HostSource`] calls as real hardware.
+//! A simulated node answers what NVML and the host would: inventory, samples and events.
 //! Every reading is a pure function of (config, virtual time `now`, GPU index): noise is a hash
 //! of (seed, node, GPU, field, second), and counters are integrals of the simulated state, so
 //! the same inputs always give the same outputs and nothing drifts with the sampling rate.
 //! Faults come from a [`Scenario`] (see `docs/scenarios.md`); their times are offsets from
 //! [`SimConfig::start`].
 //!
-//! Code map: `models.rs` GPU model profiles · `host.rs` the server around them · `scenario.rs`
-//! the file format · `faults.rs` fault kinds and their effect on a GPU · `gpu.rs` GPU state,
-//! readings, inventory and Xid events · `noise.rs` the hashed noise.
+//! Code map (each module uses only those before it): `noise.rs` the hashed noise · `hosts.rs`
+//! and `models.rs` host and GPU model profiles · `state.rs` what faults edit · `faults/` the
+//! fault kinds, one file per family · `scenario.rs` the file format · `gpu.rs` GPU readings,
+//! inventory and Xid events · `host.rs` host readings.
 //!
 //! Must never: read the wall clock, keep RNG state, or let healthy noise cross a threshold a
 //! diagnosis uses (noise is bounded; see `healthy_readings_stay_in_bounds`).
 
 use std::sync::Arc;
 
-use gpufleet_model::{Event, GpuSample, HostInfo, HostSample, UnixMs};
-
-use super::{GpuInventory, GpuSource, HostSource, SourceError};
+use gpufleet_model::{Event, GpuInventory, GpuSample, HostInfo, HostSample, UnixMs};
 
 mod faults;
 mod gpu;
 mod host;
+mod hosts;
 mod models;
 mod noise;
 mod scenario;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use faults::{Direction, Fault, FaultKind, FaultKindInfo, Scope, fault_kind, fault_kinds};
-pub use host::{DiskSpec, HostProfile, NicSpec};
+pub use hosts::{DiskSpec, HostProfile, NicSpec};
 pub use models::{GpuModelProfile, model_by_name, model_list, models};
 pub use scenario::{Expectation, FleetSpec, Scenario, Workload};
+
+/// What went wrong building a simulated node or reading a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("scenario {path}: {reason}")]
+    Scenario { path: String, reason: String },
+    #[error("{0}")]
+    Node(String),
+}
 
 use gpu::GpuNode;
 use host::HostSim;
@@ -76,22 +88,22 @@ pub struct SimulatedHost {
 
 /// Builds a simulated node: its GPUs and its host. Fails on an unknown model, a bad GPU count,
 /// or scenario faults that cannot apply to this node's model and GPU count.
-pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedGpus, SimulatedHost), SourceError> {
+pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedGpus, SimulatedHost), Error> {
     let profile = model_by_name(&cfg.model).ok_or_else(|| {
-        SourceError::Other(format!(
+        Error::Node(format!(
             "unknown GPU model `{}`; known models: {}",
             cfg.model,
             model_list()
         ))
     })?;
     if cfg.gpu_count > MAX_GPUS {
-        return Err(SourceError::Other(format!(
+        return Err(Error::Node(format!(
             "cannot simulate {} GPUs on one node (at most {MAX_GPUS})",
             cfg.gpu_count
         )));
     }
     if cfg.node_name.trim().is_empty() {
-        return Err(SourceError::Other("a simulated node needs a name".into()));
+        return Err(Error::Node("a simulated node needs a name".into()));
     }
     let (faults, workload) = match &cfg.scenario {
         None => (Vec::new(), Workload::default()),
@@ -128,8 +140,8 @@ fn node_faults(
     s: &Scenario,
     cfg: &SimConfig,
     profile: &GpuModelProfile,
-) -> Result<Vec<Fault>, SourceError> {
-    let err = |reason: String| SourceError::Scenario {
+) -> Result<Vec<Fault>, Error> {
+    let err = |reason: String| Error::Scenario {
         path: s.origin.clone(),
         reason,
     };
@@ -146,18 +158,16 @@ fn node_faults(
     }
     let faults: Vec<Fault> = s.faults_for(&cfg.node_name).cloned().collect();
     for f in &faults {
-        f.kind
-            .validate_for(f.gpu, profile, cfg.gpu_count)
-            .map_err(|e| {
-                err(format!(
-                    "line {}: fault {} on {} ({} × {}): {e}",
-                    f.line,
-                    f.name(),
-                    cfg.node_name,
-                    cfg.gpu_count,
-                    profile.id
-                ))
-            })?;
+        f.validate_for(profile, cfg.gpu_count).map_err(|e| {
+            err(format!(
+                "line {}: fault {} on {} ({} × {}): {e}",
+                f.line,
+                f.name(),
+                cfg.node_name,
+                cfg.gpu_count,
+                profile.id
+            ))
+        })?;
     }
     Ok(faults)
 }
@@ -182,16 +192,14 @@ impl SimulatedGpus {
     }
 }
 
-impl GpuSource for SimulatedGpus {
-    fn kind(&self) -> &'static str {
-        "simulated"
+impl SimulatedGpus {
+    /// Driver versions and one `GpuInfo` per GPU still on the bus.
+    pub fn inventory(&self, now: UnixMs) -> GpuInventory {
+        self.node.inventory(now.0 - self.start.0)
     }
 
-    fn inventory(&mut self, now: UnixMs) -> Result<GpuInventory, SourceError> {
-        Ok(self.node.inventory(now.0 - self.start.0))
-    }
-
-    fn sample(&mut self, now: UnixMs) -> Vec<GpuSample> {
+    /// One reading of every GPU.
+    pub fn sample(&self, now: UnixMs) -> Vec<GpuSample> {
         let t = now.0 - self.start.0;
         let tick = now.0.div_euclid(1000);
         self.node
@@ -201,21 +209,14 @@ impl GpuSource for SimulatedGpus {
             .collect()
     }
 
-    fn inventory_changed(&mut self, now: UnixMs) -> bool {
+    /// True when a fault that changes the inventory started or ended since the last call.
+    pub fn inventory_changed(&mut self, now: UnixMs) -> bool {
         let t = now.0 - self.start.0;
         let epoch: usize = self
             .node
             .faults
             .iter()
-            .filter(|f| {
-                matches!(
-                    f.kind,
-                    FaultKind::DriverChange { .. }
-                        | FaultKind::KernelChange { .. }
-                        | FaultKind::PersistenceOff
-                        | FaultKind::FallenOffBus
-                )
-            })
+            .filter(|f| f.kind.changes_inventory())
             .map(|f| {
                 usize::from(t >= f.start_ms as i64)
                     + usize::from(f.end_ms.is_some_and(|e| t >= e as i64))
@@ -226,7 +227,8 @@ impl GpuSource for SimulatedGpus {
         changed
     }
 
-    fn events(&mut self, now: UnixMs) -> Vec<Event> {
+    /// Events stamped since the last call, up to `now`.
+    pub fn events(&mut self, now: UnixMs) -> Vec<Event> {
         let t = now.0 - self.start.0;
         if t <= self.events_until {
             return Vec::new();
@@ -237,12 +239,12 @@ impl GpuSource for SimulatedGpus {
     }
 }
 
-impl HostSource for SimulatedHost {
-    fn info(&mut self, now: UnixMs) -> HostInfo {
+impl SimulatedHost {
+    pub fn info(&self, now: UnixMs) -> HostInfo {
         self.host.info(now.0 - self.start.0)
     }
 
-    fn sample(&mut self, now: UnixMs) -> HostSample {
+    pub fn sample(&self, now: UnixMs) -> HostSample {
         self.host
             .sample(now.0 - self.start.0, now.0.div_euclid(1000))
     }

@@ -1,5 +1,5 @@
 //! The simulated GPUs of one node. Each reading is computed from scratch: the workload's
-//! noise-free state ([`Live`]), changed by the faults active at that instant, then turned into
+//! noise-free state ([`GpuLive`](crate::state::GpuLive)), changed by the faults active at that instant, then turned into
 //! NVML-like values with bounded, hashed noise. Counters (energy, violation time, replays, ECC
 //! and NVLink errors) are integrals over time of that same state, so they are exact, grow
 //! monotonically, and need no memory of earlier samples.
@@ -10,11 +10,13 @@ use gpufleet_model::{
     Severity, UnixMs,
 };
 
-use super::GpuInventory;
-use super::Workload;
-use super::faults::{Fault, FaultKind, GpuCtx, per_minute_count};
-use super::models::GpuModelProfile;
-use super::noise::Noise;
+use gpufleet_model::GpuInventory;
+
+use crate::faults::Fault;
+use crate::models::GpuModelProfile;
+use crate::noise::Noise;
+use crate::scenario::Workload;
+use crate::state::{GpuCounters, GpuCtx, GpuInfoEdit, GpuLive, NodeInfoEdit};
 
 pub const DRIVER_VERSION: &str = "550.54.15";
 /// Temperature of an unpowered GPU in the simulated data hall, °C.
@@ -42,41 +44,6 @@ const C_MEM: u64 = 102;
 const C_MEM_UTIL: u64 = 103;
 const C_UUID: u64 = 104;
 const C_SERIAL: u64 = 106;
-
-/// One GPU's state at an instant, before noise. Faults edit it; [`GpuNode::finish`] derives
-/// power and temperature from it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Live {
-    pub util: f64,
-    pub mem_util: f64,
-    /// SM clock as a fraction of max.
-    pub sm_ratio: f64,
-    /// Clocks at idle (no work or work starved).
-    pub idle_clocks: bool,
-    /// Locked application clock, MHz.
-    pub app_sm_mhz: Option<u32>,
-    /// Locked memory application clock, MHz.
-    pub app_mem_mhz: Option<u32>,
-    /// Multiplies the power the workload would draw.
-    pub power_mult: f64,
-    /// Enforced power limit, W.
-    pub limit_w: f64,
-    /// Temperature forced by a fault, °C.
-    pub temp_pin: Option<f64>,
-    pub fan_pin: Option<f64>,
-    pub reasons: u64,
-    pub pcie_gen: u32,
-    pub pcie_width: u32,
-    /// Multiplies host↔device traffic.
-    pub traffic: f64,
-    pub process: bool,
-    pub memory_full: bool,
-    pub lost: bool,
-    /// Set by `finish`.
-    pub power_w: f64,
-    pub power_pinned: bool,
-    pub temp_c: f64,
-}
 
 /// Per-GPU constants, computed once.
 #[derive(Debug)]
@@ -164,7 +131,7 @@ impl GpuNode {
                     faults: faults
                         .iter()
                         .enumerate()
-                        .filter(|(_, f)| f.kind.touches_gpus() && f.applies_to_gpu(index))
+                        .filter(|(_, f)| f.touches_gpus() && f.applies_to_gpu(index))
                         .map(|(i, _)| i)
                         .collect(),
                 }
@@ -179,9 +146,9 @@ impl GpuNode {
         }
     }
 
-    fn baseline(&self) -> Live {
+    fn baseline(&self) -> GpuLive {
         let p = self.profile;
-        let mut l = Live {
+        let mut l = GpuLive {
             util: TRAINING_UTIL,
             mem_util: 0.0,
             sm_ratio: 1.0,
@@ -214,28 +181,26 @@ impl GpuNode {
     }
 
     /// Noise-free state of GPU `g` at `t` ms after the origin.
-    pub fn live(&self, g: &GpuSim, t: i64) -> Live {
+    pub fn live(&self, g: &GpuSim, t: i64) -> GpuLive {
         let mut l = self.baseline();
         if self.workload == Workload::Training {
             l.mem_util = g.mem_util_base;
         }
-        for &i in &g.faults {
-            let f = &self.faults[i];
-            if f.active_at(t) {
-                let ctx = GpuCtx {
-                    profile: self.profile,
-                    elapsed_ms: t - f.start_ms as i64,
-                    temp_base: g.temp_base,
-                };
-                f.kind.apply_gpu(&mut l, &ctx);
-            }
+        for f in self.gpu_faults(g).filter(|f| f.active_at(t)) {
+            let ctx = GpuCtx {
+                profile: self.profile,
+                elapsed_ms: t - f.start_ms as i64,
+                temp_base: g.temp_base,
+            };
+            f.kind.gpu(&mut l, &ctx);
+            l.lost |= f.kind.loses_gpu();
         }
         self.finish(g, &mut l);
         l
     }
 
     /// Power from utilization and clock (capped by the enforced limit), then temperature.
-    fn finish(&self, g: &GpuSim, l: &mut Live) {
+    fn finish(&self, g: &GpuSim, l: &mut GpuLive) {
         if l.lost {
             l.power_w = 0.0;
             l.temp_c = AMBIENT_C;
@@ -326,7 +291,7 @@ impl GpuNode {
         c
     }
 
-    /// The faults of `g` active at `t`, for the counter-like effects.
+    /// The faults that change what `g` reads.
     fn gpu_faults<'a>(&'a self, g: &'a GpuSim) -> impl Iterator<Item = &'a Fault> + 'a {
         g.faults.iter().map(|&i| &self.faults[i])
     }
@@ -414,32 +379,7 @@ impl GpuNode {
         };
 
         let c = self.counters(g, t);
-        let replays: u64 = self
-            .gpu_faults(g)
-            .map(|f| match f.kind {
-                FaultKind::PcieDowntrain { per_minute, .. }
-                | FaultKind::PcieReplays { per_minute } => {
-                    per_minute_count(per_minute, f.on_for_ms(t))
-                }
-                _ => 0,
-            })
-            .sum();
-
-        let (mut ecc_volatile, mut ecc_aggregate, mut remap_pending, mut remap_failure) =
-            (0u64, 0u64, false, false);
-        for f in self.gpu_faults(g) {
-            match f.kind {
-                FaultKind::EccUncorrectable { count, .. } if f.started_by(t) => {
-                    ecc_aggregate += u64::from(count);
-                    if f.active_at(t) {
-                        ecc_volatile += u64::from(count);
-                        remap_pending = true;
-                    }
-                }
-                FaultKind::RowRemapFailure if f.active_at(t) => remap_failure = true,
-                _ => {}
-            }
-        }
+        let counts = self.gpu_counters(g, t);
         let rows = p.row_remapping;
 
         GpuSample {
@@ -478,20 +418,32 @@ impl GpuNode {
             pcie_link_width: Some(l.pcie_width),
             pcie_tx_kbps: Some(tx as u32),
             pcie_rx_kbps: Some(rx as u32),
-            pcie_replay_count: Some(replays),
+            pcie_replay_count: Some(counts.pcie_replays),
             ecc_corrected_volatile: Some(0),
-            ecc_uncorrected_volatile: Some(ecc_volatile),
+            ecc_uncorrected_volatile: Some(counts.ecc_volatile),
             ecc_corrected_aggregate: Some(0),
-            ecc_uncorrected_aggregate: Some(ecc_aggregate),
+            ecc_uncorrected_aggregate: Some(counts.ecc_aggregate),
             retired_pages_single_bit: (!rows).then_some(0),
-            retired_pages_double_bit: (!rows).then_some(ecc_aggregate as u32),
-            retired_pages_pending: (!rows).then_some(remap_pending),
+            retired_pages_double_bit: (!rows).then_some(counts.ecc_aggregate as u32),
+            retired_pages_pending: (!rows).then_some(counts.remap_pending),
             remapped_rows_correctable: rows.then_some(0),
-            remapped_rows_uncorrectable: rows.then_some(ecc_aggregate as u32),
-            remapped_rows_pending: rows.then_some(remap_pending),
-            remapped_rows_failure: rows.then_some(remap_failure),
+            remapped_rows_uncorrectable: rows.then_some(counts.ecc_aggregate as u32),
+            remapped_rows_pending: rows.then_some(counts.remap_pending),
+            remapped_rows_failure: rows.then_some(counts.remap_failure),
             performance_state: Some(0),
-            nvlinks: self.nvlinks(g, t),
+            nvlinks: counts
+                .nvlinks
+                .iter()
+                .zip(0..)
+                .map(|(c, link)| NvLinkSample {
+                    link,
+                    active: Some(c.active),
+                    replay_errors: Some(c.errors / 2),
+                    recovery_errors: Some(c.recoveries + c.errors / 50),
+                    crc_flit_errors: Some(c.errors),
+                    crc_data_errors: Some(c.errors / 10),
+                })
+                .collect(),
             processes: if l.process {
                 vec![GpuProcess {
                     pid: g.pid,
@@ -504,56 +456,32 @@ impl GpuNode {
         }
     }
 
-    fn nvlinks(&self, g: &GpuSim, t: i64) -> Vec<NvLinkSample> {
-        (0..self.profile.nvlink_count)
-            .map(|link| {
-                let (mut active, mut errors, mut recoveries) = (true, 0u64, 0u64);
-                for f in self.gpu_faults(g) {
-                    match f.kind {
-                        FaultKind::NvlinkDown { link: l } if l == link && f.started_by(t) => {
-                            recoveries += 1;
-                            active &= !f.active_at(t);
-                        }
-                        FaultKind::NvlinkErrors {
-                            link: l,
-                            per_minute,
-                        } if l.is_none_or(|l| l == link) => {
-                            errors += per_minute_count(per_minute, f.on_for_ms(t));
-                        }
-                        _ => {}
-                    }
-                }
-                NvLinkSample {
-                    link,
-                    active: Some(active),
-                    replay_errors: Some(errors / 2),
-                    recovery_errors: Some(recoveries + errors / 50),
-                    crc_flit_errors: Some(errors),
-                    crc_data_errors: Some(errors / 10),
-                }
-            })
-            .collect()
+    /// Counter-like readings of `g` at `t`: every fault of the GPU adds what it has counted.
+    fn gpu_counters(&self, g: &GpuSim, t: i64) -> GpuCounters {
+        let mut c = GpuCounters::new(self.profile.nvlink_count);
+        for f in self.gpu_faults(g) {
+            f.kind.gpu_counters(&f.at(t), &mut c);
+        }
+        c
     }
 
     /// Whether `g` has fallen off the bus at `t`.
     fn lost(&self, g: &GpuSim, t: i64) -> bool {
         self.gpu_faults(g)
-            .any(|f| matches!(f.kind, FaultKind::FallenOffBus) && f.active_at(t))
+            .any(|f| f.kind.loses_gpu() && f.active_at(t))
+    }
+
+    /// What the node's inventory reports at `t`, as its active faults leave it.
+    pub fn node_info(&self, t: i64) -> NodeInfoEdit<'_> {
+        let mut n = NodeInfoEdit::default();
+        for f in self.faults.iter().filter(|f| f.active_at(t)) {
+            f.kind.node_info(&mut n);
+        }
+        n
     }
 
     pub fn driver_version(&self, t: i64) -> &str {
-        self.faults
-            .iter()
-            .filter(|f| f.active_at(t))
-            .filter_map(|f| match &f.kind {
-                FaultKind::DriverChange {
-                    driver_version: Some(v),
-                    ..
-                } => Some(v.as_str()),
-                _ => None,
-            })
-            .next_back()
-            .unwrap_or(DRIVER_VERSION)
+        self.node_info(t).driver_version.unwrap_or(DRIVER_VERSION)
     }
 
     pub fn inventory(&self, t: i64) -> GpuInventory {
@@ -566,18 +494,12 @@ impl GpuNode {
             .iter()
             .filter(|g| !self.lost(g, t))
             .map(|g| {
-                let mut vbios = p.vbios_version;
-                let mut persistence = true;
+                let mut edit = GpuInfoEdit::default();
                 for f in self.gpu_faults(g).filter(|f| f.active_at(t)) {
-                    match &f.kind {
-                        FaultKind::DriverChange {
-                            vbios_version: Some(v),
-                            ..
-                        } => vbios = v,
-                        FaultKind::PersistenceOff => persistence = false,
-                        _ => {}
-                    }
+                    f.kind.gpu_info(&mut edit);
                 }
+                let vbios = edit.vbios_version.unwrap_or(p.vbios_version);
+                let persistence = !edit.persistence_off;
                 GpuInfo {
                     index: g.index,
                     name: p.product_name.to_string(),
@@ -633,18 +555,10 @@ impl GpuNode {
         for f in &self.faults {
             let start = f.start_ms as i64;
             let end = f.end_ms.map_or(i64::MAX, |e| e as i64);
-            let (xid, repeat, interval) = match f.kind {
-                FaultKind::Xid {
-                    xid,
-                    repeat,
-                    interval_ms,
-                } => (xid, repeat, interval_ms.max(1) as i64),
-                FaultKind::EccUncorrectable { xid: Some(xid), .. } => (xid, 1, 1),
-                FaultKind::RowRemapFailure => (64, 1, 1),
-                FaultKind::FallenOffBus => (79, 1, 1),
-                FaultKind::NvlinkDown { .. } => (74, 1, 1),
-                _ => continue,
+            let Some(x) = f.kind.xid() else {
+                continue;
             };
+            let (xid, repeat, interval) = (x.xid, x.repeat, x.interval_ms.max(1));
             // Occurrence k happens at start + k·interval, for k < repeat, while the fault is on.
             let lo = after + 1 - start;
             let hi = until.min(end - 1) - start;
@@ -661,12 +575,10 @@ impl GpuNode {
                 let at = start + k * interval;
                 for g in self.gpus.iter().filter(|g| f.applies_to_gpu(g.index)) {
                     // A lost GPU reports nothing more, apart from the loss itself.
-                    let is_loss = matches!(f.kind, FaultKind::FallenOffBus);
+                    let is_loss = f.kind.loses_gpu();
                     if !is_loss
                         && self.gpu_faults(g).any(|l| {
-                            matches!(l.kind, FaultKind::FallenOffBus)
-                                && l.active_at(at)
-                                && (l.start_ms as i64) < at
+                            l.kind.loses_gpu() && l.active_at(at) && (l.start_ms as i64) < at
                         })
                     {
                         continue;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use gpufleet_agent::sources::simulated::Scenario;
 use gpufleet_collector::cli::{self, Output};
-use gpufleet_collector::demo;
 use gpufleet_collector::fleet::Window;
 use gpufleet_collector::server::{self, ServerConfig};
+use gpufleet_harness::demo;
 use gpufleet_model::UnixMs;
+use gpufleet_sim::Scenario;
 
 #[derive(Parser)]
 #[command(
@@ -32,7 +32,7 @@ struct ClientArgs {
     #[arg(
         long,
         env = "GPUFLEET_COLLECTOR",
-        default_value = "http://127.0.0.1:50051",
+        default_value = gpufleet_collector::DEFAULT_COLLECTOR_URL,
         global = true
     )]
     collector: String,

@@ -1,19 +1,23 @@
 //! A whole fleet in virtual time, in one process: simulated agents (`NodeAgent::tick`) feed
 //! the collector's fleet state and diagnosis engine directly, with no network and no clock,
 //! so an hour of fleet life runs in seconds. The same code paths as production from the
-//! sources to the engine; only gRPC and storage are left out.
+//! sources to the engine, with the shipped defaults; only gRPC and storage are left out.
+//! Every test that plays scenarios plays them here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gpufleet_agent::detect::{Detector, saturation::Thresholds};
 use gpufleet_agent::sampler::NodeAgent;
-use gpufleet_agent::sources::simulated::{Scenario, simulated_node};
+use gpufleet_agent::sources::simulated::simulated_node;
 use gpufleet_collector::diagnose::{Engine, EngineConfig};
+use gpufleet_collector::evaluator::DEFAULT_EVAL_INTERVAL;
 use gpufleet_collector::fleet::{Fleet, Window};
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::{Finding, FindingState, NodeIdentity, UnixMs};
+use gpufleet_sim::Scenario;
+
+use crate::agents::shipped_detector;
 
 /// Virtual time origin of every run (fixed, so runs are reproducible).
 pub const ORIGIN: UnixMs = UnixMs(1_800_000_000_000);
@@ -35,8 +39,8 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            step_ms: 1_000,
-            eval_every_ms: 2_000,
+            step_ms: gpufleet_agent::DEFAULT_SAMPLE_INTERVAL.as_millis() as i64,
+            eval_every_ms: DEFAULT_EVAL_INTERVAL.as_millis() as i64,
             duration_ms: None,
             stop_when_met: true,
             window: Window::default(),
@@ -55,6 +59,9 @@ pub struct Outcome {
     pub met: BTreeMap<usize, i64>,
     /// Per expectation: the top-ranked firing finding of its node/GPU at the end, if any.
     pub top_at_end: BTreeMap<usize, String>,
+    /// Findings (pending or firing) about a node no fault acts on, or a GPU no fault of its
+    /// node acts on: a fault must not be blamed elsewhere. The first of each, by key.
+    pub misplaced: BTreeMap<(String, Option<u32>, String), (i64, Finding)>,
     pub node_ticks: u64,
     pub evaluations: u64,
     /// Wall time of each diagnosis evaluation (the engine over the whole fleet).
@@ -84,7 +91,7 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
             },
             Box::new(gpu),
             Box::new(host),
-            Detector::new(None, Thresholds::default(), 3),
+            shipped_detector(),
             ORIGIN,
         )
         .expect("simulated node starts");
@@ -148,6 +155,13 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
         {
             out.fired.push((t, c.finding.clone()));
         }
+        for f in eval.firing.iter().chain(&eval.pending) {
+            if !explained(&scenario, f) {
+                out.misplaced
+                    .entry((f.node.clone(), f.gpu_index, f.rule_id.clone()))
+                    .or_insert_with(|| (t, f.clone()));
+            }
+        }
         for (i, e) in scenario.expect.iter().enumerate() {
             // `firing` is ranked most impactful first: the first one about this node/GPU is
             // its top-1 cause.
@@ -169,6 +183,17 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
     out.virtual_ms = t;
     out.wall = started.elapsed();
     out
+}
+
+/// Whether a fault of the scenario acts where `f` points: on its node, and (for a GPU
+/// finding) on its GPU or on the whole node. Healthy scenarios explain nothing.
+fn explained(scenario: &Scenario, f: &Finding) -> bool {
+    let on_node: Vec<_> = scenario.faults_for(&f.node).collect();
+    !on_node.is_empty()
+        && (f.gpu_index.is_none()
+            || on_node
+                .iter()
+                .any(|x| x.gpu.is_none_or(|g| Some(g) == f.gpu_index)))
 }
 
 /// A human summary of what failed in a run of `scenario`, or `None` if it passed:
@@ -195,6 +220,27 @@ pub fn verdict(scenario: &Scenario, out: &Outcome) -> Option<String> {
             "{} false alarm(s), e.g.\n    {}",
             out.fired.len(),
             list.join("\n    ")
+        ));
+    }
+    if !out.misplaced.is_empty() {
+        let list: BTreeSet<String> = out
+            .misplaced
+            .values()
+            .map(|(t, f)| {
+                format!(
+                    "{}s {} GPU {:?} {}: {}",
+                    t / 1000,
+                    f.node,
+                    f.gpu_index,
+                    f.rule_id,
+                    f.summary
+                )
+            })
+            .collect();
+        problems.push(format!(
+            "{} finding(s) where no fault acts:\n    {}",
+            list.len(),
+            list.into_iter().collect::<Vec<_>>().join("\n    ")
         ));
     }
     for (i, e) in scenario.expect.iter().enumerate() {

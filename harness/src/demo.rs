@@ -7,14 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use gpufleet_agent::detect::{Detector, saturation::Thresholds};
-use gpufleet_agent::sources::simulated::Scenario;
-use gpufleet_agent::uplink::UplinkConfig;
-use gpufleet_agent::{GpuBackend, RunningAgent, start_node};
-use gpufleet_model::{Finding, NodeIdentity, UnixMs};
+use gpufleet_collector::cli;
+use gpufleet_collector::server::{self, ServerConfig};
+use gpufleet_model::{Finding, UnixMs};
+use gpufleet_sim::Scenario;
 
-use crate::cli;
-use crate::server::{self, ServerConfig};
+use crate::agents::spawn_scenario_agents;
 
 /// The built-in demo scenario (also at scenarios/demo.toml).
 pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
@@ -41,33 +39,7 @@ pub async fn run(opts: DemoOptions) -> Result<String> {
     let server = server::start(config).await?;
     let sc = Arc::new(opts.scenario);
     let fleet_spec = &sc.fleet;
-    let mut agents: Vec<RunningAgent> = Vec::new();
-    let now = UnixMs::now();
-    for (i, name) in sc.node_names().into_iter().enumerate() {
-        let backend = GpuBackend::Simulated {
-            gpus: fleet_spec.gpus_per_node,
-            model: fleet_spec.model_for(i).to_string(),
-            scenario: Some(sc.clone()),
-            seed: fleet_spec.seed.wrapping_add(i as u64),
-        };
-        let identity = NodeIdentity {
-            hostname: name.clone(),
-            machine_id: format!("demo-{i:04}"),
-            boot_id: String::new(),
-        };
-        let (agent, events) = start_node(
-            identity,
-            &backend,
-            Detector::new(None, Thresholds::default(), 3),
-            now,
-        )?;
-        agents.push(gpufleet_agent::spawn(
-            agent,
-            events,
-            UplinkConfig::new(server.url()),
-            opts.sample_interval,
-        ));
-    }
+    let agents = spawn_scenario_agents(&sc, &server.url(), opts.sample_interval)?;
     eprintln!(
         "demo: collector at {} (data in {}), {} simulated node(s) × {} {} GPU(s), scenario {:?}",
         server.url(),

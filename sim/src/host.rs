@@ -1,0 +1,275 @@
+//! The simulated host: a realistic two-socket GPU server (CPU, RAM, NICs, disks, OS) with a
+//! healthy background load, changed by the node-scoped faults (CPU saturation, RAM pressure,
+//! full disk, NIC saturation and errors, kernel change).
+
+use gpufleet_model::{DiskInfo, DiskSample, HostInfo, HostSample, NicInfo, NicSample};
+
+use crate::faults::Fault;
+use crate::hosts::HostProfile;
+use crate::noise::Noise;
+use crate::state::{Direction, HostLive, HostSetup, NodeInfoEdit};
+
+pub const OS_NAME: &str = "Ubuntu 22.04.4 LTS";
+pub const KERNEL_VERSION: &str = "5.15.0-105-generic";
+/// Swap the host gets when a scenario puts it under RAM pressure (it has none otherwise).
+pub const PRESSURE_SWAP_BYTES: u64 = 64 * GIB;
+
+const GIB: u64 = 1 << 30;
+
+// Noise fields.
+const F_CPU: u64 = 1;
+const F_LOAD: u64 = 2;
+const F_MEM: u64 = 3;
+const F_UPTIME: u64 = 4;
+const F_DISK: u64 = 10;
+const F_NIC: u64 = 30;
+const F_NIC_RX: u64 = 31;
+const F_NIC_TX: u64 = 32;
+const F_MAC: u64 = 33;
+
+/// Per-node constants of the simulated host.
+#[derive(Debug)]
+pub(super) struct HostSim {
+    profile: &'static HostProfile,
+    noise: Noise,
+    /// Faults that act on this node's host.
+    faults: Vec<Fault>,
+    uptime0_s: u64,
+    cpu_base: f64,
+    mem_frac: f64,
+    swap_total_bytes: u64,
+    disk_avail_frac: Vec<f64>,
+    nic_load: Vec<f64>,
+    macs: Vec<String>,
+}
+
+/// Host uptime at the virtual origin, seconds (3–45 days); GPUs share it for their counters.
+pub(super) fn uptime_at_origin_s(node_noise: Noise) -> u64 {
+    node_noise.between(F_UPTIME, 3.0 * 86_400.0, 45.0 * 86_400.0) as u64
+}
+
+impl HostSim {
+    pub fn new(profile: &'static HostProfile, node_noise: Noise, node_faults: &[Fault]) -> Self {
+        let noise = node_noise.child(0x4057);
+        let faults: Vec<Fault> = node_faults
+            .iter()
+            .filter(|f| f.info.scope == crate::faults::Scope::Node)
+            .cloned()
+            .collect();
+        let mut setup = HostSetup::default();
+        for f in &faults {
+            f.kind.host_setup(&mut setup);
+        }
+        let swap_total_bytes = if setup.swap { PRESSURE_SWAP_BYTES } else { 0 };
+        HostSim {
+            profile,
+            noise,
+            uptime0_s: uptime_at_origin_s(node_noise),
+            cpu_base: noise.between(F_CPU, 19.0, 25.0),
+            mem_frac: noise.between(F_MEM, 0.25, 0.35),
+            swap_total_bytes,
+            disk_avail_frac: (0..profile.disks.len() as u64)
+                .map(|i| {
+                    if i == 0 {
+                        noise.between(F_DISK + i, 0.55, 0.80)
+                    } else {
+                        noise.between(F_DISK + i, 0.35, 0.70)
+                    }
+                })
+                .collect(),
+            nic_load: profile
+                .nics
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    if n.fabric {
+                        noise.between(F_NIC + 16 * i as u64, 0.15, 0.35)
+                    } else {
+                        0.0002
+                    }
+                })
+                .collect(),
+            macs: (0..profile.nics.len() as u64)
+                .map(|i| {
+                    let b = noise.bits(F_MAC + 16 * i);
+                    let oui = if i == 0 { "3c:ec:ef" } else { "b8:3f:d2" };
+                    format!(
+                        "{oui}:{:02x}:{:02x}:{:02x}",
+                        b & 0xFF,
+                        (b >> 8) & 0xFF,
+                        (b >> 16) & 0xFF
+                    )
+                })
+                .collect(),
+            faults,
+        }
+    }
+
+    /// The host's state at `t`: every fault of the node adds its effect.
+    fn live(&self, t: i64) -> HostLive<'_> {
+        let mut h = HostLive::default();
+        for f in &self.faults {
+            f.kind.host(&mut h, &f.at(t));
+        }
+        h
+    }
+
+    fn kernel_version(&self, t: i64) -> &str {
+        let mut n = NodeInfoEdit::default();
+        for f in self.faults.iter().filter(|f| f.active_at(t)) {
+            f.kind.node_info(&mut n);
+        }
+        n.kernel_version.unwrap_or(KERNEL_VERSION)
+    }
+
+    /// Seconds since boot: a fault may have rebooted the node.
+    fn uptime_s(&self, h: &HostLive, t: i64) -> u64 {
+        match h.last_boot {
+            Some(b) => ((t - b) / 1000) as u64,
+            None => (self.uptime0_s as i64 + t.div_euclid(1000)).max(0) as u64,
+        }
+    }
+
+    pub fn info(&self, t: i64) -> HostInfo {
+        let p = self.profile;
+        let h = self.live(t);
+        HostInfo {
+            os_name: OS_NAME.to_string(),
+            kernel_version: self.kernel_version(t).to_string(),
+            cpu_model: p.cpu_model.to_string(),
+            cpu_logical_cores: p.cpu_logical_cores,
+            cpu_physical_cores: Some(p.cpu_physical_cores),
+            memory_total_bytes: p.memory_total_bytes,
+            swap_total_bytes: self.swap_total_bytes,
+            nics: p
+                .nics
+                .iter()
+                .zip(&self.macs)
+                .map(|(n, mac)| NicInfo {
+                    name: n.name.to_string(),
+                    mac_address: mac.clone(),
+                    speed_mbps: Some(n.speed_mbps),
+                    mtu: Some(n.mtu),
+                })
+                .collect(),
+            disks: p
+                .disks
+                .iter()
+                .map(|d| DiskInfo {
+                    mount_point: d.mount_point.to_string(),
+                    device: d.device.to_string(),
+                    filesystem: d.filesystem.to_string(),
+                    total_bytes: d.total_bytes,
+                })
+                .collect(),
+            uptime_seconds: self.uptime_s(&h, t),
+        }
+    }
+
+    /// Load average over the `k`th of [`LOAD_TAUS_S`](crate::state::LOAD_TAUS_S): the
+    /// healthy level, pulled towards 1.6× the core count as far as the faults pull it.
+    fn load_average(&self, h: &HostLive, k: usize) -> f64 {
+        let cores = f64::from(self.profile.cpu_logical_cores);
+        let healthy = cores * self.cpu_base / 100.0 * 1.05;
+        let saturated = cores * 1.6;
+        healthy + (saturated - healthy) * h.load_pull[k].min(1.0)
+    }
+
+    pub fn sample(&self, t: i64, tick: i64) -> HostSample {
+        let p = self.profile;
+        let n = self.noise;
+        let h = self.live(t);
+
+        let cpu = if h.cpu_saturated {
+            (99.2 + 0.2 * n.gauss(F_CPU, tick)).min(100.0)
+        } else {
+            self.cpu_base + 1.2 * n.gauss(F_CPU, tick)
+        };
+        let load =
+            |k: usize| self.load_average(&h, k) * (1.0 + 0.01 * n.gauss(F_LOAD + k as u64, tick));
+
+        let total = p.memory_total_bytes;
+        let available = if h.ram_pressure {
+            (total as f64 * (0.015 + 0.003 * n.gauss(F_MEM, tick))) as u64
+        } else {
+            (total as f64 * (1.0 - self.mem_frac - 0.004 * n.gauss(F_MEM, tick))) as u64
+        };
+        let swapped = h.swapped_bytes;
+
+        let disks = p
+            .disks
+            .iter()
+            .zip(&self.disk_avail_frac)
+            .enumerate()
+            .map(|(i, (d, frac))| {
+                let frac = if h.full_mount == Some(d.mount_point) {
+                    0.008 + 0.001 * n.gauss(F_DISK + i as u64, tick)
+                } else {
+                    *frac
+                };
+                DiskSample {
+                    mount_point: d.mount_point.to_string(),
+                    total_bytes: d.total_bytes,
+                    available_bytes: (d.total_bytes as f64 * frac) as u64,
+                }
+            })
+            .collect();
+
+        let fault_nic = p.default_fault_nic();
+        let nics = p
+            .nics
+            .iter()
+            .zip(&self.nic_load)
+            .enumerate()
+            .map(|(i, (nic, load))| {
+                let k = F_NIC + 16 * i as u64;
+                let bytes_per_s = nic.speed_mbps as f64 * 1e6 / 8.0;
+                let mut rx = bytes_per_s * (load * (1.0 + 0.1 * n.gauss(k + F_NIC_RX, tick)));
+                let mut tx = bytes_per_s * (load * (1.0 + 0.1 * n.gauss(k + F_NIC_TX, tick)));
+                if let Some((target, dir)) = h.saturated_nic
+                    && target.unwrap_or(fault_nic) == nic.name
+                {
+                    let full =
+                        |f: u64| bytes_per_s * (0.985 + 0.003 * n.gauss(k + f, tick)).min(0.998);
+                    match dir {
+                        Direction::Rx => rx = full(F_NIC_RX),
+                        Direction::Tx => tx = full(F_NIC_TX),
+                        Direction::Both => (rx, tx) = (full(F_NIC_RX), full(F_NIC_TX)),
+                    }
+                }
+                let errors: u64 = h
+                    .nic_errors
+                    .iter()
+                    .filter(|(target, _)| target.unwrap_or(fault_nic) == nic.name)
+                    .map(|(_, count)| count)
+                    .sum();
+                NicSample {
+                    name: nic.name.to_string(),
+                    rx_bytes_per_second: rx as u64,
+                    tx_bytes_per_second: tx as u64,
+                    rx_errors: Some(errors),
+                    tx_errors: Some(0),
+                    rx_dropped: Some(errors * 2 / 5),
+                    tx_dropped: Some(0),
+                    speed_mbps: Some(nic.speed_mbps),
+                }
+            })
+            .collect();
+
+        HostSample {
+            cpu_percent: Some(cpu as f32),
+            cpu_per_core_percent: Vec::new(),
+            load_average_1m: Some(load(0)),
+            load_average_5m: Some(load(1)),
+            load_average_15m: Some(load(2)),
+            memory_used_bytes: total - available.min(total),
+            memory_total_bytes: total,
+            memory_available_bytes: available.min(total),
+            swap_used_bytes: swapped.min(self.swap_total_bytes * 9 / 10),
+            swap_total_bytes: self.swap_total_bytes,
+            disks,
+            nics,
+            uptime_seconds: self.uptime_s(&h, t),
+        }
+    }
+}

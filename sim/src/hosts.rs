@@ -1,0 +1,183 @@
+//! Host profiles: the servers simulated GPUs sit in (CPU, RAM, NICs, disks), as NVIDIA's
+//! reference systems ship them.
+
+#[cfg(test)]
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+/// One server type.
+#[derive(Debug, PartialEq)]
+pub struct HostProfile {
+    pub name: &'static str,
+    pub cpu_model: &'static str,
+    pub cpu_logical_cores: u32,
+    pub cpu_physical_cores: u32,
+    pub memory_total_bytes: u64,
+    pub nics: &'static [NicSpec],
+    pub disks: &'static [DiskSpec],
+}
+
+#[derive(Debug, PartialEq)]
+pub struct NicSpec {
+    pub name: &'static str,
+    pub speed_mbps: u64,
+    pub mtu: u32,
+    /// Carries the training job's collective traffic (the GPU fabric NICs).
+    pub fabric: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct DiskSpec {
+    pub mount_point: &'static str,
+    pub device: &'static str,
+    pub filesystem: &'static str,
+    pub total_bytes: u64,
+}
+
+const fn ib(name: &'static str, speed_mbps: u64) -> NicSpec {
+    NicSpec {
+        name,
+        speed_mbps,
+        mtu: 4096,
+        fabric: true,
+    }
+}
+
+const ETH0_100G: NicSpec = NicSpec {
+    name: "eth0",
+    speed_mbps: 100_000,
+    mtu: 9000,
+    fabric: false,
+};
+
+const DISKS_28TB: &[DiskSpec] = &[
+    DiskSpec {
+        mount_point: "/",
+        device: "/dev/nvme0n1p2",
+        filesystem: "ext4",
+        total_bytes: 1_800_000_000_000,
+    },
+    DiskSpec {
+        mount_point: "/raid",
+        device: "/dev/md0",
+        filesystem: "ext4",
+        total_bytes: 28_000_000_000_000,
+    },
+];
+const DISKS_15TB: &[DiskSpec] = &[
+    DiskSpec {
+        mount_point: "/",
+        device: "/dev/nvme0n1p2",
+        filesystem: "ext4",
+        total_bytes: 1_800_000_000_000,
+    },
+    DiskSpec {
+        mount_point: "/raid",
+        device: "/dev/md0",
+        filesystem: "ext4",
+        total_bytes: 15_000_000_000_000,
+    },
+];
+
+/// HGX H100 (DGX H100-like): 2× Xeon 8480+, 2 TiB, 8× 400 Gb/s InfiniBand.
+pub static HGX_H100: HostProfile = HostProfile {
+    name: "hgx-h100",
+    cpu_model: "Intel(R) Xeon(R) Platinum 8480+",
+    cpu_logical_cores: 224,
+    cpu_physical_cores: 112,
+    memory_total_bytes: 2 * TIB,
+    nics: &[
+        ETH0_100G,
+        ib("ibp24s0", 400_000),
+        ib("ibp64s0", 400_000),
+        ib("ibp79s0", 400_000),
+        ib("ibp94s0", 400_000),
+        ib("ibp154s0", 400_000),
+        ib("ibp170s0", 400_000),
+        ib("ibp192s0", 400_000),
+        ib("ibp206s0", 400_000),
+    ],
+    disks: DISKS_28TB,
+};
+
+/// DGX A100-like: 2× EPYC 7742, 2 TiB, 8× 200 Gb/s InfiniBand.
+pub static DGX_A100: HostProfile = HostProfile {
+    name: "dgx-a100",
+    cpu_model: "AMD EPYC 7742 64-Core Processor",
+    cpu_logical_cores: 256,
+    cpu_physical_cores: 128,
+    memory_total_bytes: 2 * TIB,
+    nics: &[
+        ETH0_100G,
+        ib("ibp12s0", 200_000),
+        ib("ibp18s0", 200_000),
+        ib("ibp75s0", 200_000),
+        ib("ibp84s0", 200_000),
+        ib("ibp141s0", 200_000),
+        ib("ibp148s0", 200_000),
+        ib("ibp186s0", 200_000),
+        ib("ibp204s0", 200_000),
+    ],
+    disks: DISKS_15TB,
+};
+
+/// A PCIe GPU server (L40S, T4, RTX 6000 Ada): 2× EPYC 9454, 1 TiB, 2× 200 GbE.
+pub static PCIE_SERVER: HostProfile = HostProfile {
+    name: "pcie-server",
+    cpu_model: "AMD EPYC 9454 48-Core Processor",
+    cpu_logical_cores: 192,
+    cpu_physical_cores: 96,
+    memory_total_bytes: TIB,
+    nics: &[
+        NicSpec {
+            name: "eth0",
+            speed_mbps: 25_000,
+            mtu: 1500,
+            fabric: false,
+        },
+        NicSpec {
+            name: "ens1f0np0",
+            speed_mbps: 200_000,
+            mtu: 9000,
+            fabric: true,
+        },
+        NicSpec {
+            name: "ens1f1np1",
+            speed_mbps: 200_000,
+            mtu: 9000,
+            fabric: true,
+        },
+    ],
+    disks: DISKS_15TB,
+};
+
+impl HostProfile {
+    /// The NIC a NIC fault without `nic` targets: the first fabric NIC.
+    pub fn default_fault_nic(&self) -> &'static str {
+        self.nics
+            .iter()
+            .find(|n| n.fabric)
+            .or(self.nics.first())
+            .map_or("eth0", |n| n.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_consistent() {
+        for p in [&HGX_H100, &DGX_A100, &PCIE_SERVER] {
+            assert!(
+                p.cpu_physical_cores * 2 == p.cpu_logical_cores,
+                "{}",
+                p.name
+            );
+            assert!(p.memory_total_bytes >= 512 * GIB, "{}", p.name);
+            assert_eq!(p.disks[0].mount_point, "/", "{}", p.name);
+            assert!(p.nics.iter().any(|n| n.fabric), "{}", p.name);
+        }
+        assert_eq!(HGX_H100.default_fault_nic(), "ibp24s0");
+    }
+}
