@@ -10,7 +10,7 @@ use gpufleet_model::{Evidence, Finding, GpuInfo, GpuSample, Sample, Severity, Un
 
 use super::raise;
 use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct ClocksHeldDown;
@@ -49,7 +49,11 @@ const MEMORY_LOW: Cause = Cause {
              above P0; if neither, reset the GPU and compare with its peers.",
 };
 
-static CATALOG: &[Cause] = &[HW_SLOWDOWN_CAUSE, APPLICATIONS, MEMORY_LOW];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.clocks",
+    title: "Clocks held below max",
+    catalog: &[HW_SLOWDOWN_CAUSE, APPLICATIONS, MEMORY_LOW],
+};
 
 /// A GPU counts as busy from this utilization: an idle GPU lowers its clocks on purpose.
 const BUSY_PERCENT: u32 = 50;
@@ -103,16 +107,8 @@ fn memory_low(g: &GpuSample, max: Option<u32>) -> bool {
 }
 
 impl Rule for ClocksHeldDown {
-    fn id(&self) -> &'static str {
-        "gpu.clocks"
-    }
-
-    fn title(&self) -> &'static str {
-        "Clocks held below max"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, gpu_reader, window_start};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct EccErrors;
@@ -33,7 +33,11 @@ const RETIRED_PAGES: Cause = Cause {
              retire more memory: open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[UNCORRECTABLE, RETIRED_PAGES];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.ecc",
+    title: "ECC errors",
+    catalog: &[UNCORRECTABLE, RETIRED_PAGES],
+};
 
 /// Retired pages (single- plus double-bit) at which the board is due for replacement: DCGM's
 /// health check limit (`DCGM_LIMIT_MAX_RETIRED_PAGES`, matching NVIDIA's field diagnostic).
@@ -47,16 +51,8 @@ fn retired(g: &GpuSample) -> Option<u32> {
 }
 
 impl Rule for EccErrors {
-    fn id(&self) -> &'static str {
-        "gpu.ecc"
-    }
-
-    fn title(&self) -> &'static str {
-        "ECC errors"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
 use super::window::gpu_reader;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct FanFailure;
@@ -21,7 +21,11 @@ const FAILURE: Cause = Cause {
              replacing the board (RMA).",
 };
 
-static CATALOG: &[Cause] = &[FAILURE];
+static INFO: RuleInfo = RuleInfo {
+    id: FAILURE.id,
+    title: FAILURE.title,
+    catalog: &[FAILURE],
+};
 
 /// A working fan controller runs well above this once the GPU passes its maximum operating
 /// temperature (automatic fan curves approach 100 % there).
@@ -32,16 +36,8 @@ const STUCK_TEMP_RISE_C: i32 = 3;
 const FAN_FULL_PERCENT: u32 = 95;
 
 impl Rule for FanFailure {
-    fn id(&self) -> &'static str {
-        FAILURE.id
-    }
-
-    fn title(&self) -> &'static str {
-        FAILURE.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, GpuStatus, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule, held};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct GpuLost;
@@ -38,19 +38,15 @@ const MISSING: Cause = Cause {
              the GPU stays missing.",
 };
 
-static CATALOG: &[Cause] = &[LOST, UNREADABLE, MISSING];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.lost",
+    title: "GPU lost",
+    catalog: &[LOST, UNREADABLE, MISSING],
+};
 
 impl Rule for GpuLost {
-    fn id(&self) -> &'static str {
-        "gpu.lost"
-    }
-
-    fn title(&self) -> &'static str {
-        "GPU lost"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct HostSaturation;
@@ -49,7 +49,11 @@ const NIC_SATURATED: Cause = Cause {
              interfaces, that all NICs are up, and the job's communication pattern.",
 };
 
-static CATALOG: &[Cause] = &[CPU_STARVED, MEMORY_PRESSURE, DISK_FULL, NIC_SATURATED];
+static INFO: RuleInfo = RuleInfo {
+    id: "host",
+    title: "Host saturation",
+    catalog: &[CPU_STARVED, MEMORY_PRESSURE, DISK_FULL, NIC_SATURATED],
+};
 
 const CPU_BUSY: f32 = 95.0;
 /// GPUs below this mean utilization while the CPU is pegged are starving.
@@ -73,16 +77,8 @@ fn ram_avail(s: &Sample) -> Option<f64> {
 }
 
 impl Rule for HostSaturation {
-    fn id(&self) -> &'static str {
-        "host"
-    }
-
-    fn title(&self) -> &'static str {
-        "Host saturation"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, NvLinkSample, Sample, Severit
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, gpu_reader, growth, window_start};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct NvLink;
@@ -32,7 +32,11 @@ const ERRORS: Cause = Cause {
              after the reset, reseat or RMA the GPU or baseboard.",
 };
 
-static CATALOG: &[Cause] = &[DOWN, ERRORS];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.nvlink",
+    title: "NVLink",
+    catalog: &[DOWN, ERRORS],
+};
 
 /// Replay plus recovery errors per minute that count: DCGM treats any increase as a warning
 /// (`DCGM_LIMIT_MAX_NVLINK_ERROR` is 1); requiring several separate rises keeps one recovered
@@ -55,16 +59,8 @@ fn crc(l: &NvLinkSample) -> u64 {
 }
 
 impl Rule for NvLink {
-    fn id(&self) -> &'static str {
-        "gpu.nvlink"
-    }
-
-    fn title(&self) -> &'static str {
-        "NVLink"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

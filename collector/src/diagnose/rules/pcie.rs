@@ -3,7 +3,7 @@
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct PcieDowntrained;
@@ -19,22 +19,18 @@ const DOWNTRAINED: Cause = Cause {
              after a reboot, open an RMA for the board or riser.",
 };
 
-static CATALOG: &[Cause] = &[DOWNTRAINED];
+static INFO: RuleInfo = RuleInfo {
+    id: DOWNTRAINED.id,
+    title: DOWNTRAINED.title,
+    catalog: &[DOWNTRAINED],
+};
 
 /// GPUs drop the link generation when idle to save power; only a busy GPU's gen counts.
 const BUSY_PERCENT: u32 = 20;
 
 impl Rule for PcieDowntrained {
-    fn id(&self) -> &'static str {
-        DOWNTRAINED.id
-    }
-
-    fn title(&self) -> &'static str {
-        DOWNTRAINED.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

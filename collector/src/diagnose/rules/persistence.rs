@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PersistenceOff;
@@ -20,19 +20,15 @@ const OFF: Cause = Cause {
              driver's re-initialisation (seconds per GPU).",
 };
 
-static CATALOG: &[Cause] = &[OFF];
+static INFO: RuleInfo = RuleInfo {
+    id: OFF.id,
+    title: OFF.title,
+    catalog: &[OFF],
+};
 
 impl Rule for PersistenceOff {
-    fn id(&self) -> &'static str {
-        OFF.id
-    }
-
-    fn title(&self) -> &'static str {
-        OFF.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

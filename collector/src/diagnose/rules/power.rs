@@ -5,7 +5,7 @@ use gpufleet_model::clock_events::{HW_POWER_BRAKE_SLOWDOWN, SW_POWER_CAP};
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct PowerLimited;
@@ -32,23 +32,19 @@ const SW_CAP: Cause = Cause {
              delivery and cooling.",
 };
 
-static CATALOG: &[Cause] = &[HW_BRAKE, SW_CAP];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.power",
+    title: "Power-limited clocks",
+    catalog: &[HW_BRAKE, SW_CAP],
+};
 
 /// A busy GPU at its power cap commonly runs a few percent under max clock; below this ratio
 /// the cap costs real performance.
 const CAP_CLOCK_RATIO: f64 = 0.90;
 
 impl Rule for PowerLimited {
-    fn id(&self) -> &'static str {
-        "gpu.power"
-    }
-
-    fn title(&self) -> &'static str {
-        "Power-limited clocks"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
 use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct RowRemap;
@@ -34,19 +34,15 @@ const FAILURE: Cause = Cause {
              `dcgmi diag -r 3` to confirm, then open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[PENDING, FAILURE];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.row_remap",
+    title: "Row remapping",
+    catalog: &[PENDING, FAILURE],
+};
 
 impl Rule for RowRemap {
-    fn id(&self) -> &'static str {
-        "gpu.row_remap"
-    }
-
-    fn title(&self) -> &'static str {
-        "Row remapping"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -8,7 +8,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 use super::raise;
 use super::window::gpu_at;
 use crate::diagnose::context::peers::{PeerStats, is_peer};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct Straggler;
@@ -25,7 +25,11 @@ const STRAGGLER: Cause = Cause {
              out of multi-GPU jobs and open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[STRAGGLER];
+static INFO: RuleInfo = RuleInfo {
+    id: STRAGGLER.id,
+    title: STRAGGLER.title,
+    catalog: &[STRAGGLER],
+};
 
 /// Fewer busy peers than this make no statistics.
 const MIN_PEERS: usize = 8;
@@ -85,16 +89,8 @@ impl Limits {
 }
 
 impl Rule for Straggler {
-    fn id(&self) -> &'static str {
-        STRAGGLER.id
-    }
-
-    fn title(&self) -> &'static str {
-        STRAGGLER.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, growth};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct Swapping;
@@ -21,22 +21,18 @@ const SWAPPING: Cause = Cause {
              killer ends the job; GPU nodes are usually best run without swap.",
 };
 
-static CATALOG: &[Cause] = &[SWAPPING];
+static INFO: RuleInfo = RuleInfo {
+    id: SWAPPING.id,
+    title: SWAPPING.title,
+    catalog: &[SWAPPING],
+};
 
 /// Swap growth that is real paging rather than the kernel evicting a few idle pages.
 const GROWTH_BYTES_PER_MINUTE: f64 = 64.0 * (1u64 << 20) as f64;
 
 impl Rule for Swapping {
-    fn id(&self) -> &'static str {
-        SWAPPING.id
-    }
-
-    fn title(&self) -> &'static str {
-        SWAPPING.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

@@ -5,7 +5,7 @@ use gpufleet_model::clock_events::{HW_THERMAL_SLOWDOWN, SW_THERMAL_SLOWDOWN};
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct ThermalSlowdown;
@@ -32,19 +32,15 @@ const SW: Cause = Cause {
     action: ACTION,
 };
 
-static CATALOG: &[Cause] = &[HW, SW];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.thermal",
+    title: "Thermal slowdown",
+    catalog: &[HW, SW],
+};
 
 impl Rule for ThermalSlowdown {
-    fn id(&self) -> &'static str {
-        "gpu.thermal"
-    }
-
-    fn title(&self) -> &'static str {
-        "Thermal slowdown"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {

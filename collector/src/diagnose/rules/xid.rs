@@ -6,7 +6,7 @@
 use gpufleet_model::{Event, EventKind, Evidence, Finding, Severity, UnixMs, xid};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct XidErrors;
@@ -125,19 +125,23 @@ const UNKNOWN: Cause = Cause {
              `nvidia-bug-report.sh` and ask NVIDIA support.",
 };
 
-static CATALOG: &[Cause] = &[
-    APPLICATION,
-    MEMORY,
-    BUS,
-    NVLINK,
-    GSP,
-    RESET,
-    REBOOT,
-    HARDWARE,
-    SOFTWARE,
-    INFORMATIONAL,
-    UNKNOWN,
-];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.xid",
+    title: "Xid error",
+    catalog: &[
+        APPLICATION,
+        MEMORY,
+        BUS,
+        NVLINK,
+        GSP,
+        RESET,
+        REBOOT,
+        HARDWARE,
+        SOFTWARE,
+        INFORMATIONAL,
+        UNKNOWN,
+    ],
+};
 
 /// A fleet-critical Xid with its own class, severity and action.
 struct Known {
@@ -500,16 +504,8 @@ struct Occurrences<'a> {
 }
 
 impl Rule for XidErrors {
-    fn id(&self) -> &'static str {
-        "gpu.xid"
-    }
-
-    fn title(&self) -> &'static str {
-        "Xid error"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
@@ -746,7 +742,7 @@ mod tests {
         }
         for k in FLEET_XIDS {
             assert!(
-                CATALOG.iter().any(|c| c.id == k.cause.id),
+                INFO.catalog.iter().any(|c| c.id == k.cause.id),
                 "{} is classified outside the catalog",
                 k.code
             );
