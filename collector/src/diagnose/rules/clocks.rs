@@ -6,11 +6,11 @@ use gpufleet_model::clock_events::{
     APPLICATIONS_CLOCKS_SETTING, HW_POWER_BRAKE_SLOWDOWN, HW_SLOWDOWN, HW_THERMAL_SLOWDOWN,
     SW_POWER_CAP, SW_THERMAL_SLOWDOWN, names,
 };
-use gpufleet_model::{Evidence, Finding, GpuInfo, GpuSample, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, GpuInfo, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct ClocksHeldDown;
@@ -126,17 +126,9 @@ impl Rule for ClocksHeldDown {
                 (&MEMORY_LOW, &|x| memory_low(x, mem_max)),
             ];
             for (cause, cond) in checks {
-                if !cond(g) {
-                    continue;
+                if let Some(Held { since, held_ms }) = sustained_gpu(node, pos, g.index, 0, cond) {
+                    out.push(self.report(node, cause, g, info, since, held_ms));
                 }
-                let on = |s: &Sample| gpu_at(s, pos, g.index).is_some_and(cond);
-                let Some((since, dur, n)) = held(node.history.iter(), on) else {
-                    continue;
-                };
-                if n < MIN_SAMPLES {
-                    continue;
-                }
-                out.push(self.report(node, cause, g, info, since, dur));
             }
         }
         out

@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, gpu_reader, window_start};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, RATE_WINDOW_MS, gpu_reader, sustained_gpu, window_start};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct EccErrors;
@@ -73,10 +73,10 @@ impl Rule for EccErrors {
                 x.ecc_uncorrected_volatile.is_some_and(|v| v > 0)
                     || matches!((x.ecc_uncorrected_aggregate, agg_before), (Some(a), Some(b)) if a > b)
             };
-            if errors(g)
-                && let Some((since, dur, n)) =
-                    held(node.history.iter(), |s| at(s).is_some_and(errors))
-                && n >= MIN_SAMPLES
+            if let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, errors)
             {
                 let mut f = raise(self, &UNCORRECTABLE, node, since);
                 f.gpu_index = Some(g.index);
@@ -120,10 +120,10 @@ impl Rule for EccErrors {
             let pending = |x: &GpuSample| x.retired_pages_pending == Some(true);
             let at_limit = |x: &GpuSample| retired(x).is_some_and(|r| r >= RETIRED_PAGES_LIMIT);
             let cond = |x: &GpuSample| pending(x) || at_limit(x);
-            if cond(g)
-                && let Some((since, dur, n)) =
-                    held(node.history.iter(), |s| at(s).is_some_and(cond))
-                && n >= MIN_SAMPLES
+            if let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, cond)
             {
                 let mut f = raise(self, &RETIRED_PAGES, node, since);
                 f.gpu_index = Some(g.index);

@@ -4,7 +4,8 @@
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, sustained_node};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct HostSaturation;
@@ -85,28 +86,24 @@ impl Rule for HostSaturation {
         let Some(latest) = node.latest() else {
             return vec![];
         };
-        let h = node.history.iter();
         let mut out = Vec::new();
-        let mut emit = |cause: &Cause,
-                        run: (UnixMs, u64, usize),
-                        ev: Vec<Evidence>,
-                        summary: String,
-                        ratio: Option<f64>| {
-            let mut f = raise(self, cause, node, run.0);
-            f.evidence = ev;
-            if let Some(first) = f.evidence.first_mut().filter(|e| e.duration_ms == 0) {
-                first.duration_ms = run.1;
-            }
-            f.summary = summary;
-            f.performance_ratio = ratio;
-            out.push(f);
-        };
+        let mut emit =
+            |cause: &Cause, run: Held, ev: Vec<Evidence>, summary: String, ratio: Option<f64>| {
+                let mut f = raise(self, cause, node, run.since);
+                f.evidence = ev;
+                if let Some(first) = f.evidence.first_mut().filter(|e| e.duration_ms == 0) {
+                    first.duration_ms = run.held_ms;
+                }
+                f.summary = summary;
+                f.performance_ratio = ratio;
+                out.push(f);
+            };
 
         let starved = |s: &Sample| {
             s.host.cpu_percent.is_some_and(|c| c >= CPU_BUSY)
                 && mean_gpu_util(s).is_some_and(|u| u < GPU_STARVED)
         };
-        if let Some(run) = held(h.clone(), starved).filter(|r| r.2 >= MIN_SAMPLES) {
+        if let Some(run) = sustained_node(node, 0, starved) {
             let cpu = latest.host.cpu_percent.unwrap_or(0.0);
             let util = mean_gpu_util(latest).unwrap_or(0.0);
             let mut ev = vec![Evidence::new(
@@ -137,10 +134,8 @@ impl Rule for HostSaturation {
             );
         }
 
-        if let Some(run) = held(h.clone(), |s| {
-            ram_avail(s).is_some_and(|a| a < RAM_AVAILABLE)
-        })
-        .filter(|r| r.2 >= MIN_SAMPLES)
+        if let Some(run) =
+            sustained_node(node, 0, |s| ram_avail(s).is_some_and(|a| a < RAM_AVAILABLE))
         {
             let a = ram_avail(latest).unwrap_or(0.0);
             let mut ev = vec![Evidence::new(
@@ -177,7 +172,7 @@ impl Rule for HostSaturation {
 
         // Filesystems and NICs: one finding per node (its identity is node + cause), with one
         // line of evidence per full filesystem or saturated NIC.
-        let mut full: Vec<((UnixMs, u64, usize), Evidence, String)> = Vec::new();
+        let mut full: Vec<(Held, Evidence, String)> = Vec::new();
         for (pos, d) in latest.host.disks.iter().enumerate() {
             let mount = d.mount_point.as_str();
             let free = |s: &Sample| {
@@ -187,9 +182,7 @@ impl Rule for HostSaturation {
                 };
                 (x.total_bytes > 0).then(|| x.available_bytes as f64 / x.total_bytes as f64)
             };
-            if let Some(run) = held(h.clone(), |s| free(s).is_some_and(|f| f < DISK_FREE))
-                .filter(|r| r.2 >= MIN_SAMPLES)
-            {
+            if let Some(run) = sustained_node(node, 0, |s| free(s).is_some_and(|f| f < DISK_FREE)) {
                 let f = free(latest).unwrap_or(0.0);
                 full.push((
                     run,
@@ -198,12 +191,12 @@ impl Rule for HostSaturation {
                         format!("{:.1}%", f * 100.0),
                         format!("{:.0}%", DISK_FREE * 100.0),
                     )
-                    .held_for(run.1),
+                    .held_for(run.held_ms),
                     format!("{mount} has {:.1}% free", f * 100.0),
                 ));
             }
         }
-        if let Some(run) = full.iter().map(|x| x.0).min_by_key(|r| r.0) {
+        if let Some(run) = full.iter().map(|x| x.0).min_by_key(|r| r.since) {
             let summary = full
                 .iter()
                 .map(|x| x.2.as_str())
@@ -218,7 +211,7 @@ impl Rule for HostSaturation {
             );
         }
 
-        let mut saturated: Vec<((UnixMs, u64, usize), Evidence, String)> = Vec::new();
+        let mut saturated: Vec<(Held, Evidence, String)> = Vec::new();
         for (pos, n) in latest.host.nics.iter().enumerate() {
             let name = n.name.as_str();
             let speed = n.speed_mbps.or_else(|| {
@@ -240,8 +233,7 @@ impl Rule for HostSaturation {
                 };
                 Some(x.rx_bytes_per_second.max(x.tx_bytes_per_second) as f64 / cap)
             };
-            if let Some(run) = held(h.clone(), |s| use_of(s).is_some_and(|u| u >= NIC_FULL))
-                .filter(|r| r.2 >= MIN_SAMPLES)
+            if let Some(run) = sustained_node(node, 0, |s| use_of(s).is_some_and(|u| u >= NIC_FULL))
             {
                 let u = use_of(latest).unwrap_or(0.0);
                 saturated.push((
@@ -251,7 +243,7 @@ impl Rule for HostSaturation {
                         format!("{:.0}% of {:.0} Gb/s", u * 100.0, mbps as f64 / 1000.0),
                         format!("{:.0}%", NIC_FULL * 100.0),
                     )
-                    .held_for(run.1),
+                    .held_for(run.held_ms),
                     format!(
                         "{name} runs at {:.0}% of its {:.0} Gb/s link",
                         u * 100.0,
@@ -260,7 +252,7 @@ impl Rule for HostSaturation {
                 ));
             }
         }
-        if let Some(run) = saturated.iter().map(|x| x.0).min_by_key(|r| r.0) {
+        if let Some(run) = saturated.iter().map(|x| x.0).min_by_key(|r| r.since) {
             let summary = saturated
                 .iter()
                 .map(|x| x.2.as_str())

@@ -4,8 +4,8 @@
 //!
 //! Rules stay cheap: the engine runs every rule over every node (~1,000 nodes × 8 GPUs × 300
 //! samples). A rule looks at the latest sample first and walks the history only while its
-//! condition holds (`held`) or a counter moved ([`window::growth`]), once per GPU, without
-//! allocating per sample.
+//! condition holds ([`window::sustained`] and its per-GPU and node-level forms) or a counter
+//! moved ([`window::growth`]), once per GPU, without allocating per sample.
 
 mod clocks;
 mod ecc;

@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, NvLinkSample, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, gpu_reader, growth, window_start};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, RATE_WINDOW_MS, gpu_reader, growth, sustained_gpu, window_start};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct NvLink;
@@ -79,10 +79,10 @@ impl Rule for NvLink {
             let at = gpu_reader(pos, g.index);
 
             let down = |x: &GpuSample| counted(x, links).any(|l| l.active == Some(false));
-            if down(g)
-                && let Some((since, dur, n)) =
-                    held(node.history.iter(), |s| at(s).is_some_and(down))
-                && n >= MIN_SAMPLES
+            if let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, down)
             {
                 let ids: Vec<String> = counted(g, links)
                     .filter(|l| l.active == Some(false))

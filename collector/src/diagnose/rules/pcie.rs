@@ -1,9 +1,10 @@
 //! `gpu.pcie.downtrained`: the PCIe link trained below the GPU's maximum generation or width.
 
-use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PcieDowntrained;
@@ -38,7 +39,7 @@ impl Rule for PcieDowntrained {
             return vec![];
         };
         let mut out = Vec::new();
-        for g in &latest.gpus {
+        for (pos, g) in latest.gpus.iter().enumerate() {
             let Some(info) = node.inventory.gpu(g.index) else {
                 continue;
             };
@@ -47,21 +48,19 @@ impl Rule for PcieDowntrained {
             else {
                 continue;
             };
-            let down = |s: &Sample| {
-                let Some(x) = s.gpu(g.index) else {
-                    return false;
-                };
+            let down = |x: &GpuSample| {
                 let busy = x.utilization_gpu_percent.is_some_and(|u| u >= BUSY_PERCENT);
                 let width_low = x.pcie_link_width.is_some_and(|w| w < max_width);
                 let gen_low = busy && x.pcie_link_gen.is_some_and(|v| v < max_gen);
                 width_low || gen_low
             };
-            let Some((since, dur, n)) = held(node.history.iter(), down) else {
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, down)
+            else {
                 continue;
             };
-            if n < MIN_SAMPLES {
-                continue;
-            }
             let (cur_gen, cur_width) =
                 (g.pcie_link_gen.unwrap_or(0), g.pcie_link_width.unwrap_or(0));
             let mut f = raise(self, &DOWNTRAINED, node, since);

@@ -2,10 +2,11 @@
 //! external power brake.
 
 use gpufleet_model::clock_events::{HW_POWER_BRAKE_SLOWDOWN, SW_POWER_CAP};
-use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PowerLimited;
@@ -52,40 +53,38 @@ impl Rule for PowerLimited {
             return vec![];
         };
         let mut out = Vec::new();
-        for g in &latest.gpus {
+        for (pos, g) in latest.gpus.iter().enumerate() {
             let info = node.inventory.gpu(g.index);
             let max_clock = info.and_then(|i| i.sm_clock_max_mhz);
-            let ratio_of = |s: &Sample| -> Option<f64> {
-                let x = s.gpu(g.index)?;
-                Some(x.sm_clock_mhz? as f64 / max_clock? as f64)
+            let ratio_of =
+                |x: &GpuSample| -> Option<f64> { Some(x.sm_clock_mhz? as f64 / max_clock? as f64) };
+            let reasons = |x: &GpuSample| x.clock_event_reasons.unwrap_or(0);
+            let brake = |x: &GpuSample| reasons(x) & HW_POWER_BRAKE_SLOWDOWN != 0;
+            let cap = |x: &GpuSample| {
+                reasons(x) & SW_POWER_CAP != 0 && ratio_of(x).is_some_and(|r| r < CAP_CLOCK_RATIO)
             };
-            let reasons = |s: &Sample| {
-                s.gpu(g.index)
-                    .and_then(|x| x.clock_event_reasons)
-                    .unwrap_or(0)
-            };
-            let brake = |s: &Sample| reasons(s) & HW_POWER_BRAKE_SLOWDOWN != 0;
-            let cap = |s: &Sample| {
-                reasons(s) & SW_POWER_CAP != 0 && ratio_of(s).is_some_and(|r| r < CAP_CLOCK_RATIO)
-            };
-            let (cause, run) = if let Some(r) = held(node.history.iter(), brake) {
-                (&HW_BRAKE, r)
-            } else if let Some(r) = held(node.history.iter(), cap) {
-                (&SW_CAP, r)
+            // A brake on now is judged as a brake only, even while it has not held long enough.
+            let (cause, run) = if brake(g) {
+                (&HW_BRAKE, sustained_gpu(node, pos, g.index, 0, brake))
+            } else if cap(g) {
+                (&SW_CAP, sustained_gpu(node, pos, g.index, 0, cap))
             } else {
                 continue;
             };
-            let (since, dur, n) = run;
-            if n < MIN_SAMPLES {
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = run
+            else {
                 continue;
-            }
+            };
             let mut f = raise(self, cause, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
             f.evidence.push(
                 Evidence::new(
                     "clock_event_reasons",
-                    gpufleet_model::clock_events::names(reasons(latest)).join(","),
+                    gpufleet_model::clock_events::names(reasons(g)).join(","),
                     "",
                 )
                 .held_for(dur),

@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct RowRemap;
@@ -56,17 +56,13 @@ impl Rule for RowRemap {
                 (&PENDING, |x| x.remapped_rows_pending == Some(true)),
             ];
             for (cause, cond) in checks {
-                if !cond(g) {
-                    continue;
-                }
-                let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                    gpu_at(s, pos, g.index).is_some_and(cond)
-                }) else {
+                let Some(Held {
+                    since,
+                    held_ms: dur,
+                }) = sustained_gpu(node, pos, g.index, 0, cond)
+                else {
                     continue;
                 };
-                if n < MIN_SAMPLES {
-                    continue;
-                }
                 let mut f = raise(self, cause, node, since);
                 f.gpu_index = Some(g.index);
                 f.gpu_uuid = g.uuid.clone();

@@ -6,9 +6,9 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_at;
+use super::window::{Held, sustained_gpu};
 use crate::diagnose::context::peers::{PeerStats, is_peer};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct Straggler;
@@ -106,17 +106,13 @@ impl Rule for Straggler {
                 continue;
             };
             let limits = Limits::of(peers);
-            if !limits.lags(g) {
-                continue;
-            }
-            let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                gpu_at(s, pos, g.index).is_some_and(|x| limits.lags(x))
-            }) else {
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, HOLD_MS, |x| limits.lags(x))
+            else {
                 continue;
             };
-            if n < MIN_SAMPLES || dur < HOLD_MS {
-                continue;
-            }
             let mut f = raise(self, &STRAGGLER, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();

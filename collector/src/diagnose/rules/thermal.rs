@@ -5,7 +5,8 @@ use gpufleet_model::clock_events::{HW_THERMAL_SLOWDOWN, SW_THERMAL_SLOWDOWN};
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct ThermalSlowdown;
@@ -48,7 +49,7 @@ impl Rule for ThermalSlowdown {
             return vec![];
         };
         let mut out = Vec::new();
-        for g in &latest.gpus {
+        for (pos, g) in latest.gpus.iter().enumerate() {
             let Some(reasons) = g.clock_event_reasons else {
                 continue;
             };
@@ -59,17 +60,16 @@ impl Rule for ThermalSlowdown {
             } else {
                 continue;
             };
-            let on = |s: &gpufleet_model::Sample| {
-                s.gpu(g.index)
-                    .and_then(|x| x.clock_event_reasons)
-                    .is_some_and(|r| r & bit != 0)
-            };
-            let Some((since, dur, n)) = held(node.history.iter(), on) else {
+            // The bit the GPU shows now must have held, not just some thermal bit.
+            let on =
+                |x: &gpufleet_model::GpuSample| x.clock_event_reasons.is_some_and(|r| r & bit != 0);
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, on)
+            else {
                 continue;
             };
-            if n < MIN_SAMPLES {
-                continue;
-            }
             let info = node.inventory.gpu(g.index);
             let max_clock = info.and_then(|i| i.sm_clock_max_mhz);
             let slowdown = info.and_then(|i| i.temperature_slowdown_celsius);
