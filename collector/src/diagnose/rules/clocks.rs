@@ -234,6 +234,19 @@ impl ClocksHeldDown {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("clocks", |_, s| {
+        s.gpus[0].clock_event_reasons = Some(HW_SLOWDOWN);
+        s.gpus[0].sm_clock_mhz = Some(990);
+        s.gpus[1].clock_event_reasons = Some(APPLICATIONS_CLOCKS_SETTING);
+        s.gpus[1].sm_clock_applications_mhz = Some(1380);
+        s.gpus[1].sm_clock_mhz = Some(1380);
+        s.gpus[2].memory_clock_mhz = Some(1593);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

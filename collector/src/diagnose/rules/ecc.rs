@@ -164,6 +164,17 @@ impl Rule for EccErrors {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("ecc", |_, s| {
+        s.gpus[0].ecc_uncorrected_volatile = Some(1);
+        s.gpus[1].retired_pages_single_bit = Some(2);
+        s.gpus[1].retired_pages_double_bit = Some(1);
+        s.gpus[1].retired_pages_pending = Some(true);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,18 @@ impl Rule for FanFailure {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("fan", |_, s| {
+        s.gpus[0].fan_speed_percent = Some(0);
+        s.gpus[0].temperature_gpu_celsius = Some(90);
+    });
+    // Only a board with a fan can have a failed one.
+    n.1.inventory.gpus[0].fan_count = Some(1);
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,6 +144,24 @@ impl Rule for GpuLost {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    use super::testutil::trigger;
+    use gpufleet_model::GpuSample;
+    vec![
+        trigger("gpu lost", |_, s| {
+            s.gpus[1] = GpuSample::failed(1, "GPU-1", GpuStatus::Lost, "GPU is lost")
+        }),
+        trigger("gpu unreadable", |_, s| {
+            s.gpus[2] = GpuSample::failed(2, "GPU-2", GpuStatus::Unreadable, "Unknown Error")
+        }),
+        trigger("gpu missing", |_, s| {
+            s.gpus.pop();
+        }),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,6 +270,30 @@ impl Rule for HostSaturation {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    use gpufleet_model::{DiskSample, NicSample};
+    vec![super::testutil::trigger("host", |_, s| {
+        s.host.cpu_percent = Some(99.0);
+        for g in &mut s.gpus {
+            g.utilization_gpu_percent = Some(30);
+        }
+        s.host.memory_available_bytes = s.host.memory_total_bytes / 100;
+        s.host.disks = vec![DiskSample {
+            mount_point: "/".into(),
+            total_bytes: 100,
+            available_bytes: 1,
+        }];
+        s.host.nics = vec![NicSample {
+            name: "eth0".into(),
+            tx_bytes_per_second: 12_000_000_000,
+            speed_mbps: Some(100_000),
+            ..Default::default()
+        }];
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

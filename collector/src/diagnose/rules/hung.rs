@@ -88,6 +88,17 @@ impl Rule for GpuHung {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("hung", |_, s| {
+        let g = &mut s.gpus[0];
+        g.utilization_gpu_percent = Some(100);
+        g.memory_total_bytes = Some(80 << 30);
+        g.memory_used_bytes = Some(4 << 20);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,20 @@ impl Rule for IdleWithProcess {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("idle", |_, s| {
+        let g = &mut s.gpus[1];
+        g.utilization_gpu_percent = Some(0);
+        g.processes = vec![gpufleet_model::GpuProcess {
+            pid: 1001,
+            name: "python3".into(),
+            used_memory_bytes: Some(60 << 30),
+        }];
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,15 @@ impl Rule for MemoryExhausted {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("memory", |_, s| {
+        s.gpus[0].memory_total_bytes = Some(80 << 30);
+        s.gpus[0].memory_used_bytes = Some((80 << 30) - (100 << 20));
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

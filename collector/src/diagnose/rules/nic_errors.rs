@@ -113,6 +113,19 @@ impl Rule for NicErrors {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("nic errors", |i, s| {
+        s.host.nics = vec![NicSample {
+            name: "ibp24s0".into(),
+            rx_errors: Some(i as u64 * 10),
+            speed_mbps: Some(400_000),
+            ..Default::default()
+        }];
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,6 +247,37 @@ impl NodeDrift {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("node drift", |_, _| {});
+    for (gpu, field) in [
+        (None, "driver_version"),
+        (None, "kernel_version"),
+        (None, "os_name"),
+        (Some(0), "vbios_version"),
+        (Some(1), "ecc_enabled"),
+        (Some(2), "intra_node.vbios_version"),
+        (Some(3), "name"),
+    ] {
+        let mut e = Event::new(
+            UnixMs(95_000),
+            EventKind::Drift,
+            Severity::Warning,
+            format!("drift.{field}"),
+            format!("{field} changed"),
+        )
+        .detail("field", field.rsplit('.').next().unwrap_or(field))
+        .detail("baseline", "a")
+        .detail("current", "b");
+        if let Some(g) = gpu {
+            e = e.on_gpu(g, &format!("GPU-{g}"));
+        }
+        n.1.events.push_back(e);
+    }
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

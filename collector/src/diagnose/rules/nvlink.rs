@@ -185,6 +185,28 @@ impl Rule for NvLink {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("nvlink", |i, s| {
+        for g in &mut s.gpus {
+            g.nvlinks = (0..4)
+                .map(|link| NvLinkSample {
+                    link,
+                    active: Some(!(g.index == 0 && link == 2)),
+                    replay_errors: Some(if g.index == 1 { i as u64 } else { 0 }),
+                    recovery_errors: Some(0),
+                    crc_flit_errors: Some(0),
+                    crc_data_errors: Some(0),
+                })
+                .collect();
+        }
+    });
+    // Only the links the inventory counts are expected up.
+    n.1.inventory.gpus.iter_mut().for_each(|g| g.nvlink_count = 4);
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,14 @@ impl Rule for AgentOffline {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut offline = super::testutil::trigger("offline", |_, _| {});
+    offline.1.connected = false;
+    vec![offline]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,6 +95,15 @@ impl Rule for PcieDowntrained {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("pcie", |_, s| {
+        s.gpus[0].pcie_link_gen = Some(3);
+        s.gpus[0].pcie_link_width = Some(8);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,14 @@ impl Rule for PcieReplays {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("pcie replays", |i, s| {
+        s.gpus[1].pcie_replay_count = Some(i as u64 * 2);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

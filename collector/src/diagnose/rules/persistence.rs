@@ -54,6 +54,14 @@ impl Rule for PersistenceOff {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("persistence off", |_, _| {});
+    n.1.inventory.gpus[0].persistence_mode = Some(false);
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,18 @@ impl Rule for PowerLimited {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("power", |_, s| {
+        s.gpus[0].clock_event_reasons =
+            Some(HW_POWER_BRAKE_SLOWDOWN | gpufleet_model::clock_events::HW_SLOWDOWN);
+        s.gpus[0].sm_clock_mhz = Some(500);
+        s.gpus[1].clock_event_reasons = Some(SW_POWER_CAP);
+        s.gpus[1].sm_clock_mhz = Some(1400);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

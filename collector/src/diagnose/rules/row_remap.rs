@@ -101,6 +101,15 @@ impl Rule for RowRemap {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("row remap", |_, s| {
+        s.gpus[0].remapped_rows_pending = Some(true);
+        s.gpus[1].remapped_rows_failure = Some(true);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,16 @@ impl Rule for Straggler {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    // The other triggers' busy GPUs are its peers.
+    vec![super::testutil::trigger("straggler", |_, s| {
+        s.gpus[3].sm_clock_mhz = Some(1800);
+        s.gpus[3].power_usage_milliwatts = Some(420_000);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,15 @@ impl Rule for Swapping {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("swap", |i, s| {
+        s.host.swap_total_bytes = 64 << 30;
+        s.host.swap_used_bytes = (1 << 30) + i as u64 * (50 << 20);
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

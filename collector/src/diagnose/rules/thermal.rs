@@ -128,6 +128,20 @@ impl Rule for ThermalSlowdown {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("thermal", |_, s| {
+        s.gpus[0].clock_event_reasons =
+            Some(HW_THERMAL_SLOWDOWN | gpufleet_model::clock_events::HW_SLOWDOWN);
+        s.gpus[1].clock_event_reasons = Some(SW_THERMAL_SLOWDOWN);
+        for g in &mut s.gpus[..2] {
+            g.temperature_gpu_celsius = Some(88);
+            g.sm_clock_mhz = Some(1200);
+        }
+    })]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,18 @@ impl Rule for VersionDrift {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    // Off from the other triggers, which run the fleet's versions.
+    let mut n = super::testutil::trigger("version drift", |_, _| {});
+    let inv = &mut n.1.inventory;
+    inv.gpus[1].vbios_version = "96.00.61.00.01".into();
+    inv.driver.driver_version = "535.161.08".into();
+    inv.host.kernel_version = "6.8.0-31-generic".into();
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -659,6 +659,28 @@ impl XidErrors {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("xid", |_, _| {});
+    for (gpu, code) in [13, 48, 79, 74, 119, 46, 151, 54, 78, 45, 9999]
+        .into_iter()
+        .enumerate()
+    {
+        let mut e = Event::new(
+            UnixMs(95_000),
+            EventKind::Xid,
+            Severity::Critical,
+            format!("xid.{code}"),
+            format!("Xid {code}"),
+        )
+        .on_gpu(gpu as u32 % 8, &format!("GPU-{}", gpu % 8));
+        e.xid = Some(code);
+        n.1.events.push_back(e);
+    }
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
