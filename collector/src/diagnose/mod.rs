@@ -31,14 +31,33 @@ pub struct Cause {
     pub action: &'static str,
 }
 
+/// What a rule is, declared once per rule as a `static INFO` so its identity is data, not
+/// three hand-written methods.
+#[derive(Debug)]
+pub struct RuleInfo {
+    /// Stable id (or id prefix, for rules that emit several), e.g. `gpu.thermal`.
+    pub id: &'static str,
+    pub title: &'static str,
+    /// Every cause this rule can emit; each finding's `rule_id` is one of these ids.
+    pub catalog: &'static [Cause],
+}
+
 /// One rule: looks at a node and names zero or more causes.
 pub trait Rule: Send + Sync {
-    /// Stable id (or id prefix, for rules that emit several), e.g. `gpu.thermal`.
-    fn id(&self) -> &'static str;
-    fn title(&self) -> &'static str;
-    /// Every cause this rule can emit; each finding's `rule_id` is one of these ids.
-    fn catalog(&self) -> &'static [Cause];
+    /// The rule's identity and catalog (a method, not an associated const, so rules stay
+    /// usable as `Box<dyn Rule>`).
+    fn info(&self) -> &'static RuleInfo;
     fn check(&self, node: &NodeState, fleet: &FleetContext, now: UnixMs) -> Vec<Finding>;
+
+    fn id(&self) -> &'static str {
+        self.info().id
+    }
+    fn title(&self) -> &'static str {
+        self.info().title
+    }
+    fn catalog(&self) -> &'static [Cause] {
+        self.info().catalog
+    }
 }
 
 /// Runs every registered rule over `nodes`; findings ranked most impactful first.

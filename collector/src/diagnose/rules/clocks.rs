@@ -6,11 +6,11 @@ use gpufleet_model::clock_events::{
     APPLICATIONS_CLOCKS_SETTING, HW_POWER_BRAKE_SLOWDOWN, HW_SLOWDOWN, HW_THERMAL_SLOWDOWN,
     SW_POWER_CAP, SW_THERMAL_SLOWDOWN, names,
 };
-use gpufleet_model::{Evidence, Finding, GpuInfo, GpuSample, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, GpuInfo, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct ClocksHeldDown;
@@ -49,7 +49,11 @@ const MEMORY_LOW: Cause = Cause {
              above P0; if neither, reset the GPU and compare with its peers.",
 };
 
-static CATALOG: &[Cause] = &[HW_SLOWDOWN_CAUSE, APPLICATIONS, MEMORY_LOW];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.clocks",
+    title: "Clocks held below max",
+    catalog: &[HW_SLOWDOWN_CAUSE, APPLICATIONS, MEMORY_LOW],
+};
 
 /// A GPU counts as busy from this utilization: an idle GPU lowers its clocks on purpose.
 const BUSY_PERCENT: u32 = 50;
@@ -103,16 +107,8 @@ fn memory_low(g: &GpuSample, max: Option<u32>) -> bool {
 }
 
 impl Rule for ClocksHeldDown {
-    fn id(&self) -> &'static str {
-        "gpu.clocks"
-    }
-
-    fn title(&self) -> &'static str {
-        "Clocks held below max"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -130,17 +126,9 @@ impl Rule for ClocksHeldDown {
                 (&MEMORY_LOW, &|x| memory_low(x, mem_max)),
             ];
             for (cause, cond) in checks {
-                if !cond(g) {
-                    continue;
+                if let Some(Held { since, held_ms }) = sustained_gpu(node, pos, g.index, 0, cond) {
+                    out.push(self.report(node, cause, g, info, since, held_ms));
                 }
-                let on = |s: &Sample| gpu_at(s, pos, g.index).is_some_and(cond);
-                let Some((since, dur, n)) = held(node.history.iter(), on) else {
-                    continue;
-                };
-                if n < MIN_SAMPLES {
-                    continue;
-                }
-                out.push(self.report(node, cause, g, info, since, dur));
             }
         }
         out
@@ -244,6 +232,19 @@ impl ClocksHeldDown {
         );
         f
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("clocks", |_, s| {
+        s.gpus[0].clock_event_reasons = Some(HW_SLOWDOWN);
+        s.gpus[0].sm_clock_mhz = Some(990);
+        s.gpus[1].clock_event_reasons = Some(APPLICATIONS_CLOCKS_SETTING);
+        s.gpus[1].sm_clock_applications_mhz = Some(1380);
+        s.gpus[1].sm_clock_mhz = Some(1380);
+        s.gpus[2].memory_clock_mhz = Some(1593);
+    })]
 }
 
 #[cfg(test)]

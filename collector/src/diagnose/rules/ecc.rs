@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, gpu_reader, window_start};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, RATE_WINDOW_MS, gpu_reader, sustained_gpu, window_start};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct EccErrors;
@@ -33,7 +33,11 @@ const RETIRED_PAGES: Cause = Cause {
              retire more memory: open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[UNCORRECTABLE, RETIRED_PAGES];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.ecc",
+    title: "ECC errors",
+    catalog: &[UNCORRECTABLE, RETIRED_PAGES],
+};
 
 /// Retired pages (single- plus double-bit) at which the board is due for replacement: DCGM's
 /// health check limit (`DCGM_LIMIT_MAX_RETIRED_PAGES`, matching NVIDIA's field diagnostic).
@@ -47,16 +51,8 @@ fn retired(g: &GpuSample) -> Option<u32> {
 }
 
 impl Rule for EccErrors {
-    fn id(&self) -> &'static str {
-        "gpu.ecc"
-    }
-
-    fn title(&self) -> &'static str {
-        "ECC errors"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -77,10 +73,10 @@ impl Rule for EccErrors {
                 x.ecc_uncorrected_volatile.is_some_and(|v| v > 0)
                     || matches!((x.ecc_uncorrected_aggregate, agg_before), (Some(a), Some(b)) if a > b)
             };
-            if errors(g)
-                && let Some((since, dur, n)) =
-                    held(node.history.iter(), |s| at(s).is_some_and(errors))
-                && n >= MIN_SAMPLES
+            if let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, errors)
             {
                 let mut f = raise(self, &UNCORRECTABLE, node, since);
                 f.gpu_index = Some(g.index);
@@ -124,10 +120,10 @@ impl Rule for EccErrors {
             let pending = |x: &GpuSample| x.retired_pages_pending == Some(true);
             let at_limit = |x: &GpuSample| retired(x).is_some_and(|r| r >= RETIRED_PAGES_LIMIT);
             let cond = |x: &GpuSample| pending(x) || at_limit(x);
-            if cond(g)
-                && let Some((since, dur, n)) =
-                    held(node.history.iter(), |s| at(s).is_some_and(cond))
-                && n >= MIN_SAMPLES
+            if let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, cond)
             {
                 let mut f = raise(self, &RETIRED_PAGES, node, since);
                 f.gpu_index = Some(g.index);
@@ -166,6 +162,17 @@ impl Rule for EccErrors {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("ecc", |_, s| {
+        s.gpus[0].ecc_uncorrected_volatile = Some(1);
+        s.gpus[1].retired_pages_single_bit = Some(2);
+        s.gpus[1].retired_pages_double_bit = Some(1);
+        s.gpus[1].retired_pages_pending = Some(true);
+    })]
 }
 
 #[cfg(test)]

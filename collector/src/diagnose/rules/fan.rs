@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_reader;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct FanFailure;
@@ -21,7 +21,11 @@ const FAILURE: Cause = Cause {
              replacing the board (RMA).",
 };
 
-static CATALOG: &[Cause] = &[FAILURE];
+static INFO: RuleInfo = RuleInfo {
+    id: FAILURE.id,
+    title: FAILURE.title,
+    catalog: &[FAILURE],
+};
 
 /// A working fan controller runs well above this once the GPU passes its maximum operating
 /// temperature (automatic fan curves approach 100 % there).
@@ -32,16 +36,8 @@ const STUCK_TEMP_RISE_C: i32 = 3;
 const FAN_FULL_PERCENT: u32 = 95;
 
 impl Rule for FanFailure {
-    fn id(&self) -> &'static str {
-        FAILURE.id
-    }
-
-    fn title(&self) -> &'static str {
-        FAILURE.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -67,29 +63,25 @@ impl Rule for FanFailure {
             if temp < max_op {
                 continue;
             }
-            let at = gpu_reader(pos, g.index);
             let hot = |x: &GpuSample| x.temperature_gpu_celsius.is_some_and(|t| t >= max_op);
-            let low = held(node.history.iter(), |s| {
-                at(s).is_some_and(|x| {
-                    hot(x) && x.fan_speed_percent.is_some_and(|f| f < FAN_HOT_MIN_PERCENT)
-                })
+            let low = sustained_gpu(node, pos, g.index, 0, |x| {
+                hot(x) && x.fan_speed_percent.is_some_and(|f| f < FAN_HOT_MIN_PERCENT)
             });
             // Stuck: the same reading all through the hot run while the temperature climbed.
             let mut coolest = temp;
-            let stuck = held(node.history.iter(), |s| {
-                at(s).is_some_and(|x| {
-                    let same = hot(x) && x.fan_speed_percent == Some(fan);
-                    if same {
-                        coolest = coolest.min(x.temperature_gpu_celsius.unwrap_or(temp));
-                    }
-                    same
-                })
+            let stuck = sustained_gpu(node, pos, g.index, 0, |x| {
+                let same = hot(x) && x.fan_speed_percent == Some(fan);
+                if same {
+                    coolest = coolest.min(x.temperature_gpu_celsius.unwrap_or(temp));
+                }
+                same
             })
-            .filter(|r| {
-                r.2 >= MIN_SAMPLES && fan < FAN_FULL_PERCENT && temp - coolest >= STUCK_TEMP_RISE_C
-            });
-            let low = low.filter(|r| r.2 >= MIN_SAMPLES);
-            let Some((since, dur, _)) = low.or(stuck) else {
+            .filter(|_| fan < FAN_FULL_PERCENT && temp - coolest >= STUCK_TEMP_RISE_C);
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = low.or(stuck)
+            else {
                 continue;
             };
             let mut f = raise(self, &FAILURE, node, since);
@@ -137,6 +129,18 @@ impl Rule for FanFailure {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("fan", |_, s| {
+        s.gpus[0].fan_speed_percent = Some(0);
+        s.gpus[0].temperature_gpu_celsius = Some(90);
+    });
+    // Only a board with a fan can have a failed one.
+    n.1.inventory.gpus[0].fan_count = Some(1);
+    vec![n]
 }
 
 #[cfg(test)]

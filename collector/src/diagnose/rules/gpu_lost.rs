@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, GpuStatus, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule, held};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo, held};
 use crate::fleet::NodeState;
 
 pub struct GpuLost;
@@ -38,19 +38,15 @@ const MISSING: Cause = Cause {
              the GPU stays missing.",
 };
 
-static CATALOG: &[Cause] = &[LOST, UNREADABLE, MISSING];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.lost",
+    title: "GPU lost",
+    catalog: &[LOST, UNREADABLE, MISSING],
+};
 
 impl Rule for GpuLost {
-    fn id(&self) -> &'static str {
-        "gpu.lost"
-    }
-
-    fn title(&self) -> &'static str {
-        "GPU lost"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -146,6 +142,24 @@ impl Rule for GpuLost {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    use super::testutil::trigger;
+    use gpufleet_model::GpuSample;
+    vec![
+        trigger("gpu lost", |_, s| {
+            s.gpus[1] = GpuSample::failed(1, "GPU-1", GpuStatus::Lost, "GPU is lost")
+        }),
+        trigger("gpu unreadable", |_, s| {
+            s.gpus[2] = GpuSample::failed(2, "GPU-2", GpuStatus::Unreadable, "Unknown Error")
+        }),
+        trigger("gpu missing", |_, s| {
+            s.gpus.pop();
+        }),
+    ]
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_node};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct HostSaturation;
@@ -49,7 +50,11 @@ const NIC_SATURATED: Cause = Cause {
              interfaces, that all NICs are up, and the job's communication pattern.",
 };
 
-static CATALOG: &[Cause] = &[CPU_STARVED, MEMORY_PRESSURE, DISK_FULL, NIC_SATURATED];
+static INFO: RuleInfo = RuleInfo {
+    id: "host",
+    title: "Host saturation",
+    catalog: &[CPU_STARVED, MEMORY_PRESSURE, DISK_FULL, NIC_SATURATED],
+};
 
 const CPU_BUSY: f32 = 95.0;
 /// GPUs below this mean utilization while the CPU is pegged are starving.
@@ -73,44 +78,32 @@ fn ram_avail(s: &Sample) -> Option<f64> {
 }
 
 impl Rule for HostSaturation {
-    fn id(&self) -> &'static str {
-        "host"
-    }
-
-    fn title(&self) -> &'static str {
-        "Host saturation"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
         let Some(latest) = node.latest() else {
             return vec![];
         };
-        let h = node.history.iter();
         let mut out = Vec::new();
-        let mut emit = |cause: &Cause,
-                        run: (UnixMs, u64, usize),
-                        ev: Vec<Evidence>,
-                        summary: String,
-                        ratio: Option<f64>| {
-            let mut f = raise(self, cause, node, run.0);
-            f.evidence = ev;
-            if let Some(first) = f.evidence.first_mut().filter(|e| e.duration_ms == 0) {
-                first.duration_ms = run.1;
-            }
-            f.summary = summary;
-            f.performance_ratio = ratio;
-            out.push(f);
-        };
+        let mut emit =
+            |cause: &Cause, run: Held, ev: Vec<Evidence>, summary: String, ratio: Option<f64>| {
+                let mut f = raise(self, cause, node, run.since);
+                f.evidence = ev;
+                if let Some(first) = f.evidence.first_mut().filter(|e| e.duration_ms == 0) {
+                    first.duration_ms = run.held_ms;
+                }
+                f.summary = summary;
+                f.performance_ratio = ratio;
+                out.push(f);
+            };
 
         let starved = |s: &Sample| {
             s.host.cpu_percent.is_some_and(|c| c >= CPU_BUSY)
                 && mean_gpu_util(s).is_some_and(|u| u < GPU_STARVED)
         };
-        if let Some(run) = held(h.clone(), starved).filter(|r| r.2 >= MIN_SAMPLES) {
+        if let Some(run) = sustained_node(node, 0, starved) {
             let cpu = latest.host.cpu_percent.unwrap_or(0.0);
             let util = mean_gpu_util(latest).unwrap_or(0.0);
             let mut ev = vec![Evidence::new(
@@ -141,10 +134,8 @@ impl Rule for HostSaturation {
             );
         }
 
-        if let Some(run) = held(h.clone(), |s| {
-            ram_avail(s).is_some_and(|a| a < RAM_AVAILABLE)
-        })
-        .filter(|r| r.2 >= MIN_SAMPLES)
+        if let Some(run) =
+            sustained_node(node, 0, |s| ram_avail(s).is_some_and(|a| a < RAM_AVAILABLE))
         {
             let a = ram_avail(latest).unwrap_or(0.0);
             let mut ev = vec![Evidence::new(
@@ -181,7 +172,7 @@ impl Rule for HostSaturation {
 
         // Filesystems and NICs: one finding per node (its identity is node + cause), with one
         // line of evidence per full filesystem or saturated NIC.
-        let mut full: Vec<((UnixMs, u64, usize), Evidence, String)> = Vec::new();
+        let mut full: Vec<(Held, Evidence, String)> = Vec::new();
         for (pos, d) in latest.host.disks.iter().enumerate() {
             let mount = d.mount_point.as_str();
             let free = |s: &Sample| {
@@ -191,9 +182,7 @@ impl Rule for HostSaturation {
                 };
                 (x.total_bytes > 0).then(|| x.available_bytes as f64 / x.total_bytes as f64)
             };
-            if let Some(run) = held(h.clone(), |s| free(s).is_some_and(|f| f < DISK_FREE))
-                .filter(|r| r.2 >= MIN_SAMPLES)
-            {
+            if let Some(run) = sustained_node(node, 0, |s| free(s).is_some_and(|f| f < DISK_FREE)) {
                 let f = free(latest).unwrap_or(0.0);
                 full.push((
                     run,
@@ -202,12 +191,12 @@ impl Rule for HostSaturation {
                         format!("{:.1}%", f * 100.0),
                         format!("{:.0}%", DISK_FREE * 100.0),
                     )
-                    .held_for(run.1),
+                    .held_for(run.held_ms),
                     format!("{mount} has {:.1}% free", f * 100.0),
                 ));
             }
         }
-        if let Some(run) = full.iter().map(|x| x.0).min_by_key(|r| r.0) {
+        if let Some(run) = full.iter().map(|x| x.0).min_by_key(|r| r.since) {
             let summary = full
                 .iter()
                 .map(|x| x.2.as_str())
@@ -222,7 +211,7 @@ impl Rule for HostSaturation {
             );
         }
 
-        let mut saturated: Vec<((UnixMs, u64, usize), Evidence, String)> = Vec::new();
+        let mut saturated: Vec<(Held, Evidence, String)> = Vec::new();
         for (pos, n) in latest.host.nics.iter().enumerate() {
             let name = n.name.as_str();
             let speed = n.speed_mbps.or_else(|| {
@@ -244,8 +233,7 @@ impl Rule for HostSaturation {
                 };
                 Some(x.rx_bytes_per_second.max(x.tx_bytes_per_second) as f64 / cap)
             };
-            if let Some(run) = held(h.clone(), |s| use_of(s).is_some_and(|u| u >= NIC_FULL))
-                .filter(|r| r.2 >= MIN_SAMPLES)
+            if let Some(run) = sustained_node(node, 0, |s| use_of(s).is_some_and(|u| u >= NIC_FULL))
             {
                 let u = use_of(latest).unwrap_or(0.0);
                 saturated.push((
@@ -255,7 +243,7 @@ impl Rule for HostSaturation {
                         format!("{:.0}% of {:.0} Gb/s", u * 100.0, mbps as f64 / 1000.0),
                         format!("{:.0}%", NIC_FULL * 100.0),
                     )
-                    .held_for(run.1),
+                    .held_for(run.held_ms),
                     format!(
                         "{name} runs at {:.0}% of its {:.0} Gb/s link",
                         u * 100.0,
@@ -264,7 +252,7 @@ impl Rule for HostSaturation {
                 ));
             }
         }
-        if let Some(run) = saturated.iter().map(|x| x.0).min_by_key(|r| r.0) {
+        if let Some(run) = saturated.iter().map(|x| x.0).min_by_key(|r| r.since) {
             let summary = saturated
                 .iter()
                 .map(|x| x.2.as_str())
@@ -280,6 +268,30 @@ impl Rule for HostSaturation {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    use gpufleet_model::{DiskSample, NicSample};
+    vec![super::testutil::trigger("host", |_, s| {
+        s.host.cpu_percent = Some(99.0);
+        for g in &mut s.gpus {
+            g.utilization_gpu_percent = Some(30);
+        }
+        s.host.memory_available_bytes = s.host.memory_total_bytes / 100;
+        s.host.disks = vec![DiskSample {
+            mount_point: "/".into(),
+            total_bytes: 100,
+            available_bytes: 1,
+        }];
+        s.host.nics = vec![NicSample {
+            name: "eth0".into(),
+            tx_bytes_per_second: 12_000_000_000,
+            speed_mbps: Some(100_000),
+            ..Default::default()
+        }];
+    })]
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise_on_gpu;
 use super::window::{Sustained, sustained};
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct GpuHung;
@@ -22,7 +22,11 @@ const HUNG: Cause = Cause {
              -r 3` and open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[HUNG];
+static INFO: RuleInfo = RuleInfo {
+    id: HUNG.id,
+    title: HUNG.title,
+    catalog: &[HUNG],
+};
 
 /// Utilization that means an engine is running.
 const BUSY_PERCENT: u32 = 95;
@@ -43,16 +47,8 @@ fn hung(g: &GpuSample) -> bool {
 }
 
 impl Rule for GpuHung {
-    fn id(&self) -> &'static str {
-        HUNG.id
-    }
-
-    fn title(&self) -> &'static str {
-        HUNG.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -90,6 +86,17 @@ impl Rule for GpuHung {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("hung", |_, s| {
+        let g = &mut s.gpus[0];
+        g.utilization_gpu_percent = Some(100);
+        g.memory_total_bytes = Some(80 << 30);
+        g.memory_used_bytes = Some(4 << 20);
+    })]
 }
 
 #[cfg(test)]

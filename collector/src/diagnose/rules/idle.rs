@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise_on_gpu;
 use super::window::{Sustained, sustained};
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct IdleWithProcess;
@@ -22,7 +22,11 @@ const IDLE: Cause = Cause {
              Restart the job or release the GPU.",
 };
 
-static CATALOG: &[Cause] = &[IDLE];
+static INFO: RuleInfo = RuleInfo {
+    id: IDLE.id,
+    title: IDLE.title,
+    catalog: &[IDLE],
+};
 
 /// Long enough that pauses of a working job (checkpointing, evaluation, data reloads of a few
 /// seconds) do not count.
@@ -33,16 +37,8 @@ fn idle_with_process(g: &GpuSample) -> bool {
 }
 
 impl Rule for IdleWithProcess {
-    fn id(&self) -> &'static str {
-        IDLE.id
-    }
-
-    fn title(&self) -> &'static str {
-        IDLE.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -89,6 +85,20 @@ impl Rule for IdleWithProcess {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("idle", |_, s| {
+        let g = &mut s.gpus[1];
+        g.utilization_gpu_percent = Some(0);
+        g.processes = vec![gpufleet_model::GpuProcess {
+            pid: 1001,
+            name: "python3".into(),
+            used_memory_bytes: Some(60 << 30),
+        }];
+    })]
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise_on_gpu;
 use super::window::{Sustained, sustained};
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct MemoryExhausted;
@@ -20,7 +20,11 @@ const EXHAUSTED: Cause = Cause {
              fails with out-of-memory; if it is a leftover process from an earlier job, kill it.",
 };
 
-static CATALOG: &[Cause] = &[EXHAUSTED];
+static INFO: RuleInfo = RuleInfo {
+    id: EXHAUSTED.id,
+    title: EXHAUSTED.title,
+    catalog: &[EXHAUSTED],
+};
 
 /// Used share of the framebuffer from which the GPU is out of memory: what is left (1.6 GiB on
 /// an 80 GB board) is below what a training step's activations or a new context need.
@@ -36,16 +40,8 @@ fn full(g: &GpuSample) -> bool {
 }
 
 impl Rule for MemoryExhausted {
-    fn id(&self) -> &'static str {
-        EXHAUSTED.id
-    }
-
-    fn title(&self) -> &'static str {
-        EXHAUSTED.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -104,6 +100,15 @@ impl Rule for MemoryExhausted {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("memory", |_, s| {
+        s.gpus[0].memory_total_bytes = Some(80 << 30);
+        s.gpus[0].memory_used_bytes = Some((80 << 30) - (100 << 20));
+    })]
 }
 
 #[cfg(test)]

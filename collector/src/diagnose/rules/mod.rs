@@ -1,35 +1,15 @@
-//! The catalog of causes. Adding a cause is adding one file here (its [`Cause`] entries, a pure
-//! `check` and its table tests) and one line in [`all`]; `docs/causes.md` is generated from the
+//! The catalog of causes. A rule is one file here — its [`Cause`] entries and `RuleInfo`, a
+//! pure `check`, its table tests and `triggers()`, nodes that fire each of its causes — plus
+//! one line in the `rules!` list below, which declares the module and registers the rule in
+//! [`all`] and in the catalog tests, in catalog order. `docs/causes.md` is generated from the
 //! catalogs (see [`causes_markdown`]).
 //!
 //! Rules stay cheap: the engine runs every rule over every node (~1,000 nodes × 8 GPUs × 300
 //! samples). A rule looks at the latest sample first and walks the history only while its
-//! condition holds (`held`) or a counter moved ([`window::growth`]), once per GPU, without
-//! allocating per sample.
+//! condition holds ([`window::sustained`] and its per-GPU and node-level forms) or a counter
+//! moved ([`window::growth`]), once per GPU, without allocating per sample.
 
-mod clocks;
-mod ecc;
-mod fan;
-mod gpu_lost;
-mod host;
-mod hung;
-mod idle;
-mod memory;
-mod nic_errors;
-mod node_drift;
-mod nvlink;
-mod offline;
-mod pcie;
-mod pcie_replays;
-mod persistence;
-mod power;
-mod row_remap;
-mod straggler;
-mod swap;
-mod thermal;
-mod version_drift;
 mod window;
-mod xid;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -41,32 +21,48 @@ use gpufleet_model::{Finding, UnixMs};
 use super::{Cause, Rule, finding};
 use crate::fleet::NodeState;
 
-/// Every rule, in catalog order.
-pub fn all() -> Vec<Box<dyn Rule>> {
-    vec![
-        Box::new(offline::AgentOffline),
-        Box::new(gpu_lost::GpuLost),
-        Box::new(xid::XidErrors),
-        Box::new(thermal::ThermalSlowdown),
-        Box::new(power::PowerLimited),
-        Box::new(clocks::ClocksHeldDown),
-        Box::new(straggler::Straggler),
-        Box::new(pcie::PcieDowntrained),
-        Box::new(pcie_replays::PcieReplays),
-        Box::new(ecc::EccErrors),
-        Box::new(row_remap::RowRemap),
-        Box::new(nvlink::NvLink),
-        Box::new(fan::FanFailure),
-        Box::new(memory::MemoryExhausted),
-        Box::new(hung::GpuHung),
-        Box::new(idle::IdleWithProcess),
-        Box::new(persistence::PersistenceOff),
-        Box::new(version_drift::VersionDrift),
-        Box::new(node_drift::NodeDrift),
-        Box::new(host::HostSaturation),
-        Box::new(nic_errors::NicErrors),
-        Box::new(swap::Swapping),
-    ]
+/// Declares each rule's module and registers the rule, in catalog order, in [`all`] and in the
+/// catalog tests' fleet of triggers (so a rule without `triggers()` does not compile).
+macro_rules! rules {
+    ($($module:ident::$rule:ident),+ $(,)?) => {
+        $(mod $module;)+
+
+        /// Every rule, in catalog order.
+        pub fn all() -> Vec<Box<dyn Rule>> {
+            vec![$(Box::new($module::$rule)),+]
+        }
+
+        /// Every rule with its trigger nodes, in catalog order.
+        #[cfg(test)]
+        fn triggers_by_rule() -> Vec<(Box<dyn Rule>, Vec<(&'static str, NodeState)>)> {
+            vec![$((Box::new($module::$rule) as Box<dyn Rule>, $module::triggers())),+]
+        }
+    };
+}
+
+rules! {
+    offline::AgentOffline,
+    gpu_lost::GpuLost,
+    xid::XidErrors,
+    thermal::ThermalSlowdown,
+    power::PowerLimited,
+    clocks::ClocksHeldDown,
+    straggler::Straggler,
+    pcie::PcieDowntrained,
+    pcie_replays::PcieReplays,
+    ecc::EccErrors,
+    row_remap::RowRemap,
+    nvlink::NvLink,
+    fan::FanFailure,
+    memory::MemoryExhausted,
+    hung::GpuHung,
+    idle::IdleWithProcess,
+    persistence::PersistenceOff,
+    version_drift::VersionDrift,
+    node_drift::NodeDrift,
+    host::HostSaturation,
+    nic_errors::NicErrors,
+    swap::Swapping,
 }
 
 /// Starts a finding for one catalog entry: its id, title, usual severity and action (a rule
@@ -137,9 +133,17 @@ pub fn causes_markdown(rules: &[Box<dyn Rule>]) -> String {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use super::testutil::{NOW, triggers};
+    use super::testutil::{NOW, trigger};
     use super::*;
     use crate::diagnose::FleetContext;
+
+    /// A healthy node and every rule's triggers: together one fleet of 8-GPU nodes, so the
+    /// fleet rules have peers and a majority.
+    fn triggers() -> Vec<(&'static str, NodeState)> {
+        let mut out = vec![trigger("healthy", |_, _| {})];
+        out.extend(triggers_by_rule().into_iter().flat_map(|(_, t)| t));
+        out
+    }
 
     #[test]
     fn rule_ids_are_unique() {
@@ -229,6 +233,30 @@ mod tests {
             .filter(|id| !fired.contains_key(id))
             .collect();
         assert!(missing.is_empty(), "no trigger fires {missing:?}");
+    }
+
+    /// A rule's own triggers fire every cause of its catalog (in the fleet of all triggers), so
+    /// each trigger sits beside the rule it is for.
+    #[test]
+    fn each_rules_triggers_fire_its_causes() {
+        let nodes = triggers();
+        let refs: Vec<&NodeState> = nodes.iter().map(|(_, n)| n).collect();
+        let ctx = FleetContext::from_nodes(&refs);
+        for (rule, own) in triggers_by_rule() {
+            let fired: BTreeSet<String> = own
+                .iter()
+                .flat_map(|(_, n)| rule.check(n, &ctx, NOW))
+                .map(|f| f.rule_id)
+                .collect();
+            for c in rule.catalog() {
+                assert!(
+                    fired.contains(c.id),
+                    "{}: its triggers do not fire {}",
+                    rule.id(),
+                    c.id
+                );
+            }
+        }
     }
 
     #[test]

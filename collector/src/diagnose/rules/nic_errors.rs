@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, NicSample, Sample, Severity, UnixMs};
 
 use super::raise;
 use super::window::{Growth, RATE_WINDOW_MS, growth};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct NicErrors;
@@ -21,7 +21,11 @@ const ERRORS: Cause = Cause {
              replace them; drops point at ring buffers or a receiver that cannot keep up.",
 };
 
-static CATALOG: &[Cause] = &[ERRORS];
+static INFO: RuleInfo = RuleInfo {
+    id: ERRORS.id,
+    title: ERRORS.title,
+    catalog: &[ERRORS],
+};
 
 /// Errors per minute that mean a physical problem: a healthy link counts none at all.
 const ERRORS_PER_MINUTE: f64 = 6.0;
@@ -44,16 +48,8 @@ fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 impl Rule for NicErrors {
-    fn id(&self) -> &'static str {
-        ERRORS.id
-    }
-
-    fn title(&self) -> &'static str {
-        ERRORS.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -115,6 +111,19 @@ impl Rule for NicErrors {
         f.summary = format!("network errors rising: {}", parts.join(", "));
         vec![f]
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("nic errors", |i, s| {
+        s.host.nics = vec![NicSample {
+            name: "ibp24s0".into(),
+            rx_errors: Some(i as u64 * 10),
+            speed_mbps: Some(400_000),
+            ..Default::default()
+        }];
+    })]
 }
 
 #[cfg(test)]

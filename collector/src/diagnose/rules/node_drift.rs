@@ -5,7 +5,7 @@
 use gpufleet_model::{Event, EventKind, Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct NodeDrift;
@@ -84,7 +84,11 @@ const OTHER: Cause = Cause {
              planned; re-image or replace hardware that changed unexpectedly.",
 };
 
-static CATALOG: &[Cause] = &[DRIVER, KERNEL, OS, FIRMWARE, GPU_MODE, GPUS_DISAGREE, OTHER];
+static INFO: RuleInfo = RuleInfo {
+    id: "drift.node",
+    title: "Drift seen by the node's agent",
+    catalog: &[DRIVER, KERNEL, OS, FIRMWARE, GPU_MODE, GPUS_DISAGREE, OTHER],
+};
 
 /// A drift stays visible this long after the agent reported it: long enough for on-call to see
 /// it, short enough that a deliberate change stops being news.
@@ -131,16 +135,8 @@ fn detail<'a>(e: &'a Event, key: &str) -> &'a str {
 }
 
 impl Rule for NodeDrift {
-    fn id(&self) -> &'static str {
-        "drift.node"
-    }
-
-    fn title(&self) -> &'static str {
-        "Drift seen by the node's agent"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
@@ -249,6 +245,37 @@ impl NodeDrift {
         };
         f
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("node drift", |_, _| {});
+    for (gpu, field) in [
+        (None, "driver_version"),
+        (None, "kernel_version"),
+        (None, "os_name"),
+        (Some(0), "vbios_version"),
+        (Some(1), "ecc_enabled"),
+        (Some(2), "intra_node.vbios_version"),
+        (Some(3), "name"),
+    ] {
+        let mut e = Event::new(
+            UnixMs(95_000),
+            EventKind::Drift,
+            Severity::Warning,
+            format!("drift.{field}"),
+            format!("{field} changed"),
+        )
+        .detail("field", field.rsplit('.').next().unwrap_or(field))
+        .detail("baseline", "a")
+        .detail("current", "b");
+        if let Some(g) = gpu {
+            e = e.on_gpu(g, &format!("GPU-{g}"));
+        }
+        n.1.events.push_back(e);
+    }
+    vec![n]
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, NvLinkSample, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, gpu_reader, growth, window_start};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, RATE_WINDOW_MS, gpu_reader, growth, sustained_gpu, window_start};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct NvLink;
@@ -32,7 +32,11 @@ const ERRORS: Cause = Cause {
              after the reset, reseat or RMA the GPU or baseboard.",
 };
 
-static CATALOG: &[Cause] = &[DOWN, ERRORS];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.nvlink",
+    title: "NVLink",
+    catalog: &[DOWN, ERRORS],
+};
 
 /// Replay plus recovery errors per minute that count: DCGM treats any increase as a warning
 /// (`DCGM_LIMIT_MAX_NVLINK_ERROR` is 1); requiring several separate rises keeps one recovered
@@ -55,16 +59,8 @@ fn crc(l: &NvLinkSample) -> u64 {
 }
 
 impl Rule for NvLink {
-    fn id(&self) -> &'static str {
-        "gpu.nvlink"
-    }
-
-    fn title(&self) -> &'static str {
-        "NVLink"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -83,10 +79,10 @@ impl Rule for NvLink {
             let at = gpu_reader(pos, g.index);
 
             let down = |x: &GpuSample| counted(x, links).any(|l| l.active == Some(false));
-            if down(g)
-                && let Some((since, dur, n)) =
-                    held(node.history.iter(), |s| at(s).is_some_and(down))
-                && n >= MIN_SAMPLES
+            if let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, down)
             {
                 let ids: Vec<String> = counted(g, links)
                     .filter(|l| l.active == Some(false))
@@ -187,6 +183,28 @@ impl Rule for NvLink {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("nvlink", |i, s| {
+        for g in &mut s.gpus {
+            g.nvlinks = (0..4)
+                .map(|link| NvLinkSample {
+                    link,
+                    active: Some(!(g.index == 0 && link == 2)),
+                    replay_errors: Some(if g.index == 1 { i as u64 } else { 0 }),
+                    recovery_errors: Some(0),
+                    crc_flit_errors: Some(0),
+                    crc_data_errors: Some(0),
+                })
+                .collect();
+        }
+    });
+    // Only the links the inventory counts are expected up.
+    n.1.inventory.gpus.iter_mut().for_each(|g| g.nvlink_count = 4);
+    vec![n]
 }
 
 #[cfg(test)]

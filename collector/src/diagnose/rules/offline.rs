@@ -3,7 +3,7 @@
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct AgentOffline;
@@ -17,22 +17,18 @@ const OFFLINE: Cause = Cause {
              network reachability of the collector from the node.",
 };
 
-static CATALOG: &[Cause] = &[OFFLINE];
+static INFO: RuleInfo = RuleInfo {
+    id: OFFLINE.id,
+    title: OFFLINE.title,
+    catalog: &[OFFLINE],
+};
 
 /// Silence longer than this is reported even if the stream looks open.
 const SILENT_MS: u64 = 30_000;
 
 impl Rule for AgentOffline {
-    fn id(&self) -> &'static str {
-        OFFLINE.id
-    }
-
-    fn title(&self) -> &'static str {
-        OFFLINE.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
@@ -52,6 +48,14 @@ impl Rule for AgentOffline {
         );
         vec![f]
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut offline = super::testutil::trigger("offline", |_, _| {});
+    offline.1.connected = false;
+    vec![offline]
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! `gpu.pcie.downtrained`: the PCIe link trained below the GPU's maximum generation or width.
 
-use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PcieDowntrained;
@@ -19,22 +20,18 @@ const DOWNTRAINED: Cause = Cause {
              after a reboot, open an RMA for the board or riser.",
 };
 
-static CATALOG: &[Cause] = &[DOWNTRAINED];
+static INFO: RuleInfo = RuleInfo {
+    id: DOWNTRAINED.id,
+    title: DOWNTRAINED.title,
+    catalog: &[DOWNTRAINED],
+};
 
 /// GPUs drop the link generation when idle to save power; only a busy GPU's gen counts.
 const BUSY_PERCENT: u32 = 20;
 
 impl Rule for PcieDowntrained {
-    fn id(&self) -> &'static str {
-        DOWNTRAINED.id
-    }
-
-    fn title(&self) -> &'static str {
-        DOWNTRAINED.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -42,7 +39,7 @@ impl Rule for PcieDowntrained {
             return vec![];
         };
         let mut out = Vec::new();
-        for g in &latest.gpus {
+        for (pos, g) in latest.gpus.iter().enumerate() {
             let Some(info) = node.inventory.gpu(g.index) else {
                 continue;
             };
@@ -51,21 +48,19 @@ impl Rule for PcieDowntrained {
             else {
                 continue;
             };
-            let down = |s: &Sample| {
-                let Some(x) = s.gpu(g.index) else {
-                    return false;
-                };
+            let down = |x: &GpuSample| {
                 let busy = x.utilization_gpu_percent.is_some_and(|u| u >= BUSY_PERCENT);
                 let width_low = x.pcie_link_width.is_some_and(|w| w < max_width);
                 let gen_low = busy && x.pcie_link_gen.is_some_and(|v| v < max_gen);
                 width_low || gen_low
             };
-            let Some((since, dur, n)) = held(node.history.iter(), down) else {
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, down)
+            else {
                 continue;
             };
-            if n < MIN_SAMPLES {
-                continue;
-            }
             let (cur_gen, cur_width) =
                 (g.pcie_link_gen.unwrap_or(0), g.pcie_link_width.unwrap_or(0));
             let mut f = raise(self, &DOWNTRAINED, node, since);
@@ -98,6 +93,15 @@ impl Rule for PcieDowntrained {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("pcie", |_, s| {
+        s.gpus[0].pcie_link_gen = Some(3);
+        s.gpus[0].pcie_link_width = Some(8);
+    })]
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, gpu_at, growth};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PcieReplays;
@@ -21,23 +21,19 @@ const REPLAYS: Cause = Cause {
              high after reseating, open an RMA for the board or riser.",
 };
 
-static CATALOG: &[Cause] = &[REPLAYS];
+static INFO: RuleInfo = RuleInfo {
+    id: REPLAYS.id,
+    title: REPLAYS.title,
+    catalog: &[REPLAYS],
+};
 
 /// Replays per minute above which a link is unhealthy: the limit NVIDIA's driver team
 /// recommends, which DCGM's PCIe health watch also uses.
 const REPLAYS_PER_MINUTE: f64 = 8.0;
 
 impl Rule for PcieReplays {
-    fn id(&self) -> &'static str {
-        REPLAYS.id
-    }
-
-    fn title(&self) -> &'static str {
-        REPLAYS.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -96,6 +92,14 @@ impl Rule for PcieReplays {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("pcie replays", |i, s| {
+        s.gpus[1].pcie_replay_count = Some(i as u64 * 2);
+    })]
 }
 
 #[cfg(test)]

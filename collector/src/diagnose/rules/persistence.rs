@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PersistenceOff;
@@ -20,19 +20,15 @@ const OFF: Cause = Cause {
              driver's re-initialisation (seconds per GPU).",
 };
 
-static CATALOG: &[Cause] = &[OFF];
+static INFO: RuleInfo = RuleInfo {
+    id: OFF.id,
+    title: OFF.title,
+    catalog: &[OFF],
+};
 
 impl Rule for PersistenceOff {
-    fn id(&self) -> &'static str {
-        OFF.id
-    }
-
-    fn title(&self) -> &'static str {
-        OFF.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -56,6 +52,14 @@ impl Rule for PersistenceOff {
             })
             .collect()
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("persistence off", |_, _| {});
+    n.1.inventory.gpus[0].persistence_mode = Some(false);
+    vec![n]
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! external power brake.
 
 use gpufleet_model::clock_events::{HW_POWER_BRAKE_SLOWDOWN, SW_POWER_CAP};
-use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
+use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct PowerLimited;
@@ -32,23 +33,19 @@ const SW_CAP: Cause = Cause {
              delivery and cooling.",
 };
 
-static CATALOG: &[Cause] = &[HW_BRAKE, SW_CAP];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.power",
+    title: "Power-limited clocks",
+    catalog: &[HW_BRAKE, SW_CAP],
+};
 
 /// A busy GPU at its power cap commonly runs a few percent under max clock; below this ratio
 /// the cap costs real performance.
 const CAP_CLOCK_RATIO: f64 = 0.90;
 
 impl Rule for PowerLimited {
-    fn id(&self) -> &'static str {
-        "gpu.power"
-    }
-
-    fn title(&self) -> &'static str {
-        "Power-limited clocks"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -56,40 +53,38 @@ impl Rule for PowerLimited {
             return vec![];
         };
         let mut out = Vec::new();
-        for g in &latest.gpus {
+        for (pos, g) in latest.gpus.iter().enumerate() {
             let info = node.inventory.gpu(g.index);
             let max_clock = info.and_then(|i| i.sm_clock_max_mhz);
-            let ratio_of = |s: &Sample| -> Option<f64> {
-                let x = s.gpu(g.index)?;
-                Some(x.sm_clock_mhz? as f64 / max_clock? as f64)
+            let ratio_of =
+                |x: &GpuSample| -> Option<f64> { Some(x.sm_clock_mhz? as f64 / max_clock? as f64) };
+            let reasons = |x: &GpuSample| x.clock_event_reasons.unwrap_or(0);
+            let brake = |x: &GpuSample| reasons(x) & HW_POWER_BRAKE_SLOWDOWN != 0;
+            let cap = |x: &GpuSample| {
+                reasons(x) & SW_POWER_CAP != 0 && ratio_of(x).is_some_and(|r| r < CAP_CLOCK_RATIO)
             };
-            let reasons = |s: &Sample| {
-                s.gpu(g.index)
-                    .and_then(|x| x.clock_event_reasons)
-                    .unwrap_or(0)
-            };
-            let brake = |s: &Sample| reasons(s) & HW_POWER_BRAKE_SLOWDOWN != 0;
-            let cap = |s: &Sample| {
-                reasons(s) & SW_POWER_CAP != 0 && ratio_of(s).is_some_and(|r| r < CAP_CLOCK_RATIO)
-            };
-            let (cause, run) = if let Some(r) = held(node.history.iter(), brake) {
-                (&HW_BRAKE, r)
-            } else if let Some(r) = held(node.history.iter(), cap) {
-                (&SW_CAP, r)
+            // A brake on now is judged as a brake only, even while it has not held long enough.
+            let (cause, run) = if brake(g) {
+                (&HW_BRAKE, sustained_gpu(node, pos, g.index, 0, brake))
+            } else if cap(g) {
+                (&SW_CAP, sustained_gpu(node, pos, g.index, 0, cap))
             } else {
                 continue;
             };
-            let (since, dur, n) = run;
-            if n < MIN_SAMPLES {
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = run
+            else {
                 continue;
-            }
+            };
             let mut f = raise(self, cause, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
             f.evidence.push(
                 Evidence::new(
                     "clock_event_reasons",
-                    gpufleet_model::clock_events::names(reasons(latest)).join(","),
+                    gpufleet_model::clock_events::names(reasons(g)).join(","),
                     "",
                 )
                 .held_for(dur),
@@ -155,6 +150,18 @@ impl Rule for PowerLimited {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("power", |_, s| {
+        s.gpus[0].clock_event_reasons =
+            Some(HW_POWER_BRAKE_SLOWDOWN | gpufleet_model::clock_events::HW_SLOWDOWN);
+        s.gpus[0].sm_clock_mhz = Some(500);
+        s.gpus[1].clock_event_reasons = Some(SW_POWER_CAP);
+        s.gpus[1].sm_clock_mhz = Some(1400);
+    })]
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_at;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct RowRemap;
@@ -34,19 +34,15 @@ const FAILURE: Cause = Cause {
              `dcgmi diag -r 3` to confirm, then open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[PENDING, FAILURE];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.row_remap",
+    title: "Row remapping",
+    catalog: &[PENDING, FAILURE],
+};
 
 impl Rule for RowRemap {
-    fn id(&self) -> &'static str {
-        "gpu.row_remap"
-    }
-
-    fn title(&self) -> &'static str {
-        "Row remapping"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -60,17 +56,13 @@ impl Rule for RowRemap {
                 (&PENDING, |x| x.remapped_rows_pending == Some(true)),
             ];
             for (cause, cond) in checks {
-                if !cond(g) {
-                    continue;
-                }
-                let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                    gpu_at(s, pos, g.index).is_some_and(cond)
-                }) else {
+                let Some(Held {
+                    since,
+                    held_ms: dur,
+                }) = sustained_gpu(node, pos, g.index, 0, cond)
+                else {
                     continue;
                 };
-                if n < MIN_SAMPLES {
-                    continue;
-                }
                 let mut f = raise(self, cause, node, since);
                 f.gpu_index = Some(g.index);
                 f.gpu_uuid = g.uuid.clone();
@@ -107,6 +99,15 @@ impl Rule for RowRemap {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("row remap", |_, s| {
+        s.gpus[0].remapped_rows_pending = Some(true);
+        s.gpus[1].remapped_rows_failure = Some(true);
+    })]
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::gpu_at;
+use super::window::{Held, sustained_gpu};
 use crate::diagnose::context::peers::{PeerStats, is_peer};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct Straggler;
@@ -25,7 +25,11 @@ const STRAGGLER: Cause = Cause {
              out of multi-GPU jobs and open an RMA.",
 };
 
-static CATALOG: &[Cause] = &[STRAGGLER];
+static INFO: RuleInfo = RuleInfo {
+    id: STRAGGLER.id,
+    title: STRAGGLER.title,
+    catalog: &[STRAGGLER],
+};
 
 /// Fewer busy peers than this make no statistics.
 const MIN_PEERS: usize = 8;
@@ -85,16 +89,8 @@ impl Limits {
 }
 
 impl Rule for Straggler {
-    fn id(&self) -> &'static str {
-        STRAGGLER.id
-    }
-
-    fn title(&self) -> &'static str {
-        STRAGGLER.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -110,17 +106,13 @@ impl Rule for Straggler {
                 continue;
             };
             let limits = Limits::of(peers);
-            if !limits.lags(g) {
-                continue;
-            }
-            let Some((since, dur, n)) = held(node.history.iter(), |s| {
-                gpu_at(s, pos, g.index).is_some_and(|x| limits.lags(x))
-            }) else {
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, HOLD_MS, |x| limits.lags(x))
+            else {
                 continue;
             };
-            if n < MIN_SAMPLES || dur < HOLD_MS {
-                continue;
-            }
             let mut f = raise(self, &STRAGGLER, node, since);
             f.gpu_index = Some(g.index);
             f.gpu_uuid = g.uuid.clone();
@@ -187,6 +179,16 @@ impl Rule for Straggler {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    // The other triggers' busy GPUs are its peers.
+    vec![super::testutil::trigger("straggler", |_, s| {
+        s.gpus[3].sm_clock_mhz = Some(1800);
+        s.gpus[3].power_usage_milliwatts = Some(420_000);
+    })]
 }
 
 #[cfg(test)]

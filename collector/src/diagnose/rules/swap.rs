@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, growth};
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule};
+use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct Swapping;
@@ -21,22 +21,18 @@ const SWAPPING: Cause = Cause {
              killer ends the job; GPU nodes are usually best run without swap.",
 };
 
-static CATALOG: &[Cause] = &[SWAPPING];
+static INFO: RuleInfo = RuleInfo {
+    id: SWAPPING.id,
+    title: SWAPPING.title,
+    catalog: &[SWAPPING],
+};
 
 /// Swap growth that is real paging rather than the kernel evicting a few idle pages.
 const GROWTH_BYTES_PER_MINUTE: f64 = 64.0 * (1u64 << 20) as f64;
 
 impl Rule for Swapping {
-    fn id(&self) -> &'static str {
-        SWAPPING.id
-    }
-
-    fn title(&self) -> &'static str {
-        SWAPPING.title
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -94,6 +90,15 @@ impl Rule for Swapping {
         );
         vec![f]
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("swap", |i, s| {
+        s.host.swap_total_bytes = 64 << 30;
+        s.host.swap_used_bytes = (1 << 30) + i as u64 * (50 << 20);
+    })]
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use gpufleet_model::clock_events::{HW_THERMAL_SLOWDOWN, SW_THERMAL_SLOWDOWN};
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, held};
+use super::window::{Held, sustained_gpu};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct ThermalSlowdown;
@@ -32,19 +33,15 @@ const SW: Cause = Cause {
     action: ACTION,
 };
 
-static CATALOG: &[Cause] = &[HW, SW];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.thermal",
+    title: "Thermal slowdown",
+    catalog: &[HW, SW],
+};
 
 impl Rule for ThermalSlowdown {
-    fn id(&self) -> &'static str {
-        "gpu.thermal"
-    }
-
-    fn title(&self) -> &'static str {
-        "Thermal slowdown"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -52,7 +49,7 @@ impl Rule for ThermalSlowdown {
             return vec![];
         };
         let mut out = Vec::new();
-        for g in &latest.gpus {
+        for (pos, g) in latest.gpus.iter().enumerate() {
             let Some(reasons) = g.clock_event_reasons else {
                 continue;
             };
@@ -63,17 +60,16 @@ impl Rule for ThermalSlowdown {
             } else {
                 continue;
             };
-            let on = |s: &gpufleet_model::Sample| {
-                s.gpu(g.index)
-                    .and_then(|x| x.clock_event_reasons)
-                    .is_some_and(|r| r & bit != 0)
-            };
-            let Some((since, dur, n)) = held(node.history.iter(), on) else {
+            // The bit the GPU shows now must have held, not just some thermal bit.
+            let on =
+                |x: &gpufleet_model::GpuSample| x.clock_event_reasons.is_some_and(|r| r & bit != 0);
+            let Some(Held {
+                since,
+                held_ms: dur,
+            }) = sustained_gpu(node, pos, g.index, 0, on)
+            else {
                 continue;
             };
-            if n < MIN_SAMPLES {
-                continue;
-            }
             let info = node.inventory.gpu(g.index);
             let max_clock = info.and_then(|i| i.sm_clock_max_mhz);
             let slowdown = info.and_then(|i| i.temperature_slowdown_celsius);
@@ -130,6 +126,20 @@ impl Rule for ThermalSlowdown {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    vec![super::testutil::trigger("thermal", |_, s| {
+        s.gpus[0].clock_event_reasons =
+            Some(HW_THERMAL_SLOWDOWN | gpufleet_model::clock_events::HW_SLOWDOWN);
+        s.gpus[1].clock_event_reasons = Some(SW_THERMAL_SLOWDOWN);
+        for g in &mut s.gpus[..2] {
+            g.temperature_gpu_celsius = Some(88);
+            g.sm_clock_mhz = Some(1200);
+        }
+    })]
 }
 
 #[cfg(test)]

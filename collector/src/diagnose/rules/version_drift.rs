@@ -5,7 +5,7 @@ use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
 use crate::diagnose::context::Majority;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct VersionDrift;
@@ -39,7 +39,11 @@ const VBIOS: Cause = Cause {
              replace the board if it came back from RMA with different firmware.",
 };
 
-static CATALOG: &[Cause] = &[DRIVER, KERNEL, VBIOS];
+static INFO: RuleInfo = RuleInfo {
+    id: "drift.fleet",
+    title: "Version drift from the fleet",
+    catalog: &[DRIVER, KERNEL, VBIOS],
+};
 
 fn off(m: &Option<Majority>, v: &str) -> Option<Majority> {
     let m = m.as_ref()?;
@@ -48,16 +52,8 @@ fn off(m: &Option<Majority>, v: &str) -> Option<Majority> {
 }
 
 impl Rule for VersionDrift {
-    fn id(&self) -> &'static str {
-        "drift.fleet"
-    }
-
-    fn title(&self) -> &'static str {
-        "Version drift from the fleet"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
@@ -121,6 +117,18 @@ impl Rule for VersionDrift {
         }
         out
     }
+}
+
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    // Off from the other triggers, which run the fleet's versions.
+    let mut n = super::testutil::trigger("version drift", |_, _| {});
+    let inv = &mut n.1.inventory;
+    inv.gpus[1].vbios_version = "96.00.61.00.01".into();
+    inv.driver.driver_version = "535.161.08".into();
+    inv.host.kernel_version = "6.8.0-31-generic".into();
+    vec![n]
 }
 
 #[cfg(test)]

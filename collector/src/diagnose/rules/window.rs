@@ -1,7 +1,8 @@
 //! Cheap reads of a node's sample window shared by the rules: a GPU's reading in a sample
-//! without a search, and how a cumulative counter grew over the recent window. Both run in one
-//! pass without allocating, and a counter that did not move costs two lookups, so a healthy
-//! fleet is checked in constant time per GPU.
+//! without a search, how long a condition has held ([`sustained`] and its per-GPU and
+//! node-level forms), and how a cumulative counter grew over the recent window. All run in one
+//! pass without allocating per sample; a condition that does not hold now costs one call and a
+//! counter that did not move two lookups, so a healthy fleet is checked in constant time per GPU.
 
 use std::collections::VecDeque;
 
@@ -30,6 +31,42 @@ pub fn gpu_reader(pos: usize, index: u32) -> impl Fn(&Sample) -> Option<&GpuSamp
     move |s| gpu_at(s, pos, index)
 }
 
+/// How long a condition has held, once it has held long enough to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// When the condition started (within the window).
+    pub since: UnixMs,
+    /// How long it has held, ms.
+    pub held_ms: u64,
+}
+
+/// Whether `cond` has held over the latest samples of `node` for at least [`MIN_SAMPLES`]
+/// consecutive samples and at least `min_ms`, so one noisy sample never fires. Walks back only
+/// while the condition holds: a condition that does not hold now costs one call.
+pub fn sustained_node(
+    node: &NodeState,
+    min_ms: u64,
+    cond: impl FnMut(&Sample) -> bool,
+) -> Option<Held> {
+    let (since, held_ms, n) = held(node.history.iter(), cond)?;
+    (n >= MIN_SAMPLES && held_ms >= min_ms).then_some(Held { since, held_ms })
+}
+
+/// [`sustained_node`] for GPU `index` (at position `pos` of the latest sample): for rules
+/// whose condition depends on the GPU (its inventory limits, the bit it shows now) or that
+/// check several conditions per GPU.
+pub fn sustained_gpu(
+    node: &NodeState,
+    pos: usize,
+    index: u32,
+    min_ms: u64,
+    mut cond: impl FnMut(&GpuSample) -> bool,
+) -> Option<Held> {
+    sustained_node(node, min_ms, |s| {
+        gpu_at(s, pos, index).is_some_and(&mut cond)
+    })
+}
+
 /// A GPU of the latest sample on which a condition has held long enough to report.
 pub struct Sustained<'a> {
     /// The GPU's latest reading.
@@ -40,8 +77,8 @@ pub struct Sustained<'a> {
     pub held_ms: u64,
 }
 
-/// Every GPU of `node`'s latest sample on which `cond` has held for at least [`MIN_SAMPLES`]
-/// consecutive samples and at least `min_ms`. A GPU where it does not hold now costs one call.
+/// [`sustained_gpu`] over every GPU of `node`'s latest sample, for one condition that means
+/// the same on every GPU.
 pub fn sustained<'a>(
     node: &'a NodeState,
     min_ms: u64,
@@ -54,12 +91,9 @@ pub fn sustained<'a>(
         .gpus
         .iter()
         .enumerate()
-        .filter(|(_, g)| cond(g))
         .filter_map(|(pos, g)| {
-            let (since, held_ms, n) = held(node.history.iter(), |s| {
-                gpu_at(s, pos, g.index).is_some_and(&cond)
-            })?;
-            (n >= MIN_SAMPLES && held_ms >= min_ms).then_some(Sustained {
+            let Held { since, held_ms } = sustained_gpu(node, pos, g.index, min_ms, &cond)?;
+            Some(Sustained {
                 gpu: g,
                 since,
                 held_ms,
@@ -176,6 +210,44 @@ mod tests {
 
     fn read(s: &Sample) -> Option<u64> {
         (s.host.swap_used_bytes != u64::MAX).then_some(s.host.swap_used_bytes)
+    }
+
+    #[test]
+    fn sustained_needs_min_samples_and_min_ms() {
+        use crate::diagnose::rules::testutil::node;
+        // GPU 1 at 90 °C in the last `n` of 10 samples, 1 s apart, ending at t=100 s.
+        let hot = |n: usize| {
+            node(2, 10, move |i, s| {
+                if i >= 10 - n {
+                    s.gpus[1].temperature_gpu_celsius = Some(90);
+                }
+            })
+        };
+        let cond = |g: &GpuSample| g.temperature_gpu_celsius == Some(90);
+        assert_eq!(sustained_gpu(&hot(MIN_SAMPLES - 1), 1, 1, 0, cond), None);
+        assert_eq!(
+            sustained_gpu(&hot(MIN_SAMPLES), 1, 1, 0, cond),
+            Some(Held {
+                since: UnixMs(98_000),
+                held_ms: 2_000
+            })
+        );
+        assert_eq!(sustained_gpu(&hot(5), 1, 1, 5_000, cond), None);
+        assert_eq!(
+            sustained_gpu(&hot(6), 1, 1, 5_000, cond).map(|h| h.held_ms),
+            Some(5_000)
+        );
+        let gpus: Vec<u32> = sustained(&hot(5), 0, cond)
+            .iter()
+            .map(|s| s.gpu.index)
+            .collect();
+        assert_eq!(gpus, [1]);
+        let any_hot = |s: &Sample| s.gpus.iter().any(cond);
+        assert_eq!(
+            sustained_node(&hot(4), 0, any_hot).map(|h| h.since),
+            Some(UnixMs(97_000))
+        );
+        assert_eq!(sustained_node(&hot(0), 0, any_hot), None);
     }
 
     #[test]

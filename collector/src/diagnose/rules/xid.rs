@@ -6,7 +6,7 @@
 use gpufleet_model::{Event, EventKind, Evidence, Finding, Severity, UnixMs, xid};
 
 use super::raise;
-use crate::diagnose::{Cause, FleetContext, Rule};
+use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
 pub struct XidErrors;
@@ -125,19 +125,23 @@ const UNKNOWN: Cause = Cause {
              `nvidia-bug-report.sh` and ask NVIDIA support.",
 };
 
-static CATALOG: &[Cause] = &[
-    APPLICATION,
-    MEMORY,
-    BUS,
-    NVLINK,
-    GSP,
-    RESET,
-    REBOOT,
-    HARDWARE,
-    SOFTWARE,
-    INFORMATIONAL,
-    UNKNOWN,
-];
+static INFO: RuleInfo = RuleInfo {
+    id: "gpu.xid",
+    title: "Xid error",
+    catalog: &[
+        APPLICATION,
+        MEMORY,
+        BUS,
+        NVLINK,
+        GSP,
+        RESET,
+        REBOOT,
+        HARDWARE,
+        SOFTWARE,
+        INFORMATIONAL,
+        UNKNOWN,
+    ],
+};
 
 /// A fleet-critical Xid with its own class, severity and action.
 struct Known {
@@ -500,16 +504,8 @@ struct Occurrences<'a> {
 }
 
 impl Rule for XidErrors {
-    fn id(&self) -> &'static str {
-        "gpu.xid"
-    }
-
-    fn title(&self) -> &'static str {
-        "Xid error"
-    }
-
-    fn catalog(&self) -> &'static [Cause] {
-        CATALOG
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
     }
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
@@ -663,6 +659,28 @@ impl XidErrors {
     }
 }
 
+/// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
+#[cfg(test)]
+pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
+    let mut n = super::testutil::trigger("xid", |_, _| {});
+    for (gpu, code) in [13, 48, 79, 74, 119, 46, 151, 54, 78, 45, 9999]
+        .into_iter()
+        .enumerate()
+    {
+        let mut e = Event::new(
+            UnixMs(95_000),
+            EventKind::Xid,
+            Severity::Critical,
+            format!("xid.{code}"),
+            format!("Xid {code}"),
+        )
+        .on_gpu(gpu as u32 % 8, &format!("GPU-{}", gpu % 8));
+        e.xid = Some(code);
+        n.1.events.push_back(e);
+    }
+    vec![n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,7 +764,7 @@ mod tests {
         }
         for k in FLEET_XIDS {
             assert!(
-                CATALOG.iter().any(|c| c.id == k.cause.id),
+                INFO.catalog.iter().any(|c| c.id == k.cause.id),
                 "{} is classified outside the catalog",
                 k.code
             );
