@@ -6,8 +6,8 @@ use gpufleet_proto::v1 as pb;
 
 use crate::*;
 
-#[path = "convert_generated.rs"]
-mod generated;
+/// Field-by-field copies for the messages whose fields match the domain one to one.
+mod fields;
 
 /// Limits on what one message may carry. Generous for real fleets, small enough that a
 /// corrupt or hostile message cannot make the collector allocate without bound.

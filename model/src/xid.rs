@@ -1,5 +1,6 @@
 //! NVIDIA's Xid catalog (embedded from `data/xid-catalog.tsv`) and the kernel-log line parser.
-//! The one place in gpufleet that knows what an Xid number means.
+//! What NVIDIA says each Xid means; how gpufleet classes Xids into causes (and which it treats
+//! as fleet-critical) is decided by the collector's `diagnose/rules/xid.rs`.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use gpufleet_agent::sources::kmsg::KmsgReader;
 use gpufleet_agent::sources::nvml::NvmlSource;
+use gpufleet_agent::sources::nvml::kmsg::KmsgReader;
 use gpufleet_agent::sources::{GpuSource, SourceError};
 use gpufleet_model::{EventKind, GpuStatus, Severity, UnixMs};
 use gpufleet_tests::{fake_nvml_lib as fake_lib, nvml_fixture as fixture};

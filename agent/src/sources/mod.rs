@@ -10,7 +10,6 @@ use gpufleet_model::{Event, GpuSample, HostInfo, HostSample, UnixMs};
 pub use gpufleet_model::GpuInventory;
 
 pub mod host;
-pub mod kmsg;
 pub mod nvml;
 pub mod simulated;
 

@@ -16,6 +16,7 @@
 
 mod events;
 mod inventory;
+pub mod kmsg;
 mod sample;
 
 use std::collections::HashSet;
@@ -29,8 +30,8 @@ use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::nvmlDevice_t;
 
-use super::kmsg::{DEV_KMSG, GpuByPci, KmsgReader};
 use super::{GpuInventory, GpuSource, SourceError};
+use kmsg::{DEV_KMSG, GpuByPci, KmsgReader};
 
 /// The library NVML loads when no path is given.
 const DEFAULT_LIB: &str = "libnvidia-ml.so.1";

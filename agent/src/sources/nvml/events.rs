@@ -12,7 +12,7 @@ use nvml_wrapper::Nvml;
 use nvml_wrapper::error::{NvmlError, nvml_try};
 use nvml_wrapper_sys::bindings::*;
 
-use super::super::kmsg::xid_event;
+use super::kmsg::xid_event;
 use super::{GpuSlot, RawDevice};
 
 /// Event types worth an agent's attention: errors, not state changes (P-state, clocks).

@@ -1,5 +1,5 @@
-//! Field-by-field copies between domain and wire types for messages whose fields match one
-//! to one. Both sides are complete struct literals, so a field added to the .proto or to the
+//! Hand-written, field-by-field copies between domain and wire types for messages whose fields
+//! match one to one. Both sides are complete struct literals, so a field added to the .proto or to the
 //! domain type and not here fails to compile.
 
 use gpufleet_proto::v1 as pb;
