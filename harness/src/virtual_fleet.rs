@@ -4,7 +4,7 @@
 //! sources to the engine, with the shipped defaults; only gRPC and storage are left out.
 //! Every test that plays scenarios plays them here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -197,25 +197,22 @@ fn explained(scenario: &Scenario, f: &Finding) -> bool {
 }
 
 /// A human summary of what failed in a run of `scenario`, or `None` if it passed:
-/// each expectation met as top-1 within its bound; for healthy scenarios, nothing fired.
+/// each expectation met as top-1 within its bound, nothing found where no fault acts, and for
+/// healthy scenarios nothing fired.
 pub fn verdict(scenario: &Scenario, out: &Outcome) -> Option<String> {
     let mut problems = Vec::new();
+    let line = |(t, f): &(i64, Finding)| {
+        format!(
+            "{}s {} GPU {:?} {}: {}",
+            t / 1000,
+            f.node,
+            f.gpu_index,
+            f.rule_id,
+            f.summary
+        )
+    };
     if scenario.healthy && !out.fired.is_empty() {
-        let list: Vec<String> = out
-            .fired
-            .iter()
-            .take(10)
-            .map(|(t, f)| {
-                format!(
-                    "{}s {} GPU {:?} {}: {}",
-                    t / 1000,
-                    f.node,
-                    f.gpu_index,
-                    f.rule_id,
-                    f.summary
-                )
-            })
-            .collect();
+        let list: Vec<String> = out.fired.iter().take(10).map(line).collect();
         problems.push(format!(
             "{} false alarm(s), e.g.\n    {}",
             out.fired.len(),
@@ -223,24 +220,11 @@ pub fn verdict(scenario: &Scenario, out: &Outcome) -> Option<String> {
         ));
     }
     if !out.misplaced.is_empty() {
-        let list: BTreeSet<String> = out
-            .misplaced
-            .values()
-            .map(|(t, f)| {
-                format!(
-                    "{}s {} GPU {:?} {}: {}",
-                    t / 1000,
-                    f.node,
-                    f.gpu_index,
-                    f.rule_id,
-                    f.summary
-                )
-            })
-            .collect();
+        let list: Vec<String> = out.misplaced.values().map(line).collect();
         problems.push(format!(
             "{} finding(s) where no fault acts:\n    {}",
             list.len(),
-            list.into_iter().collect::<Vec<_>>().join("\n    ")
+            list.join("\n    ")
         ));
     }
     for (i, e) in scenario.expect.iter().enumerate() {
