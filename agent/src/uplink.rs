@@ -182,6 +182,7 @@ impl Uplink {
             session_id: self.session_id.clone(),
             inventory: self.inventory.clone(),
             gpu_source: self.gpu_source.clone(),
+            labels: gpufleet_model::Labels::new(),
         };
         let _ = tx
             .send(AgentMessage {

@@ -27,6 +27,7 @@ pub struct NodeSummary {
     pub finding_count: u32,
     pub worst_severity: Option<Severity>,
     pub gpus_unhealthy: u32,
+    pub labels: gpufleet_model::Labels,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -86,6 +87,7 @@ pub fn summarize(n: &NodeState, findings: &[Finding]) -> NodeSummary {
             .latest()
             .map(|s| s.gpus.iter().filter(|g| g.status != GpuStatus::Ok).count() as u32)
             .unwrap_or(0),
+        labels: n.labels.clone(),
     }
 }
 
@@ -109,6 +111,7 @@ impl From<NodeSummary> for pb::NodeSummary {
                 .map(|s| pb::Severity::from(s) as i32)
                 .unwrap_or(0),
             gpus_unhealthy: v.gpus_unhealthy,
+            labels: v.labels.into_iter().collect(),
         }
     }
 }
@@ -131,6 +134,7 @@ impl From<pb::NodeSummary> for NodeSummary {
             finding_count: v.finding_count,
             worst_severity: (worst != pb::Severity::Unspecified).then(|| worst.into()),
             gpus_unhealthy: v.gpus_unhealthy,
+            labels: v.labels.into_iter().collect(),
         }
     }
 }
@@ -143,6 +147,7 @@ impl From<NodeDetail> for pb::GetNodeResponse {
             latest: v.latest.map(Into::into),
             findings: v.findings.into_iter().map(Into::into).collect(),
             recent_events: v.recent_events.into_iter().map(Into::into).collect(),
+            recent_changes: Vec::new(),
         }
     }
 }

@@ -29,6 +29,8 @@ impl Default for Window {
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
     pub identity: NodeIdentity,
+    /// Labels from the agent's Hello (`--label`).
+    pub labels: gpufleet_model::Labels,
     pub agent_version: String,
     pub gpu_source: String,
     pub inventory: Inventory,

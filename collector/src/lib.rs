@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod compliance;
 pub mod diagnose;
 pub mod evaluator;
 pub mod fleet;

@@ -140,4 +140,25 @@ impl Query for QueryService {
         }
         Ok(Response::new(d.into()))
     }
+
+    async fn audit(
+        &self,
+        _request: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        Err(Status::unimplemented("audit is not implemented yet"))
+    }
+
+    async fn versions(
+        &self,
+        _request: Request<pb::VersionsRequest>,
+    ) -> Result<Response<pb::VersionsResponse>, Status> {
+        Err(Status::unimplemented("versions is not implemented yet"))
+    }
+
+    async fn changes(
+        &self,
+        _request: Request<pb::ChangesRequest>,
+    ) -> Result<Response<pb::ChangesResponse>, Status> {
+        Err(Status::unimplemented("changes is not implemented yet"))
+    }
 }

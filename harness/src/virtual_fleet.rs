@@ -103,6 +103,7 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
                 session_id: "virtual".into(),
                 inventory: agent.inventory().clone(),
                 gpu_source: "simulated".into(),
+                labels: Default::default(),
             },
             ORIGIN,
         );

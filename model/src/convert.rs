@@ -413,6 +413,8 @@ pub struct Hello {
     pub session_id: String,
     pub inventory: Inventory,
     pub gpu_source: String,
+    /// Checked with [`crate::labels::check_labels`].
+    pub labels: crate::Labels,
 }
 
 impl From<Hello> for pb::Hello {
@@ -424,6 +426,7 @@ impl From<Hello> for pb::Hello {
             session_id: v.session_id,
             inventory: Some(v.inventory.into()),
             gpu_source: v.gpu_source,
+            labels: v.labels.into_iter().collect(),
         }
     }
 }
@@ -441,6 +444,11 @@ impl TryFrom<pb::Hello> for Hello {
                 reason: "must be 1 to 128 bytes".into(),
             });
         }
+        let labels: crate::Labels = v.labels.into_iter().collect();
+        crate::labels::check_labels(&labels).map_err(|e| ConvertError::Invalid {
+            field: "hello.labels",
+            reason: e.to_string(),
+        })?;
         Ok(Hello {
             protocol_version: v.protocol_version,
             node: node.try_into()?,
@@ -448,6 +456,7 @@ impl TryFrom<pb::Hello> for Hello {
             session_id: v.session_id,
             inventory: inventory.try_into()?,
             gpu_source: v.gpu_source,
+            labels,
         })
     }
 }
@@ -525,6 +534,7 @@ mod tests {
             session_id: "abc".into(),
             inventory: Inventory::default(),
             gpu_source: "simulated".into(),
+            labels: [("pool".to_string(), "training".to_string())].into(),
         };
         assert_eq!(Hello::try_from(pb::Hello::from(ok.clone())).unwrap(), ok);
         for (name, mutate) in [
@@ -543,6 +553,12 @@ mod tests {
             (
                 "bad hostname",
                 Box::new(|h: &mut pb::Hello| h.node.as_mut().unwrap().hostname = "a b".into()),
+            ),
+            (
+                "bad label",
+                Box::new(|h: &mut pb::Hello| {
+                    h.labels.insert("pool".into(), "two words".into());
+                }),
             ),
         ] {
             let mut wire = pb::Hello::from(ok.clone());

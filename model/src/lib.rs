@@ -9,6 +9,7 @@ pub mod convert;
 pub mod event;
 pub mod finding;
 pub mod inventory;
+pub mod labels;
 pub mod pcie;
 pub mod sample;
 pub mod time;
@@ -19,6 +20,7 @@ pub use finding::{Evidence, Finding, FindingRecord, FindingState};
 pub use inventory::{
     DiskInfo, DriverInfo, GpuInfo, GpuInventory, HostInfo, Inventory, NicInfo, NodeIdentity,
 };
+pub use labels::{Labels, Selector};
 pub use sample::{
     DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, NicSample, NvLinkSample, Sample,
 };

@@ -24,6 +24,7 @@ fn hello(node: &str, version: u32) -> AgentMessage {
         session_id: format!("{node}-session"),
         inventory: Inventory::default(),
         gpu_source: "simulated".into(),
+        labels: Default::default(),
     };
     AgentMessage {
         msg: Some(agent_message::Msg::Hello(h.into())),

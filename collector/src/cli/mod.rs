@@ -32,7 +32,7 @@ fn status(e: tonic::Status) -> anyhow::Error {
 
 pub async fn nodes(c: &mut QueryClient<Channel>) -> Result<Vec<NodeSummary>> {
     let r = c
-        .list_nodes(pb::ListNodesRequest {})
+        .list_nodes(pb::ListNodesRequest::default())
         .await
         .map_err(status)?;
     Ok(r.into_inner().nodes.into_iter().map(Into::into).collect())

@@ -479,6 +479,7 @@ mod tests {
             session_id: "s1".into(),
             inventory,
             gpu_source: "simulated".into(),
+            labels: Default::default(),
         }
     }
 
