@@ -3,11 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use gpufleet_collector::cli::audit::{self as audit_out, AuditOutput};
 use gpufleet_collector::cli::{self, Output};
+use gpufleet_collector::compliance::policy::Policy;
 use gpufleet_collector::fleet::Window;
 use gpufleet_collector::server::{self, ServerConfig};
 use gpufleet_harness::demo;
@@ -24,6 +27,18 @@ use gpufleet_sim::Scenario;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The collector to ask (for commands with their own `-o`).
+#[derive(clap::Args)]
+struct CollectorArg {
+    /// Collector to ask.
+    #[arg(
+        long,
+        env = "GPUFLEET_COLLECTOR",
+        default_value = gpufleet_collector::DEFAULT_COLLECTOR_URL
+    )]
+    collector: String,
 }
 
 #[derive(clap::Args)]
@@ -60,6 +75,42 @@ enum Command {
         /// How long samples and events are kept in the database.
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         retention: Duration,
+        /// Compliance policy to evaluate continuously (docs/policy.md): its violations are
+        /// `compliance.*` findings, and `gpufleet audit` uses it by default. Re-read on SIGHUP
+        /// (a bad file on reload keeps the old policy and logs why).
+        #[arg(long, env = "GPUFLEET_POLICY")]
+        policy: Option<PathBuf>,
+    },
+    /// Audit driver/firmware compliance: every selected node against a policy (or the fleet
+    /// majority per GPU model). Exit status 0: all comply; 1: some violate or are stale;
+    /// 2: bad usage, bad policy, or the collector cannot be reached.
+    Audit {
+        /// Policy file (TOML, docs/policy.md). Default: the collector's `serve --policy`, else
+        /// the most common value among nodes of the same GPU model.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Only nodes whose labels match, kubectl-style (`pool=training,rack!=r13`).
+        #[arg(long, short = 'l', default_value = "")]
+        selector: String,
+        /// A node silent for this long is stale (never compliant).
+        #[arg(long, default_value_t = gpufleet_collector::compliance::audit::DEFAULT_STALE_AFTER.into())]
+        stale_after: humantime::Duration,
+        #[command(flatten)]
+        collector: CollectorArg,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = AuditOutput::Table)]
+        output: AuditOutput,
+    },
+    /// The fleet's version matrix: per GPU model, nodes and GPUs per value of one field.
+    Versions {
+        /// driver, cuda, vbios, inforom, gsp, kernel, os (or any policy field name).
+        #[arg(long, default_value = "driver")]
+        field: String,
+        /// Only nodes whose labels match, kubectl-style.
+        #[arg(long, short = 'l', default_value = "")]
+        selector: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// List the fleet's nodes with their GPUs, versions and health.
     Nodes {
@@ -105,13 +156,22 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Gating commands keep 1 for "not compliant": their errors (bad policy, no collector) are 2.
+    let error_status = match cli.command {
+        Command::Audit { .. } | Command::Versions { .. } => 2,
+        _ => 1,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("cannot start the async runtime");
-    if let Err(e) = rt.block_on(real_main(cli)) {
-        eprintln!("gpufleet: error: {e:#}");
-        std::process::exit(1);
+    match rt.block_on(real_main(cli)) {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("gpufleet: error: {e:#}");
+            std::process::exit(error_status);
+        }
     }
 }
 
@@ -120,14 +180,71 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-async fn real_main(cli: Cli) -> Result<()> {
-    match cli.command {
+/// Runs the command; `Ok` carries the exit status.
+async fn real_main(cli: Cli) -> Result<i32> {
+    run(cli.command).await
+}
+
+async fn run(command: Command) -> Result<i32> {
+    match command {
+        Command::Audit {
+            policy,
+            selector,
+            stale_after,
+            collector,
+            output,
+        } => {
+            let selector = gpufleet_model::Selector::parse(&selector)?;
+            let policy = match policy {
+                Some(path) => {
+                    // Checked here first, so a bad file is reported with its line even when
+                    // the collector is unreachable.
+                    Policy::load(&path)?;
+                    let text = std::fs::read_to_string(&path)?;
+                    Some((text, path.display().to_string()))
+                }
+                None => None,
+            };
+            let mut c = cli::connect(&collector.collector).await?;
+            let a = cli::audit(&mut c, policy, &selector.to_string(), stale_after.into()).await?;
+            match output {
+                AuditOutput::Table => print!("{}", audit_out::table_of(&a, UnixMs::now())),
+                AuditOutput::Json => print_json(&a)?,
+                AuditOutput::Csv => print!("{}", audit_out::csv(&a)?),
+                AuditOutput::Junit => print!("{}", audit_out::junit(&a)?),
+            }
+            if !matches!(output, AuditOutput::Table) {
+                eprintln!("{}", audit_out::summary_line(&a));
+            }
+            Ok(if a.summary.all_compliant() { 0 } else { 1 })
+        }
+        Command::Versions {
+            field,
+            selector,
+            client,
+        } => {
+            let selector = gpufleet_model::Selector::parse(&selector)?;
+            if gpufleet_collector::compliance::fields::field(&field).is_none() {
+                anyhow::bail!(
+                    "unknown field {field:?}; use driver, cuda, vbios, inforom, gsp, kernel, os or one of {}",
+                    gpufleet_collector::compliance::fields::field_names()
+                );
+            }
+            let mut c = cli::connect(&client.collector).await?;
+            let m = cli::versions(&mut c, &field, &selector.to_string()).await?;
+            match client.output {
+                Output::Json => print_json(&m)?,
+                Output::Table => print!("{}", audit_out::versions_table(&m)),
+            }
+            Ok(0)
+        }
         Command::Serve {
             listen,
             data_dir,
             sample_interval,
             window_samples,
             retention,
+            policy,
         } => {
             let mut config = ServerConfig::new(listen, data_dir);
             config.window = Window {
@@ -137,35 +254,43 @@ async fn real_main(cli: Cli) -> Result<()> {
             config.sample_interval_ms =
                 sample_interval.map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32);
             config.retention = retention;
+            let policy_file = match &policy {
+                Some(path) => Some(Arc::new(
+                    Policy::load(path).context("cannot start with this --policy")?,
+                )),
+                None => None,
+            };
             let server = server::start(config).await?;
+            if let (Some(path), Some(p)) = (policy, policy_file) {
+                tracing::info!("compliance: {}", p.describe());
+                server.evaluator.set_policy(Some(p));
+                tokio::spawn(reload_on_sighup(path, server.evaluator.clone()));
+            }
             tokio::select! {
                 r = tokio::signal::ctrl_c() => { r?; }
                 _ = terminate() => {}
             }
             tracing::info!("shutting down");
-            server.stop().await
+            server.stop().await?;
+            Ok(0)
         }
         Command::Nodes { client } => {
             let mut c = cli::connect(&client.collector).await?;
             let nodes = cli::nodes(&mut c).await?;
             match client.output {
-                Output::Json => print_json(&nodes),
-                Output::Table => {
-                    print!("{}", cli::render::nodes(&nodes, UnixMs::now()));
-                    Ok(())
-                }
+                Output::Json => print_json(&nodes)?,
+                Output::Table => print!("{}", cli::render::nodes(&nodes, UnixMs::now())),
             }
+            Ok(0)
         }
         Command::Node { name, client } => {
             let mut c = cli::connect(&client.collector).await?;
             let d = cli::node(&mut c, &name).await?;
             match client.output {
-                Output::Json => print_json(&d),
-                Output::Table => {
-                    print!("{}", cli::render::node(&d, UnixMs::now()));
-                    Ok(())
-                }
+                Output::Json => print_json(&d)?,
+                Output::Table => print!("{}", cli::render::node(&d, UnixMs::now())),
             }
+            Ok(0)
         }
         Command::Diagnose {
             node,
@@ -175,12 +300,10 @@ async fn real_main(cli: Cli) -> Result<()> {
             let mut c = cli::connect(&client.collector).await?;
             let d = cli::diagnose(&mut c, node.as_deref(), since).await?;
             match client.output {
-                Output::Json => print_json(&d),
-                Output::Table => {
-                    print!("{}", cli::render::diagnosis(&d));
-                    Ok(())
-                }
+                Output::Json => print_json(&d)?,
+                Output::Table => print!("{}", cli::render::diagnosis(&d)),
             }
+            Ok(0)
         }
         Command::Demo {
             scenario,
@@ -199,7 +322,25 @@ async fn real_main(cli: Cli) -> Result<()> {
             })
             .await?;
             print!("{out}");
-            Ok(())
+            Ok(0)
+        }
+    }
+}
+
+/// Re-reads the policy on every SIGHUP; a bad file keeps the policy in force and says why.
+async fn reload_on_sighup(path: PathBuf, evaluator: Arc<gpufleet_collector::evaluator::Evaluator>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the policy will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Policy::load(&path) {
+            Ok(p) => {
+                tracing::info!("compliance: reloaded {}", p.describe());
+                evaluator.set_policy(Some(Arc::new(p)));
+            }
+            Err(e) => tracing::error!("{e}; keeping the policy in force"),
         }
     }
 }

@@ -199,3 +199,146 @@ impl From<pb::DiagnoseResponse> for Diagnosis {
         }
     }
 }
+
+// --- Compliance: audit and version matrix ---
+
+use crate::compliance::audit::{Audit, AuditSummary, NodeAudit, Status, Violation};
+use crate::compliance::versions::{VersionMatrix, VersionRow};
+
+impl From<Status> for pb::ComplianceStatus {
+    fn from(v: Status) -> Self {
+        match v {
+            Status::Compliant => pb::ComplianceStatus::Compliant,
+            Status::Violating => pb::ComplianceStatus::Violating,
+            Status::Stale => pb::ComplianceStatus::Stale,
+            Status::NeverReported => pb::ComplianceStatus::NeverReported,
+        }
+    }
+}
+
+/// An unknown status (a newer collector) reads as violating: never silently compliant.
+fn status_from_wire(v: i32) -> Status {
+    match pb::ComplianceStatus::try_from(v) {
+        Ok(pb::ComplianceStatus::Compliant) => Status::Compliant,
+        Ok(pb::ComplianceStatus::Stale) => Status::Stale,
+        Ok(pb::ComplianceStatus::NeverReported) => Status::NeverReported,
+        _ => Status::Violating,
+    }
+}
+
+impl From<Audit> for pb::AuditResponse {
+    fn from(v: Audit) -> Self {
+        pb::AuditResponse {
+            policy: v.policy,
+            evaluated_at_unix_ms: v.evaluated_at.0,
+            summary: Some(pb::AuditSummary {
+                nodes: v.summary.nodes,
+                compliant: v.summary.compliant,
+                violating: v.summary.violating,
+                stale: v.summary.stale,
+                never_reported: v.summary.never_reported,
+            }),
+            nodes: v
+                .nodes
+                .into_iter()
+                .map(|n| pb::NodeAudit {
+                    node: n.node,
+                    status: pb::ComplianceStatus::from(n.status) as i32,
+                    labels: n.labels.into_iter().collect(),
+                    gpu_models: n.gpu_models,
+                    last_seen_unix_ms: n.last_seen.0,
+                    rules: n.rules,
+                    violations: n
+                        .violations
+                        .into_iter()
+                        .map(|x| pb::Violation {
+                            field: x.field,
+                            gpu_index: x.gpu_index,
+                            expected: x.expected,
+                            actual: x.actual,
+                            rule: x.rule,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::AuditResponse> for Audit {
+    fn from(v: pb::AuditResponse) -> Self {
+        let s = v.summary.unwrap_or_default();
+        Audit {
+            policy: v.policy,
+            evaluated_at: UnixMs(v.evaluated_at_unix_ms),
+            summary: AuditSummary {
+                nodes: s.nodes,
+                compliant: s.compliant,
+                violating: s.violating,
+                stale: s.stale,
+                never_reported: s.never_reported,
+            },
+            nodes: v
+                .nodes
+                .into_iter()
+                .map(|n| NodeAudit {
+                    node: n.node,
+                    status: status_from_wire(n.status),
+                    labels: n.labels.into_iter().collect(),
+                    gpu_models: n.gpu_models,
+                    last_seen: UnixMs(n.last_seen_unix_ms),
+                    rules: n.rules,
+                    violations: n
+                        .violations
+                        .into_iter()
+                        .map(|x| Violation {
+                            field: x.field,
+                            gpu_index: x.gpu_index,
+                            expected: x.expected,
+                            actual: x.actual,
+                            rule: x.rule,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<VersionMatrix> for pb::VersionsResponse {
+    fn from(v: VersionMatrix) -> Self {
+        pb::VersionsResponse {
+            field: v.field,
+            nodes: v.nodes,
+            rows: v
+                .rows
+                .into_iter()
+                .map(|r| pb::VersionRow {
+                    gpu_model: r.gpu_model,
+                    value: r.value,
+                    nodes: r.nodes,
+                    gpus: r.gpus,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::VersionsResponse> for VersionMatrix {
+    fn from(v: pb::VersionsResponse) -> Self {
+        VersionMatrix {
+            field: v.field,
+            nodes: v.nodes,
+            rows: v
+                .rows
+                .into_iter()
+                .map(|r| VersionRow {
+                    gpu_model: r.gpu_model,
+                    value: r.value,
+                    nodes: r.nodes,
+                    gpus: r.gpus,
+                })
+                .collect(),
+        }
+    }
+}

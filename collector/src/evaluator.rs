@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gpufleet_model::UnixMs;
 
+use crate::compliance::policy::Policy;
 use crate::diagnose::{Engine, EngineConfig, Evaluation};
 use crate::fleet::Fleet;
 use crate::store::Write;
@@ -19,6 +20,8 @@ pub struct Evaluator {
     fleet: Arc<Fleet>,
     engine: Mutex<Engine>,
     latest: RwLock<Arc<Evaluation>>,
+    /// The compliance policy in force (`serve --policy`), replaced on reload.
+    policy: RwLock<Option<Arc<Policy>>>,
 }
 
 impl Evaluator {
@@ -27,7 +30,20 @@ impl Evaluator {
             fleet,
             engine: Mutex::new(Engine::new(config)),
             latest: RwLock::default(),
+            policy: RwLock::default(),
         }
+    }
+
+    /// Puts a compliance policy in force (or none); the next evaluation uses it.
+    pub fn set_policy(&self, policy: Option<Arc<Policy>>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    pub fn policy(&self) -> Option<Arc<Policy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn restore(&self, open: Vec<gpufleet_model::FindingRecord>, now: UnixMs) {
@@ -39,11 +55,12 @@ impl Evaluator {
 
     /// One evaluation at `now`; returns it (and keeps it as the latest).
     pub fn evaluate(&self, now: UnixMs) -> Arc<Evaluation> {
+        let policy = self.policy();
         let eval = self.fleet.with_nodes(|nodes| {
             self.engine
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .evaluate(nodes, now)
+                .evaluate_with(nodes, now, policy)
         });
         let eval = Arc::new(eval);
         *self.latest.write().unwrap_or_else(|p| p.into_inner()) = eval.clone();

@@ -2,12 +2,16 @@
 //! a diagnosis made at request time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gpufleet_model::UnixMs;
 use gpufleet_proto::v1::{self as pb, query_server::Query};
 use tonic::{Request, Response, Status};
 
 use crate::api::{self, Diagnosis, NodeDetail};
+use crate::compliance::audit::{Against, DEFAULT_STALE_AFTER, audit};
+use crate::compliance::policy::Policy;
+use crate::compliance::{fields, versions};
 use crate::evaluator::Evaluator;
 use crate::fleet::Fleet;
 use crate::store::Store;
@@ -32,6 +36,11 @@ impl QueryService {
             store,
         }
     }
+}
+
+/// A request's label selector; a bad one is INVALID_ARGUMENT saying why.
+pub fn selector_of(text: &str) -> Result<gpufleet_model::Selector, Status> {
+    gpufleet_model::Selector::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// The latest evaluation, for the whole fleet or one node.
@@ -143,16 +152,60 @@ impl Query for QueryService {
 
     async fn audit(
         &self,
-        _request: Request<pb::AuditRequest>,
+        request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
-        Err(Status::unimplemented("audit is not implemented yet"))
+        let req = request.into_inner();
+        let selector = selector_of(&req.selector)?;
+        let given = if req.policy_toml.trim().is_empty() {
+            None
+        } else {
+            let origin = if req.policy_origin.is_empty() {
+                "from the request"
+            } else {
+                req.policy_origin.as_str()
+            };
+            Some(Arc::new(
+                Policy::parse(&req.policy_toml, origin)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ))
+        };
+        let policy = given.or_else(|| self.evaluator.policy());
+        let stale_after = match req.stale_after_ms {
+            0 => DEFAULT_STALE_AFTER,
+            ms => Duration::from_millis(ms),
+        };
+        let now = UnixMs::now();
+        let report = self.fleet.with_nodes(|nodes| {
+            let against = match &policy {
+                Some(p) => Against::Policy(p),
+                None => Against::FleetMajority,
+            };
+            audit(nodes, against, &selector, now, stale_after)
+        });
+        Ok(Response::new(report.into()))
     }
 
     async fn versions(
         &self,
-        _request: Request<pb::VersionsRequest>,
+        request: Request<pb::VersionsRequest>,
     ) -> Result<Response<pb::VersionsResponse>, Status> {
-        Err(Status::unimplemented("versions is not implemented yet"))
+        let req = request.into_inner();
+        let selector = selector_of(&req.selector)?;
+        let name = if req.field.is_empty() {
+            "driver"
+        } else {
+            req.field.as_str()
+        };
+        let field = fields::field(name).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown field {name:?}; use one of {}",
+                fields::field_names()
+            ))
+        })?;
+        let m = self
+            .fleet
+            .with_nodes(|nodes| versions::matrix(nodes, field, &selector));
+        Ok(Response::new(m.into()))
     }
 
     async fn changes(

@@ -1,5 +1,6 @@
 //! The ops CLI's client side: ask the collector's `Query` service, print tables or JSON.
 
+pub mod audit;
 pub mod render;
 
 use anyhow::{Context, Result};
@@ -65,4 +66,39 @@ pub async fn diagnose(
     let mut d: Diagnosis = r.into();
     d.history = history;
     Ok(d)
+}
+
+/// Audits the fleet: `policy` is the policy file's text and path, if one is given.
+pub async fn audit(
+    c: &mut QueryClient<Channel>,
+    policy: Option<(String, String)>,
+    selector: &str,
+    stale_after: std::time::Duration,
+) -> Result<crate::compliance::audit::Audit> {
+    let (policy_toml, policy_origin) = policy.unwrap_or_default();
+    let r = c
+        .audit(pb::AuditRequest {
+            policy_toml,
+            policy_origin,
+            selector: selector.to_string(),
+            stale_after_ms: stale_after.as_millis().clamp(1, u64::MAX as u128) as u64,
+        })
+        .await
+        .map_err(status)?;
+    Ok(r.into_inner().into())
+}
+
+pub async fn versions(
+    c: &mut QueryClient<Channel>,
+    field: &str,
+    selector: &str,
+) -> Result<crate::compliance::versions::VersionMatrix> {
+    let r = c
+        .versions(pb::VersionsRequest {
+            field: field.to_string(),
+            selector: selector.to_string(),
+        })
+        .await
+        .map_err(status)?;
+    Ok(r.into_inner().into())
 }

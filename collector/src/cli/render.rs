@@ -5,7 +5,7 @@ use gpufleet_model::{Finding, GpuStatus, UnixMs, clock_events};
 
 use crate::api::{Diagnosis, NodeDetail, NodeSummary};
 
-fn table() -> Table {
+pub(crate) fn table() -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic);

@@ -18,6 +18,8 @@ pub struct FleetContext {
     /// Per GPU product name: clocks and power of its busy, unthrottled GPUs right now.
     pub peers: HashMap<String, peers::PeerStats>,
     pub nodes: usize,
+    /// The compliance policy in force (`serve --policy`), if any.
+    pub policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,7 @@ impl FleetContext {
                 .collect(),
             peers: peers::by_model(nodes),
             nodes: nodes.len(),
+            policy: None,
         }
     }
 }

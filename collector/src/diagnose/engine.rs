@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use gpufleet_model::{Finding, FindingRecord, FindingState, Severity, UnixMs};
 
-use super::{diagnose, rank};
+use super::rank;
 use crate::fleet::NodeState;
 
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +91,17 @@ impl Engine {
     }
 
     pub fn evaluate(&mut self, nodes: &[&NodeState], now: UnixMs) -> Evaluation {
-        let current = diagnose(nodes, now);
+        self.evaluate_with(nodes, now, None)
+    }
+
+    /// [`Engine::evaluate`] with a compliance policy in force.
+    pub fn evaluate_with(
+        &mut self,
+        nodes: &[&NodeState],
+        now: UnixMs,
+        policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
+    ) -> Evaluation {
+        let current = super::diagnose_with(nodes, now, policy);
         let mut changes = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for f in current {

@@ -62,7 +62,17 @@ pub trait Rule: Send + Sync {
 
 /// Runs every registered rule over `nodes`; findings ranked most impactful first.
 pub fn diagnose(nodes: &[&NodeState], now: UnixMs) -> Vec<Finding> {
-    let ctx = FleetContext::from_nodes(nodes);
+    diagnose_with(nodes, now, None)
+}
+
+/// [`diagnose`] with a compliance policy in force (its `compliance.*` findings).
+pub fn diagnose_with(
+    nodes: &[&NodeState],
+    now: UnixMs,
+    policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
+) -> Vec<Finding> {
+    let mut ctx = FleetContext::from_nodes(nodes);
+    ctx.policy = policy;
     let rules = rules::all();
     let mut out = Vec::new();
     for n in nodes {

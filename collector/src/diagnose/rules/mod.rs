@@ -63,6 +63,7 @@ rules! {
     host::HostSaturation,
     nic_errors::NicErrors,
     swap::Swapping,
+    compliance::Compliance,
 }
 
 /// Starts a finding for one catalog entry: its id, title, usual severity and action (a rule
@@ -135,7 +136,6 @@ mod tests {
 
     use super::testutil::{NOW, trigger};
     use super::*;
-    use crate::diagnose::FleetContext;
 
     /// A healthy node and every rule's triggers: together one fleet of 8-GPU nodes, so the
     /// fleet rules have peers and a majority.
@@ -187,7 +187,7 @@ mod tests {
     fn triggers_cover_every_cause() {
         let nodes = triggers();
         let refs: Vec<&NodeState> = nodes.iter().map(|(_, n)| n).collect();
-        let ctx = FleetContext::from_nodes(&refs);
+        let ctx = testutil::trigger_context(&refs);
         let rules = all();
         let mut fired: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (name, node) in &nodes {
@@ -241,7 +241,7 @@ mod tests {
     fn each_rules_triggers_fire_its_causes() {
         let nodes = triggers();
         let refs: Vec<&NodeState> = nodes.iter().map(|(_, n)| n).collect();
-        let ctx = FleetContext::from_nodes(&refs);
+        let ctx = testutil::trigger_context(&refs);
         for (rule, own) in triggers_by_rule() {
             let fired: BTreeSet<String> = own
                 .iter()

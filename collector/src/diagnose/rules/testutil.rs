@@ -88,3 +88,27 @@ pub fn trigger(name: &'static str, bend: impl Fn(usize, &mut Sample)) -> (&'stat
     n.identity.hostname = format!("trigger-{}", name.replace(' ', "-"));
     (name, n)
 }
+
+/// The fleet context of the catalog tests: the trigger nodes' majorities and peers, and a
+/// compliance policy that only the `compliance` trigger (label `trigger=compliance`) breaks, in
+/// every field.
+pub fn trigger_context(nodes: &[&NodeState]) -> crate::diagnose::FleetContext {
+    let mut text =
+        String::from("[[rule]]\nname = \"trigger\"\nselector = \"trigger=compliance\"\n");
+    for f in crate::compliance::fields::FIELDS {
+        use crate::compliance::fields::Kind;
+        let impossible = match f.kind {
+            Kind::Version | Kind::Text => "\"0.0.0-none\"",
+            Kind::Bool => "[]",
+            Kind::Int => "0",
+        };
+        text += &format!("{} = {impossible}\n", f.name);
+    }
+    // An empty list is refused; booleans get the value the healthy trigger does not report.
+    let text = text.replace("= []", "= false");
+    let policy = crate::compliance::policy::Policy::parse(&text, "trigger policy")
+        .expect("the trigger policy parses");
+    let mut ctx = crate::diagnose::FleetContext::from_nodes(nodes);
+    ctx.policy = Some(std::sync::Arc::new(policy));
+    ctx
+}
