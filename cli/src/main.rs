@@ -11,7 +11,7 @@ use gpufleet_collector::cli::{self, Output};
 use gpufleet_collector::fleet::Window;
 use gpufleet_collector::server::{self, ServerConfig};
 use gpufleet_harness::demo;
-use gpufleet_model::UnixMs;
+use gpufleet_model::{Selector, UnixMs};
 use gpufleet_sim::Scenario;
 
 #[derive(Parser)]
@@ -61,8 +61,12 @@ enum Command {
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         retention: Duration,
     },
-    /// List the fleet's nodes with their GPUs, versions and health.
+    /// List the fleet's nodes with their GPUs, versions, health and labels.
     Nodes {
+        /// Only the nodes whose labels match, in kubectl's syntax: `pool=training`,
+        /// `pool=training,rack!=r13`, `rack in (r12,r13)`, `gpu-spare`, `!draining`.
+        #[arg(short = 'l', long, value_parser = Selector::parse)]
+        selector: Option<Selector>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -145,11 +149,16 @@ async fn real_main(cli: Cli) -> Result<()> {
             tracing::info!("shutting down");
             server.stop().await
         }
-        Command::Nodes { client } => {
+        Command::Nodes { selector, client } => {
+            let selector = selector.unwrap_or_default();
             let mut c = cli::connect(&client.collector).await?;
-            let nodes = cli::nodes(&mut c).await?;
+            let nodes = cli::nodes(&mut c, &selector).await?;
             match client.output {
                 Output::Json => print_json(&nodes),
+                Output::Table if nodes.is_empty() && !selector.is_everything() => {
+                    print!("{}", cli::render::no_node_matches(&selector));
+                    Ok(())
+                }
                 Output::Table => {
                     print!("{}", cli::render::nodes(&nodes, UnixMs::now()));
                     Ok(())
