@@ -12,7 +12,8 @@ use gpufleet_agent::sampler::NodeAgent;
 use gpufleet_agent::sources::simulated::{self, Scenario};
 use gpufleet_agent::uplink::UplinkConfig;
 use gpufleet_agent::{GpuBackend, identity, start_node};
-use gpufleet_model::UnixMs;
+use gpufleet_model::labels::{LabelError, parse_labels};
+use gpufleet_model::{Labels, UnixMs};
 
 #[derive(Parser)]
 #[command(
@@ -64,10 +65,44 @@ struct SourceArgs {
     state_dir: Option<PathBuf>,
 }
 
+/// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
+#[derive(Args)]
+struct LabelArgs {
+    /// Label this node (repeatable; e.g. `--label pool=training --label rack=r12`), for
+    /// `gpufleet nodes --selector`. Merged with GPUFLEET_LABELS (`pool=training,rack=r12`);
+    /// a key given twice is an error.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+}
+
+/// Where `GPUFLEET_LABELS` is read (comma-separated `key=value` items).
+const LABELS_ENV: &str = "GPUFLEET_LABELS";
+
+impl LabelArgs {
+    /// The flags and the environment, merged and checked; an error names the bad label.
+    fn labels(&self) -> Result<Labels> {
+        let env = match std::env::var(LABELS_ENV) {
+            Ok(v) => Some(v),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("{LABELS_ENV} is not valid UTF-8; write it as key=value,key2=value2")
+            }
+        };
+        merge_labels(&self.labels, env.as_deref())
+            .with_context(|| format!("bad node label (check --label and {LABELS_ENV})"))
+    }
+}
+
+fn merge_labels(flags: &[String], env: Option<&str>) -> Result<Labels, LabelError> {
+    parse_labels(flags.iter().map(String::as_str).chain(env))
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     source: SourceArgs,
+    #[command(flatten)]
+    labels: LabelArgs,
     /// Collector address.
     #[arg(
         long,
@@ -90,6 +125,8 @@ struct RunArgs {
 struct ProbeArgs {
     #[command(flatten)]
     source: SourceArgs,
+    #[command(flatten)]
+    labels: LabelArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -187,12 +224,14 @@ fn build_agent(a: &SourceArgs, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_mod
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    let labels = a.labels.labels()?;
     let (agent, events) = build_agent(&a.source, a.saturation_hold)?;
     tracing::info!(
         node = %agent.identity().hostname,
         gpus = agent.inventory().gpus.len(),
         source = agent.gpu_source_kind(),
         collector = %a.collector,
+        labels = %gpufleet_model::labels::format_labels(&labels),
         "gpufleet-agent starting"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -202,6 +241,7 @@ fn run(a: RunArgs) -> Result<()> {
     rt.block_on(async move {
         let mut cfg = UplinkConfig::new(a.collector.clone());
         cfg.buffer_samples = a.buffer_samples;
+        cfg.labels = labels;
         let running = gpufleet_agent::spawn(agent, events, cfg, a.interval.into());
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -226,6 +266,7 @@ async fn shutdown_signal() {
 }
 
 fn run_probe(a: ProbeArgs) -> Result<()> {
+    let labels = a.labels.labels()?;
     let (mut agent, mut events) = build_agent(&a.source, 1)?;
     // Two reads: rates, CPU use and saturation need an interval.
     events.extend(agent.tick(UnixMs::now()).events);
@@ -237,6 +278,7 @@ fn run_probe(a: ProbeArgs) -> Result<()> {
     let report = ProbeReport {
         schema: probe::SCHEMA,
         node: agent.identity().clone(),
+        labels,
         gpu_source: agent.gpu_source_kind().to_string(),
         inventory: agent.inventory().clone(),
         findings: agent.detector().current(agent.inventory()),
@@ -250,4 +292,26 @@ fn run_probe(a: ProbeArgs) -> Result<()> {
         print!("{}", probe::render_text(&report));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env_merge_and_a_key_twice_is_refused() {
+        let flags = ["pool=training".to_string(), "rack=r12".to_string()];
+        let l = merge_labels(&flags, Some("zone=eu-1, spare=")).unwrap();
+        assert_eq!(
+            gpufleet_model::labels::format_labels(&l),
+            "pool=training,rack=r12,spare=,zone=eu-1"
+        );
+        assert!(merge_labels(&[], None).unwrap().is_empty());
+        assert_eq!(
+            merge_labels(&flags, Some("pool=inference")).unwrap_err(),
+            LabelError::Duplicate("pool".into())
+        );
+        let e = merge_labels(&["pool=two words".to_string()], None).unwrap_err();
+        assert!(e.to_string().contains("label pool"), "{e}");
+    }
 }

@@ -2,7 +2,10 @@
 //! or JSON, with what local detection sees. Needs no collector.
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use gpufleet_model::{Event, GpuSample, GpuStatus, Inventory, NodeIdentity, Sample, clock_events};
+use gpufleet_model::labels::format_labels;
+use gpufleet_model::{
+    Event, GpuSample, GpuStatus, Inventory, Labels, NodeIdentity, Sample, clock_events,
+};
 use serde::Serialize;
 
 use crate::detect::LocalFinding;
@@ -12,6 +15,8 @@ use crate::detect::LocalFinding;
 pub struct ProbeReport {
     pub schema: &'static str,
     pub node: NodeIdentity,
+    /// What `run` with the same `--label` flags and `GPUFLEET_LABELS` would send.
+    pub labels: Labels,
     pub gpu_source: String,
     pub inventory: Inventory,
     pub sample: Sample,
@@ -44,7 +49,7 @@ pub fn render_text(r: &ProbeReport) -> String {
     let inv = &r.inventory;
     let mut out = String::new();
     out += &format!(
-        "Node {}  (source: {}, read in {:.1} ms)\nDriver {}  CUDA {}  NVML {}\nHost {} | kernel {} | {} × {} | RAM {:.0} GiB | up {} h\n\n",
+        "Node {}  (source: {}, read in {:.1} ms)\nDriver {}  CUDA {}  NVML {}\nHost {} | kernel {} | {} × {} | RAM {:.0} GiB | up {} h\n",
         r.node.hostname,
         r.gpu_source,
         r.read_ms,
@@ -58,6 +63,10 @@ pub fn render_text(r: &ProbeReport) -> String {
         inv.host.memory_total_bytes as f64 / (1u64 << 30) as f64,
         inv.host.uptime_seconds / 3600,
     );
+    if !r.labels.is_empty() {
+        out += &format!("Labels {}\n", format_labels(&r.labels));
+    }
+    out += "\n";
 
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gpufleet_model::convert::{Batch, Hello};
-use gpufleet_model::{Event, Inventory, NodeIdentity, Sample};
+use gpufleet_model::{Event, Inventory, Labels, NodeIdentity, Sample};
 use gpufleet_proto::v1::{
     self as pb, AgentMessage, agent_message, collector_message, telemetry_client::TelemetryClient,
 };
@@ -36,6 +36,8 @@ pub struct UplinkConfig {
     pub max_batch_samples: usize,
     pub connect_timeout: Duration,
     pub max_backoff: Duration,
+    /// The node's labels (`--label`), sent in every Hello; already checked.
+    pub labels: Labels,
 }
 
 impl UplinkConfig {
@@ -46,6 +48,7 @@ impl UplinkConfig {
             max_batch_samples: 60,
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
+            labels: Labels::new(),
         }
     }
 }
@@ -182,7 +185,7 @@ impl Uplink {
             session_id: self.session_id.clone(),
             inventory: self.inventory.clone(),
             gpu_source: self.gpu_source.clone(),
-            labels: gpufleet_model::Labels::new(),
+            labels: self.config.labels.clone(),
         };
         let _ = tx
             .send(AgentMessage {

@@ -14,7 +14,7 @@ use gpufleet_collector::compliance::policy::Policy;
 use gpufleet_collector::fleet::Window;
 use gpufleet_collector::server::{self, ServerConfig};
 use gpufleet_harness::demo;
-use gpufleet_model::UnixMs;
+use gpufleet_model::{Selector, UnixMs};
 use gpufleet_sim::Scenario;
 
 #[derive(Parser)]
@@ -112,8 +112,12 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List the fleet's nodes with their GPUs, versions and health.
+    /// List the fleet's nodes with their GPUs, versions, health and labels.
     Nodes {
+        /// Only the nodes whose labels match, in kubectl's syntax: `pool=training`,
+        /// `pool=training,rack!=r13`, `rack in (r12,r13)`, `gpu-spare`, `!draining`.
+        #[arg(short = 'l', long, value_parser = Selector::parse)]
+        selector: Option<Selector>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -274,11 +278,15 @@ async fn run(command: Command) -> Result<i32> {
             server.stop().await?;
             Ok(0)
         }
-        Command::Nodes { client } => {
+        Command::Nodes { selector, client } => {
+            let selector = selector.unwrap_or_default();
             let mut c = cli::connect(&client.collector).await?;
-            let nodes = cli::nodes(&mut c).await?;
+            let nodes = cli::nodes(&mut c, &selector).await?;
             match client.output {
                 Output::Json => print_json(&nodes)?,
+                Output::Table if nodes.is_empty() && !selector.is_everything() => {
+                    print!("{}", cli::render::no_node_matches(&selector))
+                }
                 Output::Table => print!("{}", cli::render::nodes(&nodes, UnixMs::now())),
             }
             Ok(0)

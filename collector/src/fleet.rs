@@ -103,6 +103,7 @@ impl Fleet {
                 s.identity.hostname.clone(),
                 NodeState {
                     identity: s.identity,
+                    labels: s.labels,
                     agent_version: s.agent_version,
                     gpu_source: s.gpu_source,
                     inventory: s.inventory,
@@ -133,6 +134,7 @@ impl Fleet {
             );
         }
         n.identity = hello.node.clone();
+        n.labels = hello.labels.clone();
         n.agent_version = hello.agent_version.clone();
         n.gpu_source = hello.gpu_source.clone();
         n.remember_gpus(&hello.inventory);
@@ -210,5 +212,46 @@ impl Fleet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_the_latest_hello_and_from_the_store_after_a_restart() {
+        let fleet = Fleet::default();
+        let mut hello = Hello {
+            protocol_version: gpufleet_proto::PROTOCOL_VERSION,
+            node: NodeIdentity {
+                hostname: "n1".into(),
+                ..Default::default()
+            },
+            agent_version: "test".into(),
+            session_id: "s1".into(),
+            inventory: Inventory::default(),
+            gpu_source: "simulated".into(),
+            labels: [("pool".to_string(), "training".to_string())].into(),
+        };
+        fleet.on_hello(&hello, UnixMs(1));
+        assert_eq!(fleet.node("n1").unwrap().labels["pool"], "training");
+        hello.labels = [("pool".to_string(), "inference".to_string())].into();
+        fleet.on_hello(&hello, UnixMs(2));
+        assert_eq!(fleet.node("n1").unwrap().labels["pool"], "inference");
+
+        let restarted = Fleet::default();
+        restarted.restore(vec![StoredNode {
+            identity: hello.node.clone(),
+            labels: hello.labels.clone(),
+            agent_version: String::new(),
+            gpu_source: String::new(),
+            inventory: Inventory::default(),
+            first_seen: UnixMs(1),
+            last_seen: UnixMs(2),
+        }]);
+        let n = restarted.node("n1").unwrap();
+        assert_eq!(n.labels, hello.labels);
+        assert!(!n.connected);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpufleet_model::UnixMs;
+use gpufleet_model::{Selector, UnixMs};
 use gpufleet_proto::v1::{self as pb, query_server::Query};
 use tonic::{Request, Response, Status};
 
@@ -13,7 +13,7 @@ use crate::compliance::audit::{Against, DEFAULT_STALE_AFTER, audit};
 use crate::compliance::policy::Policy;
 use crate::compliance::{fields, versions};
 use crate::evaluator::Evaluator;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, NodeState};
 use crate::store::Store;
 
 /// Recent events returned with a node.
@@ -38,9 +38,19 @@ impl QueryService {
     }
 }
 
-/// A request's label selector; a bad one is INVALID_ARGUMENT saying why.
-pub fn selector_of(text: &str) -> Result<gpufleet_model::Selector, Status> {
-    gpufleet_model::Selector::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+/// A request's `selector` (kubectl syntax; empty selects every node). A bad one is
+/// INVALID_ARGUMENT with the parse error, which says how to write one.
+pub fn parse_selector(text: &str) -> Result<Selector, Status> {
+    Selector::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The nodes whose labels `selector` matches, in fleet order.
+pub fn selected<'a>(nodes: &[&'a NodeState], selector: &Selector) -> Vec<&'a NodeState> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|n| selector.matches(&n.labels))
+        .collect()
 }
 
 /// The latest evaluation, for the whole fleet or one node.
@@ -75,12 +85,13 @@ pub fn diagnosis(fleet: &Fleet, evaluator: &Evaluator, node: Option<&str>) -> Di
 impl Query for QueryService {
     async fn list_nodes(
         &self,
-        _request: Request<pb::ListNodesRequest>,
+        request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let selector = parse_selector(&request.into_inner().selector)?;
         let eval = self.evaluator.latest();
         let nodes = self.fleet.with_nodes(|nodes| {
-            nodes
-                .iter()
+            selected(nodes, &selector)
+                .into_iter()
                 .map(|n| api::summarize(n, &eval.firing).into())
                 .collect()
         });
@@ -155,7 +166,7 @@ impl Query for QueryService {
         request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         let req = request.into_inner();
-        let selector = selector_of(&req.selector)?;
+        let selector = parse_selector(&req.selector)?;
         let given = if req.policy_toml.trim().is_empty() {
             None
         } else {
@@ -190,7 +201,7 @@ impl Query for QueryService {
         request: Request<pb::VersionsRequest>,
     ) -> Result<Response<pb::VersionsResponse>, Status> {
         let req = request.into_inner();
-        let selector = selector_of(&req.selector)?;
+        let selector = parse_selector(&req.selector)?;
         let name = if req.field.is_empty() {
             "driver"
         } else {
@@ -213,5 +224,92 @@ impl Query for QueryService {
         _request: Request<pb::ChangesRequest>,
     ) -> Result<Response<pb::ChangesResponse>, Status> {
         Err(Status::unimplemented("changes is not implemented yet"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::EngineConfig;
+    use crate::store::sqlite::SqliteStore;
+    use gpufleet_model::convert::Hello;
+    use gpufleet_model::{Labels, NodeIdentity};
+
+    fn hello(node: &str, labels: &[(&str, &str)]) -> Hello {
+        Hello {
+            protocol_version: gpufleet_proto::PROTOCOL_VERSION,
+            node: NodeIdentity {
+                hostname: node.into(),
+                ..Default::default()
+            },
+            agent_version: "test".into(),
+            session_id: format!("{node}-session"),
+            inventory: Default::default(),
+            gpu_source: "simulated".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Labels>(),
+        }
+    }
+
+    fn service(dir: &std::path::Path) -> QueryService {
+        let fleet = Arc::new(Fleet::default());
+        for h in [
+            hello("train-a", &[("pool", "training"), ("rack", "r12")]),
+            hello("train-b", &[("pool", "training"), ("rack", "r13")]),
+            hello("infer-a", &[("pool", "inference"), ("rack", "r12")]),
+            hello("bare", &[]),
+        ] {
+            fleet.on_hello(&h, UnixMs(1));
+        }
+        let evaluator = Arc::new(Evaluator::new(fleet.clone(), EngineConfig::default()));
+        let store = Arc::new(SqliteStore::open(&dir.join("q.db")).unwrap());
+        QueryService::new(fleet, evaluator, store)
+    }
+
+    async fn names(q: &QueryService, selector: &str) -> Result<Vec<String>, Status> {
+        let r = q
+            .list_nodes(Request::new(pb::ListNodesRequest {
+                selector: selector.into(),
+            }))
+            .await?;
+        Ok(r.into_inner().nodes.into_iter().map(|n| n.name).collect())
+    }
+
+    #[tokio::test]
+    async fn list_nodes_keeps_the_nodes_the_selector_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = service(dir.path());
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["bare", "infer-a", "train-a", "train-b"]),
+            ("pool=training", &["train-a", "train-b"]),
+            ("pool=training,rack!=r13", &["train-a"]),
+            ("rack in (r12)", &["infer-a", "train-a"]),
+            ("pool!=training", &["bare", "infer-a"]),
+            ("!pool", &["bare"]),
+            ("pool=nothing", &[]),
+        ];
+        for (selector, want) in cases {
+            assert_eq!(names(&q, selector).await.unwrap(), *want, "{selector:?}");
+        }
+        let r = q
+            .list_nodes(Request::new(pb::ListNodesRequest {
+                selector: "pool=training".into(),
+            }))
+            .await
+            .unwrap();
+        let labels = &r.into_inner().nodes[0].labels;
+        assert_eq!(labels["rack"], "r12", "summaries carry the labels");
+    }
+
+    #[tokio::test]
+    async fn a_bad_selector_is_invalid_argument_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = service(dir.path());
+        let status = names(&q, "rack in (r12").await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("without its ')'"), "{status:?}");
+        assert!(status.message().contains("write e.g."), "{status:?}");
     }
 }

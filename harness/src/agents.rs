@@ -7,7 +7,7 @@ use std::time::Duration;
 use gpufleet_agent::detect::{DEFAULT_SATURATION_HOLD, Detector, saturation::Thresholds};
 use gpufleet_agent::uplink::UplinkConfig;
 use gpufleet_agent::{GpuBackend, RunningAgent, start_node};
-use gpufleet_model::{NodeIdentity, UnixMs};
+use gpufleet_model::{Labels, NodeIdentity, UnixMs};
 use gpufleet_sim::Scenario;
 
 /// The agent's local detector as `gpufleet-agent run` builds it for a simulated node (no
@@ -17,7 +17,8 @@ pub fn shipped_detector() -> Detector {
 }
 
 /// A simulated agent (`gpus` of `model`, no scenario) named `node`, streaming to `uplink`
-/// every `interval`. Must be called inside a tokio runtime.
+/// every `interval` (with `uplink.labels`, as `--label` gives them). Must be called inside a
+/// tokio runtime.
 pub fn spawn_simulated_agent(
     node: &str,
     model: &str,
@@ -40,12 +41,23 @@ pub fn spawn_simulated_agent(
     gpufleet_agent::spawn(agent, events, uplink, interval)
 }
 
-/// One agent per node of `scenario`, streaming to `collector_url`. Must be called inside a
-/// tokio runtime.
+/// One agent per node of `scenario`, streaming to `collector_url`, without labels. Must be
+/// called inside a tokio runtime.
 pub fn spawn_scenario_agents(
     scenario: &Arc<Scenario>,
     collector_url: &str,
     interval: Duration,
+) -> anyhow::Result<Vec<RunningAgent>> {
+    spawn_labelled_scenario_agents(scenario, collector_url, interval, |_| Labels::new())
+}
+
+/// [`spawn_scenario_agents`], each node labelled with what `labels` gives for its name (as
+/// its `--label` flags would).
+pub fn spawn_labelled_scenario_agents(
+    scenario: &Arc<Scenario>,
+    collector_url: &str,
+    interval: Duration,
+    labels: impl Fn(&str) -> Labels,
 ) -> anyhow::Result<Vec<RunningAgent>> {
     let fleet = &scenario.fleet;
     let now = UnixMs::now();
@@ -62,13 +74,10 @@ pub fn spawn_scenario_agents(
             machine_id: format!("demo-{i:04}"),
             boot_id: String::new(),
         };
+        let mut uplink = UplinkConfig::new(collector_url.to_string());
+        uplink.labels = labels(&identity.hostname);
         let (agent, events) = start_node(identity, &backend, shipped_detector(), now)?;
-        agents.push(gpufleet_agent::spawn(
-            agent,
-            events,
-            UplinkConfig::new(collector_url.to_string()),
-            interval,
-        ));
+        agents.push(gpufleet_agent::spawn(agent, events, uplink, interval));
     }
     Ok(agents)
 }

@@ -12,7 +12,7 @@ use gpufleet_collector::server::{self, ServerConfig};
 use gpufleet_model::{Finding, UnixMs};
 use gpufleet_sim::Scenario;
 
-use crate::agents::spawn_scenario_agents;
+use crate::agents::spawn_labelled_scenario_agents;
 
 /// The built-in demo scenario (also at scenarios/demo.toml).
 pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
@@ -39,7 +39,10 @@ pub async fn run(opts: DemoOptions) -> Result<String> {
     let server = server::start(config).await?;
     let sc = Arc::new(opts.scenario);
     let fleet_spec = &sc.fleet;
-    let agents = spawn_scenario_agents(&sc, &server.url(), opts.sample_interval)?;
+    // Labelled as `gpufleet-agent run --label pool=demo` would, so the table shows the column.
+    let agents = spawn_labelled_scenario_agents(&sc, &server.url(), opts.sample_interval, |_| {
+        [("pool".to_string(), "demo".to_string())].into()
+    })?;
     eprintln!(
         "demo: collector at {} (data in {}), {} simulated node(s) × {} {} GPU(s), scenario {:?}",
         server.url(),
@@ -84,7 +87,7 @@ pub async fn run(opts: DemoOptions) -> Result<String> {
             break (d, missing);
         }
     };
-    let nodes = cli::nodes(&mut client).await?;
+    let nodes = cli::nodes(&mut client, &gpufleet_model::Selector::everything()).await?;
     let now = UnixMs::now();
     let mut out = String::new();
     out += &format!("Fleet ({} nodes)\n", nodes.len());

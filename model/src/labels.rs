@@ -145,6 +145,13 @@ pub fn parse_labels<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Labe
     Ok(out)
 }
 
+/// Labels as `key=value` items joined by commas (`pool=training,rack=r12`): the form
+/// `--label`, `GPUFLEET_LABELS` and [`parse_labels`] read, so it round-trips.
+pub fn format_labels(labels: &Labels) -> String {
+    let items: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    items.join(",")
+}
+
 /// One requirement of a selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
@@ -343,6 +350,21 @@ mod tests {
         );
         assert_eq!(parse_labels([""]).unwrap(), Labels::new());
         assert!(parse_labels(["example.com/team=ml"]).is_ok());
+    }
+
+    #[test]
+    fn formatted_labels_parse_back() {
+        let l = labels(&[
+            ("example.com/team", "ml"),
+            ("pool", "training"),
+            ("spare", ""),
+        ]);
+        assert_eq!(
+            format_labels(&l),
+            "example.com/team=ml,pool=training,spare="
+        );
+        assert_eq!(parse_labels([format_labels(&l).as_str()]).unwrap(), l);
+        assert_eq!(format_labels(&Labels::new()), "");
     }
 
     #[test]

@@ -14,7 +14,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 fn hello(node: &str, version: u32) -> AgentMessage {
-    let h = Hello {
+    labelled_hello(node, version, &[])
+}
+
+/// A Hello with `labels` as the agent's `--label` flags give them (not checked here: the
+/// point is what the collector does with bad ones).
+fn labelled_hello(node: &str, version: u32, labels: &[(&str, &str)]) -> AgentMessage {
+    let mut h: pb::Hello = Hello {
         protocol_version: version,
         node: NodeIdentity {
             hostname: node.into(),
@@ -25,9 +31,14 @@ fn hello(node: &str, version: u32) -> AgentMessage {
         inventory: Inventory::default(),
         gpu_source: "simulated".into(),
         labels: Default::default(),
-    };
+    }
+    .into();
+    h.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     AgentMessage {
-        msg: Some(agent_message::Msg::Hello(h.into())),
+        msg: Some(agent_message::Msg::Hello(h)),
     }
 }
 
@@ -129,6 +140,18 @@ async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
             "hostname",
         ),
         (
+            "bad label value",
+            vec![labelled_hello("n5", 1, &[("pool", "two words")])],
+            tonic::Code::InvalidArgument,
+            "label pool",
+        ),
+        (
+            "bad label key",
+            vec![labelled_hello("n6", 1, &[("-pool", "training")])],
+            tonic::Code::InvalidArgument,
+            "label key \"-pool\"",
+        ),
+        (
             "second hello",
             vec![hello("n2", 1), hello("n2", 1)],
             tonic::Code::InvalidArgument,
@@ -179,6 +202,27 @@ async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
         .samples("good", UnixMs(0), UnixMs(i64::MAX), 10)
         .unwrap();
     assert_eq!(stored.len(), 2);
+    // A refused Hello left nothing behind.
+    assert!(server.fleet.node("n5").is_none() && server.fleet.node("n6").is_none());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn hello_labels_reach_fleet_state_and_the_store() {
+    let (server, _dir) = start().await;
+    let labels = [("pool", "training"), ("example.com/rack", "r12")];
+    exchange(
+        &server.url(),
+        vec![labelled_hello("n", 1, &labels), batch(1)],
+    )
+    .await
+    .unwrap();
+    let want: gpufleet_model::Labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(server.fleet.node("n").unwrap().labels, want);
+    assert_eq!(server.store.nodes().unwrap()[0].labels, want);
     server.stop().await.unwrap();
 }
 

@@ -31,9 +31,15 @@ fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())
 }
 
-pub async fn nodes(c: &mut QueryClient<Channel>) -> Result<Vec<NodeSummary>> {
+/// The nodes `selector` matches (every node for `Selector::everything()`).
+pub async fn nodes(
+    c: &mut QueryClient<Channel>,
+    selector: &gpufleet_model::Selector,
+) -> Result<Vec<NodeSummary>> {
     let r = c
-        .list_nodes(pb::ListNodesRequest::default())
+        .list_nodes(pb::ListNodesRequest {
+            selector: selector.to_string(),
+        })
         .await
         .map_err(status)?;
     Ok(r.into_inner().nodes.into_iter().map(Into::into).collect())

@@ -1,7 +1,8 @@
 //! Human output: tables for nodes, one node, and a diagnosis.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use gpufleet_model::{Finding, GpuStatus, UnixMs, clock_events};
+use gpufleet_model::labels::format_labels;
+use gpufleet_model::{Finding, GpuStatus, Labels, Selector, UnixMs, clock_events};
 
 use crate::api::{Diagnosis, NodeDetail, NodeSummary};
 
@@ -21,6 +22,47 @@ fn or_na(s: &str) -> &str {
     if s.is_empty() { "n/a" } else { s }
 }
 
+/// Most characters the LABELS column of `gpufleet nodes` shows per node (`gpufleet node NAME`
+/// shows them all).
+const LABELS_CELL_CHARS: usize = 40;
+
+/// A node's labels for the nodes table: `k=v,k2=v2` with as many whole labels as fit in
+/// [`LABELS_CELL_CHARS`], then `+N` for the ones left out (a first label longer than that is
+/// cut, ending in `…`); `-` when it has none.
+fn labels_cell(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    let mut shown: Vec<String> = Vec::new();
+    let mut width = 0;
+    for (k, v) in labels {
+        let item = format!("{k}={v}");
+        let w = item.chars().count() + usize::from(!shown.is_empty());
+        if width + w > LABELS_CELL_CHARS {
+            if shown.is_empty() {
+                let head = item.chars().take(LABELS_CELL_CHARS - 1);
+                shown.push(head.chain(['…']).collect());
+            }
+            break;
+        }
+        width += w;
+        shown.push(item);
+    }
+    let mut out = shown.join(",");
+    if shown.len() < labels.len() {
+        out += &format!(",+{}", labels.len() - shown.len());
+    }
+    out
+}
+
+/// What `gpufleet nodes --selector` prints when no node matches.
+pub fn no_node_matches(selector: &Selector) -> String {
+    format!(
+        "No node matches the selector {:?}; `gpufleet nodes` lists every node with its labels.\n",
+        selector.to_string()
+    )
+}
+
 pub fn nodes(nodes: &[NodeSummary], now: UnixMs) -> String {
     if nodes.is_empty() {
         return "No nodes yet. Start an agent: gpufleet-agent run --collector http://<this host>:50051\n".into();
@@ -37,6 +79,7 @@ pub fn nodes(nodes: &[NodeSummary], now: UnixMs) -> String {
         "KERNEL",
         "FINDINGS",
         "LAST SEEN",
+        "LABELS",
     ]);
     for n in nodes {
         let status = match (n.connected, n.gpus_unhealthy) {
@@ -60,6 +103,7 @@ pub fn nodes(nodes: &[NodeSummary], now: UnixMs) -> String {
             or_na(&n.kernel_version).to_string(),
             findings,
             format!("{}s ago", now.since(n.last_seen) / 1000),
+            labels_cell(&n.labels),
         ]);
     }
     format!("{t}\n")
@@ -137,7 +181,7 @@ pub fn node(d: &NodeDetail, now: UnixMs) -> String {
     let s = &d.summary;
     let inv = &d.inventory;
     let mut out = format!(
-        "Node {} ({}, agent {}, source {}, last seen {}s ago)\nDriver {}  CUDA {}  NVML {}  Kernel {}  OS {}\n\n",
+        "Node {} ({}, agent {}, source {}, last seen {}s ago)\nDriver {}  CUDA {}  NVML {}  Kernel {}  OS {}\nLabels {}\n\n",
         s.name,
         if s.connected { "online" } else { "offline" },
         or_na(&s.agent_version),
@@ -148,6 +192,11 @@ pub fn node(d: &NodeDetail, now: UnixMs) -> String {
         or_na(&inv.driver.nvml_version),
         or_na(&inv.host.kernel_version),
         or_na(&inv.host.os_name),
+        if s.labels.is_empty() {
+            "none".to_string()
+        } else {
+            format_labels(&s.labels)
+        },
     );
     let mut t = table();
     t.set_header([
@@ -245,4 +294,63 @@ fn history(records: &[gpufleet_model::FindingRecord]) -> String {
         ]);
     }
     format!("History\n{t}\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(items: &[(&str, &str)]) -> Labels {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_labels_cell_shows_whole_labels_and_counts_the_rest() {
+        let long = "v".repeat(60);
+        let cut = format!("a={}…,+1", "v".repeat(37));
+        let cases: &[(Labels, &str)] = &[
+            (labels(&[]), "-"),
+            (
+                labels(&[("pool", "training"), ("rack", "r12")]),
+                "pool=training,rack=r12",
+            ),
+            (
+                labels(&[
+                    ("pool", "training"),
+                    ("rack", "r12"),
+                    ("team", "research-infra"),
+                    ("zone", "eu-1"),
+                ]),
+                "pool=training,rack=r12,+2",
+            ),
+            (labels(&[("a", &long), ("b", "1")]), &cut),
+        ];
+        for (l, want) in cases {
+            assert_eq!(labels_cell(l), *want, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn tables_show_labels() {
+        let n = NodeSummary {
+            name: "n1".into(),
+            labels: labels(&[("pool", "training")]),
+            ..Default::default()
+        };
+        let table = nodes(std::slice::from_ref(&n), UnixMs(0));
+        assert!(
+            table.contains("LABELS") && table.contains("pool=training"),
+            "{table}"
+        );
+        let detail = NodeDetail {
+            summary: n,
+            ..Default::default()
+        };
+        assert!(node(&detail, UnixMs(0)).contains("Labels pool=training\n"));
+        let bare = NodeDetail::default();
+        assert!(node(&bare, UnixMs(0)).contains("Labels none\n"));
+    }
 }

@@ -2,7 +2,7 @@
 //! later without touching ingest, query or diagnosis. SQLite is the embedded default.
 
 use gpufleet_model::convert::{Batch, Hello};
-use gpufleet_model::{Event, FindingRecord, Inventory, NodeIdentity, Sample, UnixMs};
+use gpufleet_model::{Event, FindingRecord, Inventory, Labels, NodeIdentity, Sample, UnixMs};
 
 pub mod sqlite;
 pub mod writer;
@@ -26,6 +26,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredNode {
     pub identity: NodeIdentity,
+    /// From the node's last Hello.
+    pub labels: Labels,
     pub agent_version: String,
     pub gpu_source: String,
     pub inventory: Inventory,

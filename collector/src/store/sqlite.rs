@@ -18,6 +18,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, StoredNode, Write};
 
+/// The newest layout. A new file is created with it; an older one is first brought to it by
+/// [`MIGRATIONS`] (whose steps change existing tables; a table that is new here needs no step:
+/// its `CREATE TABLE IF NOT EXISTS` adds it).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -28,7 +31,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     gpu_source TEXT NOT NULL,
     inventory_json TEXT NOT NULL,
     first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL
+    last_seen_ms INTEGER NOT NULL,
+    labels_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS inventories (
     node TEXT NOT NULL,
@@ -70,8 +74,17 @@ CREATE INDEX IF NOT EXISTS findings_open ON findings(node, rule_id, gpu_index, r
 CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms);
 ";
 
-/// Bumped when the layout above changes incompatibly; an older file is migrated or refused.
-const SCHEMA_VERSION: &str = "1";
+/// The steps that bring a file made by an older gpufleet up to [`SCHEMA`]: `MIGRATIONS[i]`
+/// takes schema version `i + 1` to `i + 2`. Steps are appended, never edited: files in the field
+/// have run the old ones.
+const MIGRATIONS: &[&str] = &[
+    // 1 → 2: node labels (the agent's `--label`).
+    "ALTER TABLE nodes ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';",
+];
+
+/// The version [`SCHEMA`] is, kept in `meta.schema_version`. An older file is migrated on open;
+/// a newer one is refused (an older gpufleet cannot know what it would break).
+const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32 + 1;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -83,39 +96,14 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        let version: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match version.as_deref() {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => {
-                return Err(StoreError::Corrupt {
-                    what: path.display().to_string(),
-                    reason: format!(
-                        "schema version {other}, this gpufleet reads version {SCHEMA_VERSION}; \
-                         use a matching gpufleet or a new --data-dir"
-                    ),
-                });
-            }
-        }
+        migrate(&mut conn, path)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -126,6 +114,70 @@ impl SqliteStore {
         // roll back), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Brings the file at `path` to [`SCHEMA_VERSION`] in one transaction (all or nothing): a new
+/// file gets [`SCHEMA`], an older one the steps it lacks, and a newer one is refused before
+/// anything in it changes.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let refuse = |reason: String| StoreError::Corrupt {
+        what: path.display().to_string(),
+        reason,
+    };
+    let tx = conn.transaction().map_err(sql)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )
+    .map_err(sql)?;
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
+    let from = match stored.as_deref().map(str::parse::<u32>) {
+        // A new file: SCHEMA creates the newest layout.
+        None => SCHEMA_VERSION,
+        Some(Ok(v)) if (1..=SCHEMA_VERSION).contains(&v) => v,
+        Some(Ok(v)) if v > SCHEMA_VERSION => {
+            return Err(refuse(format!(
+                "schema version {v} is newer than this gpufleet reads (version {SCHEMA_VERSION}); \
+                 upgrade gpufleet or use a new --data-dir"
+            )));
+        }
+        Some(_) => {
+            return Err(refuse(format!(
+                "unknown schema version {:?}; use a new --data-dir",
+                stored.unwrap_or_default()
+            )));
+        }
+    };
+    for step in &MIGRATIONS[(from - 1) as usize..] {
+        tx.execute_batch(step).map_err(sql)?;
+    }
+    tx.execute_batch(SCHEMA).map_err(sql)?;
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [SCHEMA_VERSION.to_string()],
+    )
+    .map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    if stored.is_some() && from < SCHEMA_VERSION {
+        tracing::info!(
+            path = %path.display(),
+            from,
+            to = SCHEMA_VERSION,
+            "database schema upgraded"
+        );
+    }
+    Ok(())
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -266,12 +318,12 @@ impl Store for SqliteStore {
                         .optional()?;
                     tx.execute(
                         "INSERT INTO nodes(name, machine_id, boot_id, agent_version, gpu_source,
-                                           inventory_json, first_seen_ms, last_seen_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                                           inventory_json, first_seen_ms, last_seen_ms, labels_json)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                          ON CONFLICT(name) DO UPDATE SET machine_id = excluded.machine_id,
                             boot_id = excluded.boot_id, agent_version = excluded.agent_version,
                             gpu_source = excluded.gpu_source, inventory_json = excluded.inventory_json,
-                            last_seen_ms = excluded.last_seen_ms",
+                            last_seen_ms = excluded.last_seen_ms, labels_json = excluded.labels_json",
                         params![
                             hello.node.hostname,
                             hello.node.machine_id,
@@ -279,7 +331,8 @@ impl Store for SqliteStore {
                             hello.agent_version,
                             hello.gpu_source,
                             inv,
-                            at.0
+                            at.0,
+                            json(&hello.labels)
                         ],
                     )?;
                     let changed = match previous {
@@ -339,7 +392,7 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut q = conn.prepare(
             "SELECT name, machine_id, boot_id, agent_version, gpu_source, inventory_json,
-                    first_seen_ms, last_seen_ms FROM nodes ORDER BY name",
+                    first_seen_ms, last_seen_ms, labels_json FROM nodes ORDER BY name",
         )?;
         let rows = q.query_map([], |r| {
             Ok((
@@ -353,13 +406,15 @@ impl Store for SqliteStore {
                 r.get::<_, String>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
+                r.get::<_, String>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (identity, agent_version, gpu_source, inv, first, last) = row?;
+            let (identity, agent_version, gpu_source, inv, first, last, labels) = row?;
             out.push(StoredNode {
                 inventory: from_json(&format!("inventory of {}", identity.hostname), &inv)?,
+                labels: from_json(&format!("labels of {}", identity.hostname), &labels)?,
                 identity,
                 agent_version,
                 gpu_source,
@@ -626,6 +681,134 @@ mod tests {
     }
 
     #[test]
+    fn labels_are_stored_restored_and_replaced_by_the_next_hello() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let labelled = |items: &[(&str, &str)]| {
+            let mut h = hello("n1", "550.54.15");
+            h.labels = items
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Write::Hello {
+                hello: Box::new(h),
+                at: UnixMs(1),
+            }
+        };
+        SqliteStore::open(&path)
+            .unwrap()
+            .apply(&[labelled(&[("pool", "training"), ("rack", "r12")])])
+            .unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        let l = &s.nodes().unwrap()[0].labels;
+        assert_eq!(
+            gpufleet_model::labels::format_labels(l),
+            "pool=training,rack=r12"
+        );
+        // The agent restarted with other labels: the newest Hello's labels are the node's.
+        s.apply(&[labelled(&[("pool", "inference")])]).unwrap();
+        let l = &s.nodes().unwrap()[0].labels;
+        assert_eq!(gpufleet_model::labels::format_labels(l), "pool=inference");
+    }
+
+    /// The layout gpufleet wrote as schema version 1 (before labels), as files in the field have it.
+    const SCHEMA_V1: &str = "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY, machine_id TEXT NOT NULL, boot_id TEXT NOT NULL,
+        agent_version TEXT NOT NULL, gpu_source TEXT NOT NULL, inventory_json TEXT NOT NULL,
+        first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL
+    );
+    CREATE TABLE inventories (node TEXT NOT NULL, read_at_ms INTEGER NOT NULL, inventory_json TEXT NOT NULL);
+    CREATE INDEX inventories_node ON inventories(node, read_at_ms);
+    CREATE TABLE sessions (
+        node TEXT NOT NULL, session TEXT NOT NULL, last_sequence INTEGER NOT NULL,
+        PRIMARY KEY (node, session)
+    );
+    CREATE TABLE samples (node TEXT NOT NULL, ts_ms INTEGER NOT NULL, sample_pb BLOB NOT NULL);
+    CREATE INDEX samples_node_ts ON samples(node, ts_ms);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+        code TEXT NOT NULL, event_json TEXT NOT NULL
+    );
+    CREATE INDEX events_node_ts ON events(node, ts_ms);
+    CREATE INDEX events_ts ON events(ts_ms);
+    CREATE TABLE findings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, rule_id TEXT NOT NULL,
+        gpu_index INTEGER, fired_at_ms INTEGER NOT NULL, resolved_at_ms INTEGER,
+        finding_json TEXT NOT NULL
+    );
+    CREATE INDEX findings_open ON findings(node, rule_id, gpu_index, resolved_at_ms);
+    CREATE INDEX findings_time ON findings(resolved_at_ms, fired_at_ms);
+    INSERT INTO meta(key, value) VALUES ('schema_version', '1');
+    ";
+
+    fn schema_version(path: &Path) -> String {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA_V1).unwrap();
+        old.execute(
+            "INSERT INTO nodes VALUES ('old-node', 'm1', 'b1', '0.1.0', 'nvml', ?1, 5, 9)",
+            [json(&Inventory::default())],
+        )
+        .unwrap();
+        drop(old);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(schema_version(&path), SCHEMA_VERSION.to_string());
+        let nodes = s.nodes().unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].identity.hostname, "old-node");
+        assert_eq!(nodes[0].last_seen, UnixMs(9));
+        assert!(
+            nodes[0].labels.is_empty(),
+            "a node stored before labels has none"
+        );
+        // The migrated file takes labels like a new one, and opens again as it is.
+        let mut h = hello("old-node", "550.54.15");
+        h.labels.insert("pool".into(), "training".into());
+        s.apply(&[Write::Hello {
+            hello: Box::new(h),
+            at: UnixMs(20),
+        }])
+        .unwrap();
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        let nodes = s.nodes().unwrap();
+        assert_eq!(nodes[0].labels["pool"], "training");
+        assert_eq!(nodes[0].first_seen, UnixMs(5));
+        assert_eq!(schema_version(&path), SCHEMA_VERSION.to_string());
+    }
+
+    #[test]
+    fn an_unreadable_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE meta SET value = 'two' WHERE key = 'schema_version'",
+                [],
+            )
+            .unwrap();
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("unknown schema version \"two\""), "{err}");
+    }
+
+    #[test]
     fn refuses_a_newer_schema_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.db");
@@ -639,6 +822,12 @@ mod tests {
         drop(c);
         let err = SqliteStore::open(&path).err().unwrap().to_string();
         assert!(err.contains("schema version 99"), "{err}");
+        assert!(err.contains("upgrade gpufleet"), "{err}");
+        assert_eq!(
+            schema_version(&path),
+            "99",
+            "a refused file is left as it was"
+        );
     }
 
     #[test]
