@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gpufleet_collector::cli::audit::{self as audit_out, AuditOutput};
 use gpufleet_collector::cli::{self, Output};
-use gpufleet_collector::compliance::policy::Policy;
+use gpufleet_collector::compliance::policy::{Policy, PolicyError};
 use gpufleet_collector::fleet::Window;
 use gpufleet_collector::server::{self, ServerConfig};
 use gpufleet_harness::demo;
@@ -203,9 +203,14 @@ async fn run(command: Command) -> Result<i32> {
                 Some(path) => {
                     // Checked here first, so a bad file is reported with its line even when
                     // the collector is unreachable.
-                    Policy::load(&path)?;
-                    let text = std::fs::read_to_string(&path)?;
-                    Some((text, path.display().to_string()))
+                    let origin = path.display().to_string();
+                    let text = std::fs::read_to_string(&path).map_err(|e| PolicyError {
+                        origin: origin.clone(),
+                        line: None,
+                        message: format!("cannot read it: {e}"),
+                    })?;
+                    Policy::parse(&text, &origin)?;
+                    Some((text, origin))
                 }
                 None => None,
             };

@@ -204,6 +204,20 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `gpufleet serve` on 127.0.0.1:`port` with its database in `data`, as a supervised process.
+pub fn serve(port: u16, data: &Path) -> Proc {
+    let mut serve = gpufleet();
+    serve
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data);
+    Proc::spawn(serve, "gpufleet serve")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gpufleet_tests::{Proc, agent, free_port, gpufleet, repo_root, wait_for};
+use gpufleet_tests::{Proc, agent, free_port, gpufleet, repo_root, serve, wait_for};
 use serde_json::Value;
 
 fn agent_cmd(node: &str, url: &str, pool: &str, scenario: Option<&std::path::Path>) -> Command {
@@ -135,16 +135,7 @@ fn audit_versions_and_a_driver_upgrade_mid_run() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
-    let mut serve = gpufleet();
-    serve
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path());
-    let _server = Proc::spawn(serve, "gpufleet serve");
+    let _server = serve(port, data.path());
 
     // gpu-node-02 moves to driver 535.161.08 ten seconds in; the others stay on 550.54.15.
     let scenario = data.path().join("upgrade.toml");

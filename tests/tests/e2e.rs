@@ -19,16 +19,7 @@ fn serve_two_simulated_agents_and_query_them() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
-    let mut serve = gpufleet();
-    serve
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path());
-    let server = Proc::spawn(serve, "gpufleet serve");
+    let server = gpufleet_tests::serve(port, data.path());
 
     let mut a1 = agent();
     a1.args([

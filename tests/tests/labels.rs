@@ -5,23 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use gpufleet_tests::{Proc, agent, free_port, gpufleet, run, wait_for};
+use gpufleet_tests::{Proc, agent, free_port, gpufleet, run, serve, wait_for};
 use serde_json::Value;
 
 const LABELS_ENV: &str = "GPUFLEET_LABELS";
-
-fn serve(port: u16, data: &std::path::Path) -> Proc {
-    let mut serve = gpufleet();
-    serve
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data);
-    Proc::spawn(serve, "gpufleet serve")
-}
 
 /// `gpufleet-agent run` for a small simulated node, with no labels from this environment.
 fn labelled_agent(node: &str, url: &str, labels: &[&str]) -> Command {

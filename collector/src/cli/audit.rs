@@ -28,11 +28,7 @@ pub const CSV_HEADER: [&str; 8] = [
 ];
 
 fn labels_of(n: &NodeAudit) -> String {
-    n.labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    gpufleet_model::labels::format_labels(&n.labels)
 }
 
 /// The flat rows of an audit (what CSV prints): one per violation, one (with empty violation

@@ -114,7 +114,7 @@ pub fn audit(
                 (Against::FleetMajority, Some(m)) => (Vec::new(), m.violations(n)),
                 (Against::FleetMajority, None) => (Vec::new(), Vec::new()),
             };
-            let status = if n.inventory.read_at.0 == 0 && n.inventory.gpus.is_empty() {
+            let status = if !reported(n) {
                 Status::NeverReported
             } else if now.0.saturating_sub(n.last_seen.0) > stale_ms {
                 Status::Stale
@@ -156,6 +156,11 @@ pub fn audit(
         summary,
         nodes: out,
     }
+}
+
+/// Whether the collector has an inventory from the node.
+fn reported(n: &NodeState) -> bool {
+    n.inventory.read_at.0 != 0 || !n.inventory.gpus.is_empty()
 }
 
 /// The node's GPU product names, deduplicated, in order.
@@ -233,10 +238,7 @@ struct Majorities {
 impl Majorities {
     fn of(nodes: &[&NodeState]) -> Self {
         let mut counts: HashMap<(String, &'static str), BTreeMap<Value, usize>> = HashMap::new();
-        for n in nodes
-            .iter()
-            .filter(|n| n.inventory.read_at.0 != 0 || !n.inventory.gpus.is_empty())
-        {
+        for n in nodes.iter().filter(|n| reported(n)) {
             let model = node_model(n);
             for f in FIELDS {
                 for (gpu, v) in fields::read(f, &n.inventory, n.latest()) {

@@ -52,9 +52,7 @@ impl Constraint {
 /// exactly.
 fn same(want: &Value, v: &Value) -> bool {
     match (want, v) {
-        (Value::Text(a), Value::Text(b)) => {
-            a == b || version::compare(a, b) == std::cmp::Ordering::Equal
-        }
+        (Value::Text(a), Value::Text(b)) => version::compare(a, b).is_eq(),
         (a, b) => a == b,
     }
 }

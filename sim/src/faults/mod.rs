@@ -408,7 +408,7 @@ pub(crate) fn xid_number(xid: u32) -> Result<u32, String> {
     in_range("xid", xid, 1, 999)
 }
 
-pub(crate) fn non_empty(name: &str, v: &Option<String>) -> Result<(), String> {
+pub(crate) fn non_empty(name: &str, v: Option<&str>) -> Result<(), String> {
     match v {
         Some(s) if s.trim().is_empty() => Err(format!("{name} must not be empty")),
         _ => Ok(()),

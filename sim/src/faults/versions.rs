@@ -53,8 +53,8 @@ impl DriverChange {
 
 impl Params for DriverChange {
     fn check(&self, gpu: Option<u32>) -> Result<(), String> {
-        non_empty("driver_version", &self.driver_version)?;
-        non_empty("vbios_version", &self.vbios_version)?;
+        non_empty("driver_version", self.driver_version.as_deref())?;
+        non_empty("vbios_version", self.vbios_version.as_deref())?;
         if self.driver_version.is_some() && gpu.is_some() {
             return Err(
                 "the driver is per node: remove `gpu`, or change `vbios_version` instead".into(),
@@ -114,7 +114,7 @@ impl Default for KernelChange {
 
 impl Params for KernelChange {
     fn check(&self, _gpu: Option<u32>) -> Result<(), String> {
-        non_empty("kernel_version", &Some(self.kernel_version.clone()))
+        non_empty("kernel_version", Some(&self.kernel_version))
     }
 }
 
