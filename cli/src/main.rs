@@ -1,5 +1,5 @@
 //! `gpufleet` command line: the collector (`serve`), the ops CLI (`nodes`, `node`,
-//! `diagnose`) and the one-command `demo`.
+//! `diagnose`, `audit`, `versions`, `changes`, `history`) and the one-command `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +112,27 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Every version or mode change on the selected nodes (driver, firmware, kernel, modes,
+    /// GPU count, a GPU swapped), with old and new value, oldest first.
+    Changes {
+        /// Only changes since then: a duration back from now (`24h`, `7d`) or an RFC 3339 time.
+        #[arg(long, default_value = DEFAULT_CHANGES_SINCE, value_parser = parse_since)]
+        since: UnixMs,
+        /// Only nodes whose labels match, kubectl-style.
+        #[arg(long, short = 'l', default_value = "")]
+        selector: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One node's version and mode changes, oldest first.
+    History {
+        node: String,
+        /// Only changes since then: a duration back from now (`7d`) or an RFC 3339 time.
+        #[arg(long, default_value = DEFAULT_HISTORY_SINCE, value_parser = parse_since)]
+        since: UnixMs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List the fleet's nodes with their GPUs, versions, health and labels.
     Nodes {
         /// Only the nodes whose labels match, in kubectl's syntax: `pool=training`,
@@ -150,6 +171,11 @@ enum Command {
         interval: Duration,
     },
 }
+
+/// `gpufleet changes` looks this far back by default.
+const DEFAULT_CHANGES_SINCE: &str = "24h";
+/// `gpufleet history NODE` looks this far back by default.
+const DEFAULT_HISTORY_SINCE: &str = "7d";
 
 fn main() {
     tracing_subscriber::fmt()
@@ -281,6 +307,39 @@ async fn run(command: Command) -> Result<i32> {
             }
             tracing::info!("shutting down");
             server.stop().await?;
+            Ok(0)
+        }
+        Command::Changes {
+            since,
+            selector,
+            client,
+        } => {
+            let selector = gpufleet_model::Selector::parse(&selector)?;
+            let mut c = cli::connect(&client.collector).await?;
+            let changes = cli::changes(&mut c, None, Some(since), &selector.to_string()).await?;
+            match client.output {
+                Output::Json => print_json(&changes)?,
+                Output::Table => print!(
+                    "{}",
+                    cli::changes::table_of(&changes, cli::changes::Scope::Fleet, Some(since))
+                ),
+            }
+            Ok(0)
+        }
+        Command::History {
+            node,
+            since,
+            client,
+        } => {
+            let mut c = cli::connect(&client.collector).await?;
+            let changes = cli::changes(&mut c, Some(&node), Some(since), "").await?;
+            match client.output {
+                Output::Json => print_json(&changes)?,
+                Output::Table => print!(
+                    "{}",
+                    cli::changes::table_of(&changes, cli::changes::Scope::Node, Some(since))
+                ),
+            }
             Ok(0)
         }
         Command::Nodes { selector, client } => {

@@ -37,6 +37,9 @@ pub struct NodeDetail {
     pub latest: Option<Sample>,
     pub findings: Vec<Finding>,
     pub recent_events: Vec<Event>,
+    /// The node's last few version/mode changes, oldest first.
+    #[serde(default)]
+    pub recent_changes: Vec<Change>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -147,7 +150,7 @@ impl From<NodeDetail> for pb::GetNodeResponse {
             latest: v.latest.map(Into::into),
             findings: v.findings.into_iter().map(Into::into).collect(),
             recent_events: v.recent_events.into_iter().map(Into::into).collect(),
-            recent_changes: Vec::new(),
+            recent_changes: v.recent_changes.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -165,6 +168,7 @@ impl TryFrom<pb::GetNodeResponse> for NodeDetail {
             latest: v.latest.map(Sample::try_from).transpose()?,
             findings: v.findings.into_iter().map(Into::into).collect(),
             recent_events: v.recent_events.into_iter().map(Into::into).collect(),
+            recent_changes: v.recent_changes.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -339,6 +343,38 @@ impl From<pb::VersionsResponse> for VersionMatrix {
                     gpus: r.gpus,
                 })
                 .collect(),
+        }
+    }
+}
+
+// --- Change history ---
+
+use crate::compliance::changes::{Change, Source};
+
+impl From<Change> for pb::Change {
+    fn from(v: Change) -> Self {
+        pb::Change {
+            node: v.node,
+            at_unix_ms: v.at.0,
+            field: v.field,
+            gpu_index: v.gpu,
+            old_value: v.old,
+            new_value: v.new,
+            source: v.source.as_str().to_string(),
+        }
+    }
+}
+
+impl From<pb::Change> for Change {
+    fn from(v: pb::Change) -> Self {
+        Change {
+            node: v.node,
+            at: UnixMs(v.at_unix_ms),
+            field: v.field,
+            gpu: v.gpu_index,
+            old: v.old_value,
+            new: v.new_value,
+            source: Source::parse(&v.source),
         }
     }
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::{self, Diagnosis, NodeDetail};
 use crate::compliance::audit::{Against, DEFAULT_STALE_AFTER, audit};
+use crate::compliance::changes::{self, Change};
 use crate::compliance::policy::Policy;
 use crate::compliance::{fields, versions};
 use crate::evaluator::Evaluator;
@@ -18,6 +19,9 @@ use crate::store::Store;
 
 /// Recent events returned with a node.
 const NODE_EVENTS: usize = 50;
+
+/// Recent changes returned with a node.
+const NODE_CHANGES: usize = 10;
 
 /// History entries returned by one `diagnose --since`.
 const HISTORY_LIMIT: usize = 10_000;
@@ -42,6 +46,52 @@ impl QueryService {
 /// INVALID_ARGUMENT with the parse error, which says how to write one.
 pub fn parse_selector(text: &str) -> Result<Selector, Status> {
     Selector::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// NOT_FOUND for a node the collector does not know, naming some it does.
+fn unknown_node(fleet: &Fleet, name: &str) -> Status {
+    let known: Vec<String> =
+        fleet.with_nodes(|n| n.iter().take(10).map(|n| n.name().to_string()).collect());
+    Status::not_found(format!(
+        "no node named {name:?} (known: {}); `gpufleet nodes` lists them",
+        if known.is_empty() {
+            "none yet".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+/// The change history of one node or of the fleet, oldest first, from the stored inventories
+/// and the agents' drift events (so it survives collector restarts).
+fn stored_changes(store: &dyn Store, node: Option<&str>) -> Result<Vec<Change>, Status> {
+    let failed = |e: crate::store::StoreError| {
+        Status::internal(format!("cannot read the change history: {e}"))
+    };
+    let inventories = store.inventories(node).map_err(failed)?;
+    let mut drift: std::collections::HashMap<String, Vec<gpufleet_model::Event>> =
+        std::collections::HashMap::new();
+    for (n, e) in store
+        .events_with_code_prefix(node, "drift.")
+        .map_err(failed)?
+    {
+        drift.entry(n).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    // `inventories` comes by node, so each node's run is contiguous.
+    for run in inventories.chunk_by(|a, b| a.0 == b.0) {
+        let name = run[0].0.as_str();
+        let invs: Vec<_> = run.iter().map(|(_, i)| i.clone()).collect();
+        let events = drift.remove(name).unwrap_or_default();
+        out.extend(changes::history(name, &invs, &events));
+    }
+    // Drift reported by a node with no stored inventory (cannot happen through ingest, which
+    // stores the Hello's inventory first, but a history must not lose it).
+    for (name, events) in drift {
+        out.extend(changes::from_drift_events(&name, &events, &[]));
+    }
+    changes::sort(&mut out);
+    Ok(out)
 }
 
 /// The nodes whose labels `selector` matches, in fleet order.
@@ -104,18 +154,15 @@ impl Query for QueryService {
     ) -> Result<Response<pb::GetNodeResponse>, Status> {
         let name = request.into_inner().name;
         let Some(n) = self.fleet.node(&name) else {
-            let known: Vec<String> = self
-                .fleet
-                .with_nodes(|n| n.iter().take(10).map(|n| n.name().to_string()).collect());
-            return Err(Status::not_found(format!(
-                "no node named {name:?} (known: {}); `gpufleet nodes` lists them",
-                if known.is_empty() {
-                    "none yet".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
+            return Err(unknown_node(&self.fleet, &name));
         };
+        let store = self.store.clone();
+        let of = name.clone();
+        let mut recent_changes =
+            tokio::task::spawn_blocking(move || stored_changes(store.as_ref(), Some(&of)))
+                .await
+                .map_err(|e| Status::internal(format!("change history query failed: {e}")))??;
+        recent_changes.drain(..recent_changes.len().saturating_sub(NODE_CHANGES));
         let d = diagnosis(&self.fleet, &self.evaluator, Some(&name));
         let detail = NodeDetail {
             summary: api::summarize(&n, &d.findings),
@@ -130,6 +177,7 @@ impl Query for QueryService {
                 .rev()
                 .cloned()
                 .collect(),
+            recent_changes,
         };
         Ok(Response::new(detail.into()))
     }
@@ -221,9 +269,40 @@ impl Query for QueryService {
 
     async fn changes(
         &self,
-        _request: Request<pb::ChangesRequest>,
+        request: Request<pb::ChangesRequest>,
     ) -> Result<Response<pb::ChangesResponse>, Status> {
-        Err(Status::unimplemented("changes is not implemented yet"))
+        let req = request.into_inner();
+        let selector = parse_selector(&req.selector)?;
+        let node = (!req.node.is_empty()).then_some(req.node);
+        if let Some(n) = &node
+            && self.fleet.node(n).is_none()
+        {
+            return Err(unknown_node(&self.fleet, n));
+        }
+        // Labels live in fleet state; a node the store knows but the fleet does not (none,
+        // since the fleet is restored from the store) would not match a selector.
+        let wanted: Option<std::collections::HashSet<String>> =
+            (!selector.is_everything()).then(|| {
+                self.fleet.with_nodes(|nodes| {
+                    selected(nodes, &selector)
+                        .iter()
+                        .map(|n| n.name().to_string())
+                        .collect()
+                })
+            });
+        let store = self.store.clone();
+        let all =
+            tokio::task::spawn_blocking(move || stored_changes(store.as_ref(), node.as_deref()))
+                .await
+                .map_err(|e| Status::internal(format!("change history query failed: {e}")))??;
+        let since = req.since_unix_ms.map(UnixMs).unwrap_or(UnixMs(i64::MIN));
+        let changes = all
+            .into_iter()
+            .filter(|c| c.at >= since)
+            .filter(|c| wanted.as_ref().is_none_or(|w| w.contains(&c.node)))
+            .map(Into::into)
+            .collect();
+        Ok(Response::new(pb::ChangesResponse { changes }))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The ops CLI's client side: ask the collector's `Query` service, print tables or JSON.
 
 pub mod audit;
+pub mod changes;
 pub mod render;
 
 use anyhow::{Context, Result};
@@ -107,4 +108,22 @@ pub async fn versions(
         .await
         .map_err(status)?;
     Ok(r.into_inner().into())
+}
+
+/// Changes of one node or of the selected nodes at or after `since`, oldest first.
+pub async fn changes(
+    c: &mut QueryClient<Channel>,
+    node: Option<&str>,
+    since: Option<gpufleet_model::UnixMs>,
+    selector: &str,
+) -> Result<Vec<crate::compliance::changes::Change>> {
+    let r = c
+        .changes(pb::ChangesRequest {
+            node: node.unwrap_or_default().to_string(),
+            since_unix_ms: since.map(|t| t.0),
+            selector: selector.to_string(),
+        })
+        .await
+        .map_err(status)?;
+    Ok(r.into_inner().changes.into_iter().map(Into::into).collect())
 }

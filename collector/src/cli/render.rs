@@ -259,6 +259,13 @@ pub fn node(d: &NodeDetail, now: UnixMs) -> String {
     } else {
         out += &format!("\nFindings\n{}", findings_table(&d.findings));
     }
+    if !d.recent_changes.is_empty() {
+        out += &format!(
+            "\nRecent changes (`gpufleet history {}` for all)\n{}",
+            d.summary.name,
+            super::changes::lines(&d.recent_changes)
+        );
+    }
     if !d.recent_events.is_empty() {
         out += "\nRecent events\n";
         for e in d.recent_events.iter().rev().take(15) {

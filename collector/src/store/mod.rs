@@ -83,6 +83,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(String, Event)>, StoreError>;
     /// Inventories a node reported over time, oldest first.
     fn inventory_history(&self, node: &str) -> Result<Vec<Inventory>, StoreError>;
+    /// Every stored inventory of one node or of all, by node, then oldest first.
+    fn inventories(&self, node: Option<&str>) -> Result<Vec<(String, Inventory)>, StoreError>;
+    /// Events (of one node, or all) whose code starts with `prefix` (`drift.`), oldest first.
+    fn events_with_code_prefix(
+        &self,
+        node: Option<&str>,
+        prefix: &str,
+    ) -> Result<Vec<(String, Event)>, StoreError>;
     /// Findings (of one node, or all) that were firing at any time at or after `since`,
     /// oldest first, at most `limit` (the newest when there are more).
     fn findings(

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_node_ts ON events(node, ts_ms);
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
+CREATE INDEX IF NOT EXISTS events_code ON events(code, node);
 CREATE TABLE IF NOT EXISTS findings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
@@ -505,6 +506,49 @@ impl Store for SqliteStore {
         finding_rows(&mut q, [])
     }
 
+    fn inventories(&self, node: Option<&str>) -> Result<Vec<(String, Inventory)>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare_cached(
+            "SELECT node, inventory_json FROM inventories WHERE (?1 IS NULL OR node = ?1)
+             ORDER BY node, read_at_ms, rowid",
+        )?;
+        let rows = q.query_map([node], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, j) = row?;
+            let inv = from_json(&format!("inventory of {n}"), &j)?;
+            out.push((n, inv));
+        }
+        Ok(out)
+    }
+
+    fn events_with_code_prefix(
+        &self,
+        node: Option<&str>,
+        prefix: &str,
+    ) -> Result<Vec<(String, Event)>, StoreError> {
+        let conn = self.conn();
+        // A range over `code` rather than LIKE, so the `events_code` index answers it.
+        let mut end = prefix.to_string();
+        end.push(char::MAX);
+        let mut q = conn.prepare_cached(
+            "SELECT node, event_json FROM events
+             WHERE code >= ?1 AND code < ?2 AND (?3 IS NULL OR node = ?3)
+             ORDER BY ts_ms, id",
+        )?;
+        let rows = q.query_map(params![prefix, end, node], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, j) = row?;
+            out.push((n, from_json("event", &j)?));
+        }
+        Ok(out)
+    }
+
     fn inventory_history(&self, node: &str) -> Result<Vec<Inventory>, StoreError> {
         let conn = self.conn();
         let mut q = conn.prepare_cached(
@@ -678,6 +722,52 @@ mod tests {
         let h = s.inventory_history("n1").unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h[1].driver.driver_version, "550.90.07");
+    }
+
+    #[test]
+    fn inventories_and_drift_events_are_read_per_node_or_for_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        for (i, (n, d)) in [("b", "1"), ("a", "1"), ("a", "2")].iter().enumerate() {
+            let mut h = hello(n, d);
+            h.inventory.read_at = UnixMs(i as i64);
+            s.apply(&[Write::Hello {
+                hello: Box::new(h),
+                at: UnixMs(i as i64),
+            }])
+            .unwrap();
+        }
+        let all = s.inventories(None).unwrap();
+        let names: Vec<_> = all
+            .iter()
+            .map(|(n, i)| (n.as_str(), i.driver.driver_version.as_str()))
+            .collect();
+        assert_eq!(names, [("a", "1"), ("a", "2"), ("b", "1")]);
+        assert_eq!(s.inventories(Some("b")).unwrap().len(), 1);
+
+        let mut b = batch(1, 10);
+        b.events = [
+            "drift.driver_version",
+            "xid.79",
+            "drift.vbios_version",
+            "drifting",
+        ]
+        .iter()
+        .map(|c| Event::new(UnixMs(10), EventKind::Drift, Severity::Info, *c, "m"))
+        .collect();
+        s.apply(&[write_batch("a", b)]).unwrap();
+        let codes: Vec<_> = s
+            .events_with_code_prefix(Some("a"), "drift.")
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.code)
+            .collect();
+        assert_eq!(codes, ["drift.driver_version", "drift.vbios_version"]);
+        assert!(
+            s.events_with_code_prefix(Some("b"), "drift.")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
