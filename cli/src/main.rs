@@ -100,6 +100,10 @@ enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = AuditOutput::Table)]
         output: AuditOutput,
+        /// In the table, list compliant nodes too (by default they are only counted; JSON,
+        /// CSV and JUnit always carry every node).
+        #[arg(long)]
+        all: bool,
     },
     /// The fleet's version matrix: per GPU model, nodes and GPUs per value of one field.
     Versions {
@@ -223,6 +227,7 @@ async fn run(command: Command) -> Result<i32> {
             stale_after,
             collector,
             output,
+            all,
         } => {
             let selector = gpufleet_model::Selector::parse(&selector)?;
             let policy = match policy {
@@ -243,7 +248,7 @@ async fn run(command: Command) -> Result<i32> {
             let mut c = cli::connect(&collector.collector).await?;
             let a = cli::audit(&mut c, policy, &selector.to_string(), stale_after.into()).await?;
             match output {
-                AuditOutput::Table => print!("{}", audit_out::table_of(&a, UnixMs::now())),
+                AuditOutput::Table => print!("{}", audit_out::table_of(&a, UnixMs::now(), all)),
                 AuditOutput::Json => print_json(&a)?,
                 AuditOutput::Csv => print!("{}", audit_out::csv(&a)?),
                 AuditOutput::Junit => print!("{}", audit_out::junit(&a)?),

@@ -83,12 +83,37 @@ pub fn summary_line(a: &Audit) -> String {
     )
 }
 
-pub fn table_of(a: &Audit, now: UnixMs) -> String {
+/// The audit as a table: a row per violation, one for a stale or never-reporting node, and,
+/// with `all`, one per compliant node (without it they are counted under the table: on a
+/// large fleet the nodes to act on would drown among them).
+pub fn table_of(a: &Audit, now: UnixMs, all: bool) -> String {
+    let hidden = if all {
+        0
+    } else {
+        a.nodes
+            .iter()
+            .filter(|n| n.status == Status::Compliant)
+            .count()
+    };
+    let footer = match hidden {
+        0 => String::new(),
+        n => format!(
+            "{n} compliant node{} not listed (`--all` lists them)\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    if hidden == a.nodes.len() {
+        return format!("{footer}{}\n", summary_line(a));
+    }
     let mut t = table();
     t.set_header(vec![
         "NODE", "STATUS", "LABELS", "FIELD", "GPU", "EXPECTED", "ACTUAL", "RULE",
     ]);
-    for n in &a.nodes {
+    for n in a
+        .nodes
+        .iter()
+        .filter(|n| all || n.status != Status::Compliant)
+    {
         let status = match n.status {
             Status::Stale => format!("stale (last seen {})", ago(now, n.last_seen)),
             s => s.as_str().to_string(),
@@ -115,7 +140,7 @@ pub fn table_of(a: &Audit, now: UnixMs) -> String {
             ]);
         }
     }
-    format!("{t}\n{}\n", summary_line(a))
+    format!("{t}\n{footer}{}\n", summary_line(a))
 }
 
 fn ago(now: UnixMs, then: UnixMs) -> String {
@@ -248,4 +273,80 @@ pub fn versions_table(m: &VersionMatrix) -> String {
         ]);
     }
     format!("{t}\n{} node(s)\n", m.nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compliance::audit::{AuditSummary, NodeAudit, Violation};
+
+    fn node(name: &str, status: Status) -> NodeAudit {
+        NodeAudit {
+            node: name.into(),
+            status,
+            labels: Default::default(),
+            gpu_models: vec!["NVIDIA H100 80GB HBM3".into()],
+            last_seen: UnixMs(1_000),
+            rules: vec![],
+            violations: match status {
+                Status::Violating => vec![Violation {
+                    field: "driver_version".into(),
+                    gpu_index: None,
+                    expected: "550.54.15".into(),
+                    actual: "535.161.08".into(),
+                    rule: "fleet majority".into(),
+                }],
+                _ => vec![],
+            },
+        }
+    }
+
+    fn audit(nodes: Vec<NodeAudit>) -> Audit {
+        let count = |s| nodes.iter().filter(|n| n.status == s).count() as u32;
+        Audit {
+            policy: "fleet majority per GPU model".into(),
+            evaluated_at: UnixMs(2_000),
+            summary: AuditSummary {
+                nodes: nodes.len() as u32,
+                compliant: count(Status::Compliant),
+                violating: count(Status::Violating),
+                stale: count(Status::Stale),
+                never_reported: count(Status::NeverReported),
+            },
+            nodes,
+        }
+    }
+
+    #[test]
+    fn the_table_lists_what_to_act_on_and_counts_the_compliant() {
+        let a = audit(vec![
+            node("ok-1", Status::Compliant),
+            node("bad", Status::Violating),
+            node("ok-2", Status::Compliant),
+            node("quiet", Status::Stale),
+        ]);
+        let t = table_of(&a, UnixMs(61_000), false);
+        assert!(t.contains("bad") && t.contains("535.161.08"), "{t}");
+        assert!(t.contains("stale (last seen 1m ago)"), "{t}");
+        assert!(!t.contains("ok-1") && !t.contains("ok-2"), "{t}");
+        assert!(
+            t.contains("2 compliant nodes not listed (`--all` lists them)"),
+            "{t}"
+        );
+        assert!(t.ends_with(&format!("{}\n", summary_line(&a))));
+
+        let all = table_of(&a, UnixMs(61_000), true);
+        assert!(all.contains("ok-1") && all.contains("ok-2"), "{all}");
+        assert!(!all.contains("not listed"));
+
+        let fine = audit(vec![node("ok-1", Status::Compliant)]);
+        let t = table_of(&fine, UnixMs(61_000), false);
+        assert_eq!(
+            t,
+            format!(
+                "1 compliant node not listed (`--all` lists them)\n{}\n",
+                summary_line(&fine)
+            )
+        );
+    }
 }
