@@ -121,7 +121,7 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
         .duration_ms
         .or(scenario.duration_ms.map(|d| d as i64))
         .unwrap_or(300_000);
-    let mut engine = Engine::new(opts.engine);
+    let mut engine = Engine::new(opts.engine.clone());
     let mut out = Outcome::default();
     let mut t = 0;
     while t < duration {
@@ -189,6 +189,13 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
 /// Whether a fault of the scenario acts where `f` points: on its node, and (for a GPU
 /// finding) on its GPU or on the whole node. Healthy scenarios explain nothing.
 fn explained(scenario: &Scenario, f: &Finding) -> bool {
+    // A fleet-wide finding is explained when a fault acts on every node it names.
+    if let Some(scope) = &f.fleet {
+        return scope
+            .nodes
+            .iter()
+            .all(|n| scenario.faults_for(n).next().is_some());
+    }
     let on_node: Vec<_> = scenario.faults_for(&f.node).collect();
     !on_node.is_empty()
         && (f.gpu_index.is_none()

@@ -288,6 +288,13 @@ impl From<Finding> for pb::Finding {
             performance_ratio: v.performance_ratio,
             action: v.action,
             since_unix_ms: v.since.0,
+            fleet: v.fleet.map(|f| pb::FleetScope {
+                group: f.group,
+                group_nodes: f.group_nodes,
+                nodes: f.nodes,
+                gpus: f.gpus,
+            }),
+            folded_into: v.folded_into,
         }
     }
 }
@@ -306,6 +313,13 @@ impl From<pb::Finding> for Finding {
             performance_ratio: v.performance_ratio,
             action: v.action,
             since: UnixMs(v.since_unix_ms),
+            fleet: v.fleet.map(|f| crate::finding::FleetScope {
+                group: f.group,
+                group_nodes: f.group_nodes,
+                nodes: f.nodes,
+                gpus: f.gpus,
+            }),
+            folded_into: v.folded_into,
         }
     }
 }

@@ -23,6 +23,26 @@ pub struct Finding {
     pub action: String,
     /// When the condition was first seen.
     pub since: UnixMs,
+    /// Set on a fleet-wide finding: the one cause many nodes of a group share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetScope>,
+    /// On a node finding folded under a fleet-wide one: that finding's `node` (its scope, e.g.
+    /// `fleet:rack=r12`). Folded findings stay visible per node but are not told separately.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub folded_into: String,
+}
+
+/// What a fleet-wide finding spans.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FleetScope {
+    /// What the nodes share: `gpu_model=NVIDIA H100 80GB HBM3`, or a label such as `rack=r12`.
+    pub group: String,
+    /// Nodes in the group.
+    pub group_nodes: u32,
+    /// The affected nodes, by name.
+    pub nodes: Vec<String>,
+    /// Affected GPUs (0 for a node-wide cause).
+    pub gpus: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ pub mod time;
 pub mod xid;
 
 pub use event::{Event, EventKind, Severity};
-pub use finding::{Evidence, Finding, FindingRecord, FindingState};
+pub use finding::{Evidence, Finding, FindingRecord, FindingState, FleetScope};
 pub use inventory::{
     DiskInfo, DriverInfo, GpuInfo, GpuInventory, HostInfo, Inventory, NicInfo, NodeIdentity,
 };

@@ -114,3 +114,42 @@ fn a_large_healthy_fleet_has_no_false_alarms_for_an_hour() {
     };
     run_all(&[sc], &opts);
 }
+
+#[test]
+fn a_power_cap_on_every_gpu_of_the_fleet_is_one_fleet_wide_finding() {
+    let sc = Arc::new(
+        Scenario::load(&repo_root().join("scenarios/fleet/power-cap-everywhere.toml"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let out = run(
+        sc.clone(),
+        &RunOptions {
+            stop_when_met: false,
+            ..RunOptions::default()
+        },
+    );
+    assert_eq!(verdict(&sc, &out), None);
+    let fleet: Vec<_> = out
+        .fired
+        .iter()
+        .filter(|(_, f)| f.fleet.is_some())
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(fleet.len(), 1, "one fleet-wide finding: {fleet:#?}");
+    let f = fleet[0];
+    let scope = f.fleet.as_ref().unwrap();
+    assert_eq!(f.rule_id, "gpu.power.sw_cap");
+    assert_eq!(f.node, "fleet:gpu_model=NVIDIA H100 80GB HBM3");
+    assert_eq!(
+        (scope.nodes.len(), scope.group_nodes, scope.gpus),
+        (6, 6, 48)
+    );
+    // Every per-GPU finding that fired is folded under it.
+    let unfolded: Vec<_> = out
+        .fired
+        .iter()
+        .filter(|(_, f)| f.fleet.is_none() && f.rule_id == "gpu.power.sw_cap")
+        .filter(|(_, f)| f.folded_into != "fleet:gpu_model=NVIDIA H100 80GB HBM3")
+        .collect();
+    assert!(unfolded.is_empty(), "{unfolded:#?}");
+}

@@ -135,7 +135,14 @@ pub fn findings_table(findings: &[Finding]) -> String {
             f.gpu_index
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "-".into()),
-            format!("{}\n{}\n{}", f.title, f.rule_id, f.summary),
+            if f.folded_into.is_empty() {
+                format!("{}\n{}\n{}", f.title, f.rule_id, f.summary)
+            } else {
+                format!(
+                    "{}\n{}\n{}\npart of {}",
+                    f.title, f.rule_id, f.summary, f.folded_into
+                )
+            },
             evidence.join("\n"),
             f.performance_ratio
                 .map(|r| format!("{:.0}%", r * 100.0))
@@ -160,9 +167,33 @@ pub fn diagnosis(d: &Diagnosis) -> String {
     if d.findings.is_empty() {
         return out + "No cause of underperformance found.\n";
     }
+    // Fleet-wide findings first, with their scope; the node findings folded under them are
+    // counted, not listed, when the whole fleet is shown (`diagnose NODE` lists a node's).
+    let whole_fleet = d.findings.iter().any(|f| f.fleet.is_some());
+    let shown: Vec<Finding> = d
+        .findings
+        .iter()
+        .filter(|f| !whole_fleet || f.folded_into.is_empty())
+        .cloned()
+        .collect();
+    for f in d.findings.iter().filter(|f| f.fleet.is_some()) {
+        let s = f.fleet.as_ref().expect("filtered");
+        out += &format!(
+            "  fleet-wide {}: {} of {} nodes of {}{}\n",
+            f.rule_id,
+            s.nodes.len(),
+            s.group_nodes,
+            s.group,
+            if s.gpus > 0 {
+                format!(" ({} GPUs)", s.gpus)
+            } else {
+                String::new()
+            }
+        );
+    }
     let mut per_cause: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
         Default::default();
-    for f in &d.findings {
+    for f in shown.iter().filter(|f| f.fleet.is_none()) {
         per_cause
             .entry(f.rule_id.as_str())
             .or_default()
@@ -174,7 +205,14 @@ pub fn diagnosis(d: &Diagnosis) -> String {
             nodes.iter().copied().collect::<Vec<_>>().join(", ")
         );
     }
-    out + "\n" + &findings_table(&d.findings)
+    let folded = d.findings.len() - shown.len();
+    if folded > 0 {
+        out += &format!(
+            "  ({folded} node finding{} folded under the fleet-wide ones; `gpufleet diagnose NODE` lists a node's)\n",
+            if folded == 1 { "" } else { "s" }
+        );
+    }
+    out + "\n" + &findings_table(&shown)
 }
 
 pub fn node(d: &NodeDetail, now: UnixMs) -> String {

@@ -11,7 +11,7 @@ use gpufleet_model::{Finding, FindingRecord, FindingState, Severity, UnixMs};
 use super::rank;
 use crate::fleet::NodeState;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// A non-critical condition fires after it has held this long (rules already require
     /// several consecutive samples; this adds a minimum duration like Prometheus' `for`).
@@ -19,6 +19,8 @@ pub struct EngineConfig {
     pub fire_after_ms: u64,
     /// A firing finding resolves only after its condition was absent this long (hysteresis).
     pub clear_after_ms: u64,
+    /// When a cause shared by many nodes is named once, fleet-wide.
+    pub fleet_scope: super::FleetScopeConfig,
 }
 
 impl Default for EngineConfig {
@@ -26,6 +28,7 @@ impl Default for EngineConfig {
         EngineConfig {
             fire_after_ms: 10_000,
             clear_after_ms: 30_000,
+            fleet_scope: super::FleetScopeConfig::default(),
         }
     }
 }
@@ -101,7 +104,7 @@ impl Engine {
         now: UnixMs,
         policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
     ) -> Evaluation {
-        let current = super::diagnose_with(nodes, now, policy);
+        let current = super::diagnose_with(nodes, now, policy, &self.config.fleet_scope);
         let mut changes = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for f in current {
@@ -211,6 +214,7 @@ mod tests {
         let mut eng = Engine::new(EngineConfig {
             fire_after_ms: 10_000,
             clear_after_ms: 30_000,
+            ..EngineConfig::default()
         });
         /// (time s, condition present, want (pending, firing, changes))
         type Step = (i64, bool, (usize, usize, &'static [FindingState]));

@@ -8,12 +8,14 @@
 
 pub mod context;
 pub mod engine;
+pub mod fleet_scope;
 pub mod rules;
 
 use gpufleet_model::{Evidence, Finding, Sample, Severity, UnixMs};
 
 pub use context::FleetContext;
 pub use engine::{Engine, EngineConfig, Evaluation};
+pub use fleet_scope::FleetScopeConfig;
 
 use crate::fleet::NodeState;
 
@@ -62,14 +64,16 @@ pub trait Rule: Send + Sync {
 
 /// Runs every registered rule over `nodes`; findings ranked most impactful first.
 pub fn diagnose(nodes: &[&NodeState], now: UnixMs) -> Vec<Finding> {
-    diagnose_with(nodes, now, None)
+    diagnose_with(nodes, now, None, &FleetScopeConfig::default())
 }
 
-/// [`diagnose`] with a compliance policy in force (its `compliance.*` findings).
+/// [`diagnose`] with a compliance policy in force (its `compliance.*` findings) and the given
+/// fleet-wide grouping (see [`fleet_scope`]).
 pub fn diagnose_with(
     nodes: &[&NodeState],
     now: UnixMs,
     policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
+    scope: &FleetScopeConfig,
 ) -> Vec<Finding> {
     let mut ctx = FleetContext::from_nodes(nodes);
     ctx.policy = policy;
@@ -80,6 +84,7 @@ pub fn diagnose_with(
         correlate_xids(&mut mine);
         out.append(&mut mine);
     }
+    fleet_scope::fold(&mut out, &fleet_scope::groups(nodes, scope), scope);
     rank(&mut out);
     out
 }
@@ -135,11 +140,12 @@ pub fn correlate_xids(findings: &mut Vec<Finding>) {
     findings.retain(|_| keep.next().unwrap_or(true));
 }
 
-/// Orders findings: most severe first, then least performance left, then oldest.
+/// Orders findings: fleet-wide ones first, then most severe, then least performance left,
+/// then oldest.
 pub fn rank(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
-        a.impact_key()
-            .cmp(&b.impact_key())
+        (a.fleet.is_none(), a.impact_key())
+            .cmp(&(b.fleet.is_none(), b.impact_key()))
             .then_with(|| a.node.cmp(&b.node))
             .then_with(|| a.gpu_index.cmp(&b.gpu_index))
     });

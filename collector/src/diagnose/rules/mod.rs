@@ -104,7 +104,16 @@ pub fn causes_markdown(rules: &[Box<dyn Rule>]) -> String {
          `gpu.thermal.hw_slowdown`). Severity is the usual one; some findings escalate (for \
          example retired pages at the replacement limit are critical). Conditions must hold \
          for several consecutive samples before a rule reports them, and the engine adds its \
-         own pending → firing → resolved lifecycle on top.\n",
+         own pending → firing → resolved lifecycle on top.\n\n\
+         **Fleet-wide.** When one cause holds on at least half of the nodes of a group (and on \
+         at least 3 nodes) — a group is the nodes of one GPU model, or of one value of a \
+         grouping label such as `rack` — it is also named once for the group, with the same id, \
+         `node` set to its scope (`fleet:gpu_model=NVIDIA H100 80GB HBM3`, `fleet:rack=r12`), \
+         the affected nodes and GPUs as evidence, and ranked first. The per-node findings stay, \
+         each marked `folded_into` that scope: `gpufleet diagnose` counts them under it, \
+         `gpufleet diagnose NODE` lists them, and alerting tells only the fleet-wide one. Larger \
+         groups are judged first, so a power cap on every GPU of a model is one finding, not one \
+         per rack (`collector/src/diagnose/fleet_scope.rs`).\n",
     );
     let total: usize = rules.iter().map(|r| r.catalog().len()).sum();
     let _ = writeln!(out, "\n{} causes from {} rules.\n", total, rules.len());
