@@ -8,6 +8,8 @@ use crate::*;
 
 /// Field-by-field copies for the messages whose fields match the domain one to one.
 mod fields;
+/// Semantic checks after decoding: impossible readings, duplicate GPUs, oversized records.
+pub mod sanity;
 
 /// Limits on what one message may carry. Generous for real fleets, small enough that a
 /// corrupt or hostile message cannot make the collector allocate without bound.
@@ -15,6 +17,8 @@ pub const MAX_GPUS_PER_NODE: usize = 64;
 pub const MAX_SAMPLES_PER_BATCH: usize = 3_600;
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Versions, machine and boot ids, source names.
+pub const MAX_ID_LEN: usize = 128;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConvertError {
@@ -101,12 +105,15 @@ impl TryFrom<pb::Inventory> for Inventory {
     type Error = ConvertError;
     fn try_from(v: pb::Inventory) -> Result<Self, ConvertError> {
         limit("inventory.gpus", v.gpus.len(), MAX_GPUS_PER_NODE)?;
-        Ok(Inventory {
+        sanity::inventory_sizes(&v)?;
+        let inv = Inventory {
             read_at: UnixMs(v.read_at_unix_ms),
             driver: v.driver.map(Into::into).unwrap_or_default(),
             gpus: v.gpus.into_iter().map(Into::into).collect(),
             host: v.host.map(Into::into).unwrap_or_default(),
-        })
+        };
+        sanity::check_inventory(&inv)?;
+        Ok(inv)
     }
 }
 
@@ -153,11 +160,14 @@ impl TryFrom<pb::Sample> for Sample {
                 reason: format!("{} is not a time after 1970", v.timestamp_unix_ms),
             });
         }
-        Ok(Sample {
+        sanity::gpu_sample_sizes(&v)?;
+        let mut sample = Sample {
             timestamp: UnixMs(v.timestamp_unix_ms),
             gpus: v.gpus.into_iter().map(Into::into).collect(),
             host: v.host.map(Into::into).unwrap_or_default(),
-        })
+        };
+        sanity::check_sample(&mut sample)?;
+        Ok(sample)
     }
 }
 
@@ -397,6 +407,9 @@ impl TryFrom<pb::Batch> for Batch {
     fn try_from(v: pb::Batch) -> Result<Self, ConvertError> {
         limit("batch.samples", v.samples.len(), MAX_SAMPLES_PER_BATCH)?;
         limit("batch.events", v.events.len(), MAX_EVENTS_PER_BATCH)?;
+        for e in &v.events {
+            sanity::record_size("batch.events[]", e, sanity::MAX_EVENT_BYTES)?;
+        }
         if v.sequence == 0 {
             return Err(ConvertError::Invalid {
                 field: "batch.sequence",
@@ -452,6 +465,19 @@ impl TryFrom<pb::Hello> for Hello {
         let inventory = v
             .inventory
             .ok_or(ConvertError::Missing("hello.inventory"))?;
+        for (field, value) in [
+            ("hello.agent_version", &v.agent_version),
+            ("hello.gpu_source", &v.gpu_source),
+            ("hello.node.machine_id", &node.machine_id),
+            ("hello.node.boot_id", &node.boot_id),
+        ] {
+            if value.len() > MAX_ID_LEN {
+                return Err(ConvertError::Invalid {
+                    field,
+                    reason: format!("{} bytes, more than {MAX_ID_LEN}", value.len()),
+                });
+            }
+        }
         if v.session_id.is_empty() || v.session_id.len() > 128 {
             return Err(ConvertError::Invalid {
                 field: "hello.session_id",

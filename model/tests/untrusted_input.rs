@@ -34,6 +34,36 @@ proptest! {
     }
 
     #[test]
+    fn converted_samples_hold_only_possible_readings(
+        clock in any::<u32>(), temp in any::<i32>(), util in any::<u32>(),
+        counter in any::<u64>(), load in any::<f64>(), cpu in any::<f32>(),
+    ) {
+        let mut s: pb::Sample = gpufleet_model::Sample {
+            timestamp: gpufleet_model::UnixMs(1),
+            ..Default::default()
+        }
+        .into();
+        s.gpus.push(pb::GpuSample {
+            sm_clock_mhz: Some(clock),
+            temperature_gpu_celsius: Some(temp),
+            utilization_gpu_percent: Some(util),
+            pcie_replay_count: Some(counter),
+            ..Default::default()
+        });
+        let h = s.host.get_or_insert_with(Default::default);
+        h.load_average_1m = Some(load);
+        h.cpu_percent = Some(cpu);
+        let got = gpufleet_model::Sample::try_from(s).expect("one GPU, sane sizes");
+        let g = &got.gpus[0];
+        prop_assert!(g.sm_clock_mhz.is_none_or(|c| c <= 20_000));
+        prop_assert!(g.temperature_gpu_celsius.is_none_or(|t| (-60..=200).contains(&t)));
+        prop_assert!(g.utilization_gpu_percent.is_none_or(|u| u <= 100));
+        prop_assert!(g.pcie_replay_count.is_none_or(|c| c < u64::MAX));
+        prop_assert!(got.host.load_average_1m.is_none_or(|l| l.is_finite() && l >= 0.0));
+        prop_assert!(got.host.cpu_percent.is_none_or(|c| c.is_finite() && (0.0..=100.0).contains(&c)));
+    }
+
+    #[test]
     fn random_bytes_on_the_wire_are_refused_or_converted(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(b) = pb::Batch::decode(bytes.as_slice()) {
             let _ = Batch::try_from(b);

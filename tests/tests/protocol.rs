@@ -245,3 +245,99 @@ async fn re_sent_batches_are_stored_once() {
     assert_eq!(server.store.last_sequence("n", "n-session").unwrap(), 3);
     server.stop().await.unwrap();
 }
+
+/// A batch of one sample whose GPUs are `gpus` (as the wire carries them).
+fn raw_batch(seq: u64, gpus: Vec<pb::GpuSample>) -> AgentMessage {
+    let mut b: pb::Batch = Batch {
+        sequence: seq,
+        samples: vec![Sample {
+            timestamp: UnixMs::now(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .into();
+    b.samples[0].gpus = gpus;
+    if let Some(h) = b.samples[0].host.as_mut() {
+        h.cpu_percent = Some(f32::NAN);
+        h.load_average_1m = Some(f64::INFINITY);
+    }
+    AgentMessage {
+        msg: Some(agent_message::Msg::Batch(b)),
+    }
+}
+
+#[tokio::test]
+async fn impossible_readings_are_stored_absent_and_contradictions_refused() {
+    let (server, _dir) = start().await;
+    let url = server.url();
+    let gpu = |index: u32, uuid: &str| pb::GpuSample {
+        index,
+        uuid: uuid.into(),
+        status: pb::GpuStatus::Ok as i32,
+        sm_clock_mhz: Some(u32::MAX),
+        temperature_gpu_celsius: Some(61),
+        ecc_uncorrected_volatile: Some(u64::MAX),
+        ..Default::default()
+    };
+    // NVML sentinels, NaN and infinities: acknowledged, stored as "not reported".
+    exchange(
+        &url,
+        vec![hello("n", 1), raw_batch(1, vec![gpu(0, "GPU-a")])],
+    )
+    .await
+    .unwrap();
+    let stored = server
+        .store
+        .samples("n", UnixMs(0), UnixMs(i64::MAX), 10)
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    let g = &stored[0].gpus[0];
+    assert_eq!(g.temperature_gpu_celsius, Some(61), "a sane reading stays");
+    assert_eq!(g.sm_clock_mhz, None, "never 4294967295 MHz");
+    assert_eq!(g.ecc_uncorrected_volatile, None);
+    assert_eq!(stored[0].host.cpu_percent, None);
+    assert_eq!(stored[0].host.load_average_1m, None);
+
+    // Two GPUs with one index: refused with a status that says so; nothing stored.
+    let twice = exchange(
+        &url,
+        vec![
+            hello("m", 1),
+            raw_batch(1, vec![gpu(0, "GPU-a"), gpu(0, "GPU-b")]),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(twice.code(), tonic::Code::InvalidArgument);
+    assert!(
+        twice.message().contains("GPU index 0 appears twice"),
+        "{}",
+        twice.message()
+    );
+    assert!(
+        server
+            .store
+            .samples("m", UnixMs(0), UnixMs(i64::MAX), 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    // A GPU name of a megabyte: refused, naming the record and the limit.
+    let mut h = hello("big", 1);
+    if let Some(agent_message::Msg::Hello(h)) = &mut h.msg {
+        h.inventory.as_mut().unwrap().gpus.push(pb::GpuInfo {
+            name: "x".repeat(1 << 20),
+            ..Default::default()
+        });
+    }
+    let big = exchange(&url, vec![h]).await.unwrap_err();
+    assert_eq!(big.code(), tonic::Code::InvalidArgument);
+    assert!(
+        big.message().contains("inventory.gpus[]"),
+        "{}",
+        big.message()
+    );
+    assert!(server.fleet.node("big").is_none());
+    server.stop().await.unwrap();
+}
