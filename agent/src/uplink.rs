@@ -161,8 +161,11 @@ impl Uplink {
         pushed: &watch::Sender<Pushed>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> StreamEnd {
-        let endpoint = match tonic::transport::Endpoint::from_shared(self.config.collector.clone())
-        {
+        let url = match gpufleet_proto::collector_url(&self.config.collector) {
+            Ok(u) => u,
+            Err(e) => return StreamEnd::Error(e),
+        };
+        let endpoint = match tonic::transport::Endpoint::from_shared(url) {
             Ok(e) => e
                 .connect_timeout(self.config.connect_timeout)
                 .tcp_nodelay(true)

@@ -151,6 +151,9 @@ async fn pump(
     node: &str,
     session: &str,
 ) -> Result<(), Status> {
+    // Within one stream sequence numbers only grow; a re-send after a reconnect comes on a
+    // new stream (and is skipped by the store if already held).
+    let mut last_in_stream = 0u64;
     loop {
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
@@ -173,6 +176,13 @@ async fn pump(
             None => return Err(Status::invalid_argument("empty AgentMessage")),
         };
         let seq = batch.sequence;
+        if seq <= last_in_stream {
+            return Err(Status::invalid_argument(format!(
+                "batch sequence {seq} from {node} after {last_in_stream} on the same stream: \
+                 sequence numbers must grow within a stream"
+            )));
+        }
+        last_in_stream = seq;
         let now = UnixMs::now();
         writer
             .write(Write::Batch {

@@ -416,6 +416,12 @@ impl TryFrom<pb::Batch> for Batch {
                 reason: "sequence numbers start at 1".into(),
             });
         }
+        if v.sequence > i64::MAX as u64 {
+            return Err(ConvertError::Invalid {
+                field: "batch.sequence",
+                reason: format!("{} does not fit in 63 bits", v.sequence),
+            });
+        }
         Ok(Batch {
             sequence: v.sequence,
             samples: v

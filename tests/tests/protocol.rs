@@ -46,7 +46,8 @@ fn batch(seq: u64) -> AgentMessage {
     let b = Batch {
         sequence: seq,
         samples: vec![Sample {
-            timestamp: UnixMs::now(),
+            // One moment per batch (the store keeps one sample per node and time).
+            timestamp: UnixMs::now().plus_ms(seq.min(1 << 40) as i64),
             ..Default::default()
         }],
         ..Default::default()
@@ -340,4 +341,71 @@ async fn impossible_readings_are_stored_absent_and_contradictions_refused() {
     );
     assert!(server.fleet.node("big").is_none());
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sequence_numbers_must_grow_within_a_stream_and_fit_in_63_bits() {
+    let (server, _dir) = start().await;
+    let url = server.url();
+    let back = exchange(&url, vec![hello("n", 1), batch(5), batch(3)])
+        .await
+        .unwrap_err();
+    assert_eq!(back.code(), tonic::Code::InvalidArgument);
+    assert!(
+        back.message().contains("must grow within a stream"),
+        "{}",
+        back.message()
+    );
+    // What came before the bad batch was stored and acknowledged.
+    assert_eq!(server.store.last_sequence("n", "n-session").unwrap(), 5);
+
+    let huge = exchange(&url, vec![hello("m", 1), batch(u64::MAX)])
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), tonic::Code::InvalidArgument);
+    assert!(huge.message().contains("63 bits"), "{}", huge.message());
+    assert_eq!(server.store.last_sequence("m", "m-session").unwrap(), 0);
+    // And a later, sane batch of that session is still stored.
+    exchange(&url, vec![hello("m", 1), batch(1)]).await.unwrap();
+    assert_eq!(server.store.last_sequence("m", "m-session").unwrap(), 1);
+    server.stop().await.unwrap();
+}
+
+#[test]
+fn the_cli_does_not_hang_on_a_peer_that_never_answers() {
+    // Accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    // The shipped default, and a short one for the test (the default is a minute).
+    assert_eq!(
+        gpufleet_collector::cli::CLI_DEADLINE,
+        Duration::from_secs(60)
+    );
+    let started = std::time::Instant::now();
+    let out = gpufleet_tests::gpufleet()
+        .args(["nodes", "--collector", &addr.to_string()])
+        .env("GPUFLEET_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() <= Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer within 2s"), "{err}");
+    // A bad deadline is a usage error, said as such.
+    let bad = gpufleet_tests::gpufleet()
+        .args(["nodes", "--collector", &addr.to_string()])
+        .env("GPUFLEET_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("GPUFLEET_TIMEOUT"));
 }

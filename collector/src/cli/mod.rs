@@ -16,12 +16,32 @@ pub enum Output {
     Json,
 }
 
+/// Longest the CLI waits for one answer by default (the largest fleet's audit answers in about
+/// a second); `GPUFLEET_TIMEOUT` (e.g. `10s`) changes it.
+pub const CLI_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The deadline in force: `GPUFLEET_TIMEOUT` or [`CLI_DEADLINE`].
+pub fn deadline() -> Result<std::time::Duration> {
+    match std::env::var("GPUFLEET_TIMEOUT") {
+        Ok(v) => humantime::parse_duration(&v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| {
+                format!("GPUFLEET_TIMEOUT={v:?} is not a duration above zero (e.g. 10s, 2m)")
+            }),
+        Err(_) => Ok(CLI_DEADLINE),
+    }
+}
+
 pub async fn connect(collector: &str) -> Result<QueryClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(collector.to_string())
+    let url = gpufleet_proto::collector_url(collector).map_err(anyhow::Error::msg)?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url)
         .with_context(|| {
             format!("{collector:?} is not a valid collector address (e.g. http://127.0.0.1:50051)")
         })?
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(std::time::Duration::from_secs(5))
+        // A peer that accepts and never answers must not hang the CLI (or a CI job).
+        .timeout(deadline()?);
     let channel = endpoint.connect().await.with_context(|| {
         format!("cannot reach the collector at {collector}; is `gpufleet serve` running there? (set --collector or GPUFLEET_COLLECTOR)")
     })?;
@@ -29,7 +49,14 @@ pub async fn connect(collector: &str) -> Result<QueryClient<Channel>> {
 }
 
 fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message())
+    match e.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => anyhow::anyhow!(
+            "the collector did not answer within {:?} ({}); is it overloaded or is something else listening there? (GPUFLEET_TIMEOUT sets the deadline)",
+            deadline().unwrap_or(CLI_DEADLINE),
+            e.message()
+        ),
+        _ => anyhow::anyhow!("{}", e.message()),
+    }
 }
 
 /// The nodes `selector` matches (every node for `Selector::everything()`).

@@ -211,8 +211,13 @@ fn apply_batch(
         return Ok(()); // already stored: a re-send after reconnect
     }
     {
-        let mut ins =
-            tx.prepare_cached("INSERT INTO samples(node, ts_ms, sample_pb) VALUES (?1, ?2, ?3)")?;
+        // One sample per node and time: an agent that ticks twice in one millisecond (after
+        // a stall) must not store the same moment twice.
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO samples(node, ts_ms, sample_pb)
+             SELECT ?1, ?2, ?3 WHERE NOT EXISTS
+                 (SELECT 1 FROM samples WHERE node = ?1 AND ts_ms = ?2)",
+        )?;
         for s in &batch.samples {
             let blob = pb::Sample::from(s.clone()).encode_to_vec();
             ins.execute(params![node, s.timestamp.0, blob])?;
@@ -611,6 +616,24 @@ mod tests {
             batch: Box::new(b),
             at: UnixMs(10),
         }
+    }
+
+    #[test]
+    fn one_moment_of_a_node_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        s.apply(&[Write::Hello {
+            hello: Box::new(hello("n1", "550.54.15")),
+            at: UnixMs(0),
+        }])
+        .unwrap();
+        let mut b = batch(1, 5_000);
+        b.samples.push(b.samples[0].clone());
+        s.apply(&[write_batch("n1", b), write_batch("n1", batch(2, 5_000))])
+            .unwrap();
+        let stored = s.samples("n1", UnixMs(0), UnixMs(i64::MAX), 10).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(s.last_sequence("n1", "s1").unwrap(), 2);
     }
 
     #[test]
