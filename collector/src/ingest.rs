@@ -142,6 +142,40 @@ impl Telemetry for Ingest {
     }
 }
 
+/// How far ahead of the collector's clock a reading may be stamped (clocks drift; NTP fixes
+/// them within seconds).
+pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+/// How old a reading may be when it arrives (an agent's spool replayed after a long outage).
+pub const MAX_AGE_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Refuses a batch stamped far in the future (a reading from 2100 would stand as the node's
+/// latest forever) or the distant past, saying how far off the agent's clock is.
+fn check_times(batch: &Batch, now: UnixMs) -> Result<(), String> {
+    let times = batch
+        .samples
+        .iter()
+        .map(|s| ("sample", s.timestamp))
+        .chain(batch.events.iter().map(|e| ("event", e.timestamp)));
+    for (what, t) in times {
+        let ahead = t.0.saturating_sub(now.0);
+        if ahead > MAX_FUTURE_SKEW_MS {
+            return Err(format!(
+                "{what} stamped {t}, {} s ahead of the collector's clock (at most {} s): fix the \
+                 node's clock (NTP) and it will be accepted",
+                ahead / 1000,
+                MAX_FUTURE_SKEW_MS / 1000
+            ));
+        }
+        if now.0.saturating_sub(t.0) > MAX_AGE_MS {
+            return Err(format!(
+                "{what} stamped {t}, older than {} days",
+                MAX_AGE_MS / (24 * 3600 * 1000)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads batches until the agent closes the stream or sends something invalid.
 async fn pump(
     inbound: &mut Streaming<AgentMessage>,
@@ -184,6 +218,8 @@ async fn pump(
         }
         last_in_stream = seq;
         let now = UnixMs::now();
+        check_times(&batch, now)
+            .map_err(|e| Status::invalid_argument(format!("batch {seq} from {node}: {e}")))?;
         writer
             .write(Write::Batch {
                 node: node.to_string(),

@@ -409,3 +409,53 @@ fn the_cli_does_not_hang_on_a_peer_that_never_answers() {
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("GPUFLEET_TIMEOUT"));
 }
+
+#[tokio::test]
+async fn a_reading_from_the_future_is_refused_and_does_not_freeze_the_node() {
+    let (server, _dir) = start().await;
+    let url = server.url();
+    let stamped = |seq: u64, t: UnixMs| {
+        let b = Batch {
+            sequence: seq,
+            samples: vec![Sample {
+                timestamp: t,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        AgentMessage {
+            msg: Some(agent_message::Msg::Batch(b.into())),
+        }
+    };
+    let year_2100 = UnixMs(4_102_444_800_000);
+    let future = exchange(&url, vec![hello("n", 1), stamped(1, year_2100)])
+        .await
+        .unwrap_err();
+    assert_eq!(future.code(), tonic::Code::InvalidArgument);
+    assert!(
+        future.message().contains("ahead of the collector's clock"),
+        "{}",
+        future.message()
+    );
+    let past = exchange(&url, vec![hello("n", 1), stamped(1, UnixMs(86_400_000))])
+        .await
+        .unwrap_err();
+    assert!(
+        past.message().contains("older than 30 days"),
+        "{}",
+        past.message()
+    );
+    // The node's real readings still become its latest.
+    let now = UnixMs::now();
+    exchange(&url, vec![hello("n", 1), stamped(1, now)])
+        .await
+        .unwrap();
+    let latest = server
+        .fleet
+        .node("n")
+        .unwrap()
+        .latest()
+        .map(|s| s.timestamp);
+    assert_eq!(latest, Some(now));
+    server.stop().await.unwrap();
+}
