@@ -38,6 +38,8 @@ pub struct NodeState {
     pub last_seen: UnixMs,
     pub connected: bool,
     pub session: String,
+    /// The live stream's number (from [`Fleet::claim`]): only its end disconnects the node.
+    pub stream: u64,
     /// Recent samples, oldest first.
     pub history: VecDeque<Sample>,
     /// Recent events, oldest first.
@@ -77,11 +79,27 @@ impl NodeState {
 pub struct Fleet {
     nodes: RwLock<BTreeMap<String, NodeState>>,
     window: Window,
+    /// Numbers streams for [`Fleet::claim`].
+    streams: std::sync::atomic::AtomicU64,
+}
+
+/// A Hello for a node that another agent session is streaming for right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "node {node} is already streaming from another agent (session {live}{machine}); one node name, \
+     one agent: give each agent its own --node-name, or stop the other one (a dead stream is \
+     noticed within a minute, then this agent gets in)"
+)]
+pub struct NodeBusy {
+    pub node: String,
+    pub live: String,
+    machine: String,
 }
 
 impl Fleet {
     pub fn new(window: Window) -> Self {
         Fleet {
+            streams: Default::default(),
             nodes: RwLock::default(),
             window,
         }
@@ -115,14 +133,40 @@ impl Fleet {
         }
     }
 
+    /// Takes the node's one live stream for `hello`'s agent session and returns the stream's
+    /// number (for [`Fleet::on_disconnect`]). A new stream of the live session — its agent
+    /// reconnecting while the old stream lingers half-open — takes over; another session is
+    /// refused while one is live, so a second agent cannot stream as a connected node.
+    pub fn claim(&self, hello: &Hello) -> Result<u64, NodeBusy> {
+        let mut nodes = self.write();
+        let n = nodes.entry(hello.node.hostname.clone()).or_default();
+        if n.connected && n.session != hello.session_id {
+            return Err(NodeBusy {
+                node: hello.node.hostname.clone(),
+                live: n.session.clone(),
+                machine: if n.identity.machine_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(", machine id {}", n.identity.machine_id)
+                },
+            });
+        }
+        let stream = self
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        n.connected = true;
+        n.session = hello.session_id.clone();
+        n.stream = stream;
+        Ok(stream)
+    }
+
     pub fn on_hello(&self, hello: &Hello, now: UnixMs) {
         let mut nodes = self.write();
-        let n = nodes
-            .entry(hello.node.hostname.clone())
-            .or_insert_with(|| NodeState {
-                first_seen: now,
-                ..Default::default()
-            });
+        let n = nodes.entry(hello.node.hostname.clone()).or_default();
+        if n.first_seen.0 == 0 {
+            n.first_seen = now;
+        }
         if n.connected
             && !n.identity.machine_id.is_empty()
             && n.identity.machine_id != hello.node.machine_id
@@ -175,10 +219,11 @@ impl Fleet {
         }
     }
 
-    /// The stream of `session` ended. A newer session of the same node keeps it connected.
-    pub fn on_disconnect(&self, node: &str, session: &str) {
+    /// Stream number `stream` (from [`Fleet::claim`]) ended. A newer stream of the node — the
+    /// same agent reconnected — keeps it connected.
+    pub fn on_disconnect(&self, node: &str, stream: u64) {
         if let Some(n) = self.write().get_mut(node)
-            && n.session == session
+            && n.stream == stream
         {
             n.connected = false;
         }
@@ -239,6 +284,27 @@ mod tests {
         hello.labels = [("pool".to_string(), "inference".to_string())].into();
         fleet.on_hello(&hello, UnixMs(2));
         assert_eq!(fleet.node("n1").unwrap().labels["pool"], "inference");
+
+        // One live stream per node: the same agent reconnecting takes over, another is
+        // refused, and only the live stream's end disconnects the node.
+        let first = fleet.claim(&hello).unwrap();
+        let second = fleet.claim(&hello).unwrap();
+        assert_ne!(first, second);
+        let mut other = hello.clone();
+        other.session_id = "s2".into();
+        let busy = fleet.claim(&other).unwrap_err();
+        assert!(
+            busy.to_string()
+                .contains("already streaming from another agent (session s1")
+        );
+        fleet.on_disconnect("n1", first);
+        assert!(fleet.node("n1").unwrap().connected, "the old stream's end");
+        fleet.on_disconnect("n1", second);
+        assert!(!fleet.node("n1").unwrap().connected);
+        assert!(
+            fleet.claim(&other).is_ok(),
+            "free once the live stream ended"
+        );
 
         let restarted = Fleet::default();
         restarted.restore(vec![StoredNode {

@@ -93,13 +93,24 @@ impl Telemetry for Ingest {
             .map_err(|e| Status::invalid_argument(format!("invalid Hello: {e}")))?;
         let node = hello.node.hostname.clone();
         let session = hello.session_id.clone();
-        self.writer
+        // Before anything is stored: a second agent must not overwrite a live node.
+        let stream = self
+            .fleet
+            .claim(&hello)
+            .map_err(|e| Status::already_exists(e.to_string()))?;
+        if let Err(e) = self
+            .writer
             .write(Write::Hello {
                 hello: Box::new(hello.clone()),
                 at: UnixMs::now(),
             })
             .await
-            .map_err(|e| Status::unavailable(format!("cannot store node {node}: {e}")))?;
+        {
+            self.fleet.on_disconnect(&node, stream);
+            return Err(Status::unavailable(format!(
+                "cannot store node {node}: {e}"
+            )));
+        }
         self.fleet.on_hello(&hello, UnixMs::now());
         tracing::info!(%node, %peer, agent = %hello.agent_version, gpus = hello.inventory.gpus.len(), "agent connected");
 
@@ -132,7 +143,7 @@ impl Telemetry for Ingest {
                 } else {
                     tracing::info!(%node, "agent disconnected");
                 }
-                fleet.on_disconnect(&node, &session);
+                fleet.on_disconnect(&node, stream);
             },
             span,
         ));

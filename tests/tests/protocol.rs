@@ -459,3 +459,57 @@ async fn a_reading_from_the_future_is_refused_and_does_not_freeze_the_node() {
     assert_eq!(latest, Some(now));
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_second_agent_cannot_stream_as_a_connected_node() {
+    let (server, _dir) = start().await;
+    let url = server.url();
+    // The real agent's stream stays open.
+    let mut client = TelemetryClient::connect(url.clone()).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(hello("n", 1)).await.unwrap();
+    tx.send(batch(1)).await.unwrap();
+    let mut live = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    live.message().await.unwrap().expect("ack of batch 1");
+
+    // Another session as the same node: refused, nothing of it stored or shown.
+    let mut forged = match hello("n", 1).msg {
+        Some(agent_message::Msg::Hello(h)) => h,
+        _ => unreachable!(),
+    };
+    forged.session_id = "forger".into();
+    forged.agent_version = "forged".into();
+    let refused = exchange(
+        &url,
+        vec![AgentMessage {
+            msg: Some(agent_message::Msg::Hello(forged)),
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    assert!(
+        refused
+            .message()
+            .contains("already streaming from another agent"),
+        "{}",
+        refused.message()
+    );
+    let n = server.fleet.node("n").unwrap();
+    assert_eq!(n.agent_version, "test");
+    assert!(n.connected);
+
+    // The same agent reconnecting while its old stream lingers takes over (its batch is
+    // stored); that the old stream's end then leaves the node connected is
+    // `fleet::tests` (stream numbers).
+    exchange(&url, vec![hello("n", 1), batch(2)]).await.unwrap();
+    drop(tx);
+    drop(live);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.store.last_sequence("n", "n-session").unwrap(), 2);
+    server.stop().await.unwrap();
+}
