@@ -77,6 +77,8 @@ pub struct Uplink {
     pending: VecDeque<Batch>,
     pending_samples: usize,
     next_sequence: u64,
+    /// Highest sequence sent on the current stream (0 at each connect).
+    sent_through: u64,
     dropped_samples: u64,
     dropped_events: u64,
     stats: Arc<UplinkStats>,
@@ -104,6 +106,7 @@ impl Uplink {
             pending: VecDeque::new(),
             pending_samples: 0,
             next_sequence: 1,
+            sent_through: 0,
             dropped_samples: 0,
             dropped_events: 0,
             stats,
@@ -204,13 +207,8 @@ impl Uplink {
         };
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(collector = %self.config.collector, "connected; re-sending {} buffered batches", self.pending.len());
-        let sealed: Vec<Batch> = self
-            .pending
-            .iter()
-            .filter(|b| b.sequence != 0)
-            .cloned()
-            .collect();
-        for b in sealed {
+        self.sent_through = 0;
+        for b in self.unsent() {
             if send_batch(&tx, b, &self.stats).await.is_err() {
                 return StreamEnd::Error("stream closed while re-sending".into());
             }
@@ -242,8 +240,11 @@ impl Uplink {
                             Err(_) => break,
                         }
                     }
-                    if let Some(b) = self.seal() && send_batch(&tx, b, &self.stats).await.is_err() {
-                        return StreamEnd::Error("stream closed".into());
+                    self.seal();
+                    for b in self.unsent() {
+                        if send_batch(&tx, b, &self.stats).await.is_err() {
+                            return StreamEnd::Error("stream closed".into());
+                        }
                     }
                 }
                 m = inbound.message() => match m {
@@ -268,8 +269,29 @@ impl Uplink {
         }
     }
 
-    /// Adds a tick's output to the open (unsealed) batch at the back of the buffer.
+    /// Sealed batches not yet sent on the current stream, oldest first; marks them sent.
+    fn unsent(&mut self) -> Vec<Batch> {
+        let from = self.sent_through;
+        let out: Vec<Batch> = self
+            .pending
+            .iter()
+            .filter(|b| b.sequence > from)
+            .cloned()
+            .collect();
+        if let Some(last) = out.last() {
+            self.sent_through = last.sequence;
+        }
+        out
+    }
+
+    /// Adds a tick's output to the open (unsealed) batch at the back of the buffer. A full
+    /// open batch is sealed first, so while the collector is away the buffer is a queue of
+    /// batches of at most `max_batch_samples` — each one the collector accepts — and the bound
+    /// can drop the oldest of them.
     fn absorb(&mut self, u: Update) {
+        if self.open_batch_samples() >= self.config.max_batch_samples {
+            self.seal();
+        }
         let open = match self.pending.back_mut() {
             Some(b) if b.sequence == 0 => b,
             _ => {
@@ -403,6 +425,35 @@ mod tests {
         assert_eq!(u.pending_samples, 1);
         u.ack(2);
         assert!(u.pending.is_empty());
+    }
+
+    #[test]
+    fn a_long_outage_keeps_the_buffer_bounded_in_batches_the_collector_accepts() {
+        // An hour at 1 Hz fits; the second hour pushes out the first, batch by batch.
+        let mut u = uplink(3_600);
+        for t in 1..=7_200 {
+            u.absorb(update(t));
+        }
+        assert!(u.pending_samples <= 3_600, "{}", u.pending_samples);
+        assert!(u.pending_samples >= 3_600 - u.config.max_batch_samples);
+        let max = u.pending.iter().map(|b| b.samples.len()).max().unwrap();
+        assert!(
+            max <= u.config.max_batch_samples,
+            "a batch of {max} samples"
+        );
+        assert!(max <= gpufleet_model::convert::MAX_SAMPLES_PER_BATCH);
+        let dropped = u.stats.dropped_samples.load(Ordering::Relaxed);
+        assert_eq!(
+            dropped as usize + u.pending_samples,
+            7_200,
+            "every sample kept or counted"
+        );
+        // Reconnected: every sealed batch goes out once, oldest first, then the open one.
+        let first = u.unsent();
+        assert!(first.windows(2).all(|w| w[0].sequence < w[1].sequence));
+        assert!(u.unsent().is_empty());
+        u.seal();
+        assert_eq!(u.unsent().len(), 1);
     }
 
     #[test]
