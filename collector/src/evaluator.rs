@@ -1,6 +1,6 @@
 //! Runs the diagnosis engine over the live fleet on an interval, stores what started firing
-//! or resolved, and keeps the latest evaluation for queries. (Alert sinks will hang off the
-//! same transitions.)
+//! or resolved (the store puts each transition in the alerting inbox in the same
+//! transaction), wakes the alert dispatcher, and keeps the latest evaluation for queries.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -75,10 +75,12 @@ impl Evaluator {
     }
 
     /// Evaluates every `interval` until the returned task is aborted.
+    /// Stored transitions wake `alerting`'s dispatcher.
     pub fn spawn(
         self: &Arc<Self>,
         writer: Writer,
         interval: Duration,
+        alerting: Option<Arc<crate::alerting::Alerting>>,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -105,10 +107,16 @@ impl Evaluator {
                         c.finding.summary
                     );
                 }
-                if !eval.changes.is_empty()
-                    && let Err(e) = writer.write(Write::Findings(eval.changes.clone())).await
-                {
-                    tracing::error!("cannot store findings: {e}");
+                if eval.changes.is_empty() {
+                    continue;
+                }
+                match writer.write(Write::Findings(eval.changes.clone())).await {
+                    Ok(()) => {
+                        if let Some(a) = &alerting {
+                            a.wake();
+                        }
+                    }
+                    Err(e) => tracing::error!("cannot store findings: {e}"),
                 }
             }
         })

@@ -206,6 +206,14 @@ impl Fleet {
         self.read().get(name).cloned()
     }
 
+    /// A node's labels (empty for an unknown node), without copying its history.
+    pub fn labels(&self, name: &str) -> gpufleet_model::Labels {
+        self.read()
+            .get(name)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }
