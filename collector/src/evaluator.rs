@@ -16,6 +16,10 @@ use crate::store::writer::Writer;
 /// How often `gpufleet serve` evaluates the fleet (the in-process harnesses use it too).
 pub const DEFAULT_EVAL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A batch bringing events (an Xid, an agent-side detection) triggers an evaluation at once,
+/// but evaluations are never closer together than this.
+pub const MIN_EVAL_GAP: Duration = Duration::from_millis(200);
+
 pub struct Evaluator {
     fleet: Arc<Fleet>,
     engine: Mutex<Engine>,
@@ -86,8 +90,15 @@ impl Evaluator {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = me.fleet.news() => {
+                        tokio::time::sleep_until(last + MIN_EVAL_GAP).await;
+                    }
+                }
+                last = tokio::time::Instant::now();
                 let me2 = me.clone();
                 let eval =
                     match tokio::task::spawn_blocking(move || me2.evaluate(UnixMs::now())).await {

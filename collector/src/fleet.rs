@@ -77,6 +77,9 @@ impl NodeState {
 pub struct Fleet {
     nodes: RwLock<BTreeMap<String, NodeState>>,
     window: Window,
+    /// Signalled when a batch brings events (Xids, agent-side detections), which may fire a
+    /// critical finding: the evaluator then runs early instead of at its next tick.
+    news: tokio::sync::Notify,
 }
 
 impl Fleet {
@@ -84,7 +87,13 @@ impl Fleet {
         Fleet {
             nodes: RwLock::default(),
             window,
+            news: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves when a batch with events arrived since the last call returned.
+    pub async fn news(&self) {
+        self.news.notified().await
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, NodeState>> {
@@ -145,6 +154,9 @@ impl Fleet {
     }
 
     pub fn on_batch(&self, node: &str, batch: &Batch, now: UnixMs) {
+        if !batch.events.is_empty() {
+            self.news.notify_one();
+        }
         let mut nodes = self.write();
         let Some(n) = nodes.get_mut(node) else {
             return;

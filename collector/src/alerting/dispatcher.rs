@@ -254,16 +254,27 @@ impl Alerting {
             Ok(Err(e)) => tracing::error!("cannot record an alert delivery: {e}"),
             Err(e) => tracing::error!("recording an alert delivery failed: {e}"),
         }
-        self.in_flight
+        // Leaves `in_flight` at the start of the next pass, whose reading of the outbox then
+        // includes this result (removing it now could let a pass that read the delivery
+        // before the result was stored send it again).
+        self.finished
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .push(id);
         self.wake.notify_one();
     }
 
     /// Runs the dispatcher until the task is aborted.
     pub(crate) async fn run(self: Arc<Self>) {
         loop {
+            {
+                let done: Vec<i64> =
+                    std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                for id in done {
+                    in_flight.remove(&id);
+                }
+            }
             let me = self.clone();
             let pass = tokio::task::spawn_blocking(move || {
                 let now = UnixMs::now();

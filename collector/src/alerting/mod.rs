@@ -49,7 +49,9 @@ pub struct Alerting {
     router: Router,
     ctx: SendContext,
     wake: Notify,
+    /// Deliveries being attempted now, and those whose attempt ended since the last pass.
     in_flight: Mutex<BTreeSet<i64>>,
+    finished: Mutex<Vec<i64>>,
     counters: Counters,
 }
 
@@ -95,6 +97,7 @@ impl Alerting {
             fleet,
             wake: Notify::new(),
             in_flight: Mutex::default(),
+            finished: Mutex::default(),
         })
     }
 

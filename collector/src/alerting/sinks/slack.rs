@@ -48,10 +48,11 @@ pub fn text(n: &Notification) -> String {
     causes.dedup();
     let gpus = n.gpus();
     let mut out = format!(
-        "{}{} *{}* {} on *{}*{}",
+        "{}{} *{}* {}: {} on *{}*{}",
         if n.test { "[TEST] " } else { "" },
         icon(n.status, n.severity),
-        n.status.as_str().to_uppercase(),
+        n.severity.to_string().to_uppercase(),
+        n.status.as_str(),
         causes.join(", "),
         n.node,
         if gpus.is_empty() {
