@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: build and locate the workspace's binaries and the fake NVML
 //! library, start them as real processes on loopback, and wait for conditions with a deadline.
 
+pub mod receiver;
+
 pub use gpufleet_harness::agents::spawn_simulated_agent;
 pub use gpufleet_harness::virtual_fleet;
 
@@ -206,6 +208,11 @@ pub fn repo_root() -> PathBuf {
 
 /// `gpufleet serve` on 127.0.0.1:`port` with its database in `data`, as a supervised process.
 pub fn serve(port: u16, data: &Path) -> Proc {
+    serve_with(port, data, &[])
+}
+
+/// [`serve`] with more arguments (`--alert-webhook URL`, `--config FILE`, …).
+pub fn serve_with(port: u16, data: &Path, args: &[&str]) -> Proc {
     let mut serve = gpufleet();
     serve
         .args([
@@ -214,7 +221,9 @@ pub fn serve(port: u16, data: &Path) -> Proc {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(data);
+        .arg(data)
+        .args(args)
+        .env_remove("GPUFLEET_CONFIG");
     Proc::spawn(serve, "gpufleet serve")
 }
 
