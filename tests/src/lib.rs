@@ -12,13 +12,18 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `target/<profile>` of the running test binary (target/<profile>/deps/<test>).
+/// `target/<profile>` of the running test binary (target/<profile>/deps/<test>), or of a
+/// bench binary of this crate (target/<profile>/<bin>).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("binaries live in target/<profile>");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Builds `gpufleet` and `gpufleet-agent` once per test process (cargo does nothing when they
