@@ -440,7 +440,7 @@ async fn run(command: Command) -> Result<i32> {
                         Output::Table => print!(
                             "silence #{} added\n{}",
                             s.id,
-                            cli::alerts::silences_table(&[s.clone()], now)
+                            cli::alerts::silences_table(std::slice::from_ref(&s), now)
                         ),
                     }
                 }

@@ -360,7 +360,9 @@ impl Query for QueryService {
     ) -> Result<Response<pb::RemoveSilenceResponse>, Status> {
         let id = request.into_inner().id;
         let removed = self
-            .blocking("removing the silence", move |s| s.alerts().remove_silence(id))
+            .blocking("removing the silence", move |s| {
+                s.alerts().remove_silence(id)
+            })
             .await?;
         if !removed {
             return Err(Status::not_found(format!(
@@ -388,7 +390,10 @@ impl Query for QueryService {
             Outcome::Retry { error, .. } => (false, error),
             Outcome::Reject(e) => (false, format!("refused: {e}")),
         };
-        Ok(Response::new(pb::TestAlertSinkResponse { delivered, answer }))
+        Ok(Response::new(pb::TestAlertSinkResponse {
+            delivered,
+            answer,
+        }))
     }
 }
 

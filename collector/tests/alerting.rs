@@ -40,7 +40,11 @@ struct Receiver {
 async fn record(State(r): State<Receiver>, headers: HeaderMap, body: String) -> impl IntoResponse {
     let answer = {
         let mut s = r.script.lock().unwrap();
-        if s.is_empty() { None } else { Some(s.remove(0)) }
+        if s.is_empty() {
+            None
+        } else {
+            Some(s.remove(0))
+        }
     };
     let (status, retry_after, delay) = answer.unwrap_or((200, None, Duration::ZERO));
     tokio::time::sleep(delay).await;
@@ -124,7 +128,12 @@ impl Rig {
 
     fn counts(&self, sink: &str) -> (u64, u64, u64) {
         let c = self.alerting.counters().deliveries();
-        let get = |o: &str| c.iter().find(|(s, x, _)| s == sink && *x == o).map(|t| t.2).unwrap_or(0);
+        let get = |o: &str| {
+            c.iter()
+                .find(|(s, x, _)| s == sink && *x == o)
+                .map(|t| t.2)
+                .unwrap_or(0)
+        };
         (get("delivered"), get("failed"), get("silenced"))
     }
 }
@@ -157,7 +166,8 @@ fn resolved(mut r: FindingRecord) -> FindingRecord {
     r
 }
 
-const FAST: &str = "[alerts.delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"400ms\"\ntimeout = \"1s\"\n";
+const FAST: &str =
+    "[alerts.delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"400ms\"\ntimeout = \"1s\"\n";
 
 #[tokio::test]
 async fn webhook_body_is_the_documented_schema_and_the_signature_verifies() {
@@ -167,7 +177,12 @@ async fn webhook_body_is_the_documented_schema_and_the_signature_verifies() {
     let rig = Rig::new(&format!(
         "[alerts]\nexternal_url = \"http://collector.example:8080\"\n[alerts.sinks.hook]\ntype = \"webhook\"\nurl = \"{url}/hook\"\nsecret = \"{secret}\"\n[alerts.sinks.hook.headers]\nAuthorization = \"Bearer t0k3n\"\n"
     ));
-    let r = firing("node-a", Some(3), "gpu.thermal.hw_slowdown", Severity::Critical);
+    let r = firing(
+        "node-a",
+        Some(3),
+        "gpu.thermal.hw_slowdown",
+        Severity::Critical,
+    );
     rig.transition(vec![r.clone()]);
     let got = rx.wait(1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
@@ -180,7 +195,10 @@ async fn webhook_body_is_the_documented_schema_and_the_signature_verifies() {
     let a = &b["alerts"][0];
     let key = "node-a/gpu3/gpu.thermal.hw_slowdown";
     assert_eq!(a["dedupe_key"], key);
-    assert_eq!(a["idempotency_key"], format!("{key}@firing:{}", r.fired_at.0));
+    assert_eq!(
+        a["idempotency_key"],
+        format!("{key}@firing:{}", r.fired_at.0)
+    );
     assert_eq!(b["id"], a["idempotency_key"]);
     assert_eq!(a["cause"], "gpu.thermal.hw_slowdown");
     assert_eq!(a["gpu"], 3);
@@ -229,16 +247,39 @@ async fn one_node_with_eight_hot_gpus_is_one_notification_listing_eight() {
         "[alerts.sinks.h]\ntype = \"webhook\"\nurl = \"{url}/hook\"\n[[alerts.routes]]\nsinks = [\"h\"]\ngroup_wait = \"1500ms\"\n"
     ));
     // Two evaluations 100 ms apart: within the group window, so one notification.
-    rig.transition((0..4).map(|g| firing("n8", Some(g), "gpu.thermal.hw_slowdown", Severity::Critical)).collect());
+    rig.transition(
+        (0..4)
+            .map(|g| firing("n8", Some(g), "gpu.thermal.hw_slowdown", Severity::Critical))
+            .collect(),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    rig.transition((4..8).map(|g| firing("n8", Some(g), "gpu.thermal.hw_slowdown", Severity::Critical)).collect());
-    rig.transition(vec![firing("other", None, "node.agent_offline", Severity::Warning)]);
+    rig.transition(
+        (4..8)
+            .map(|g| firing("n8", Some(g), "gpu.thermal.hw_slowdown", Severity::Critical))
+            .collect(),
+    );
+    rig.transition(vec![firing(
+        "other",
+        None,
+        "node.agent_offline",
+        Severity::Warning,
+    )]);
     let got = rx.wait(2, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_after = rx.got();
-    assert_eq!(got_after.len(), 2, "one notification per node: {:?}", got.iter().map(|g| &g.body["node"]).collect::<Vec<_>>());
+    assert_eq!(
+        got_after.len(),
+        2,
+        "one notification per node: {:?}",
+        got.iter().map(|g| &g.body["node"]).collect::<Vec<_>>()
+    );
     let n8 = got.iter().find(|g| g.body["node"] == "n8").unwrap();
-    let gpus: Vec<u64> = n8.body["alerts"].as_array().unwrap().iter().map(|a| a["gpu"].as_u64().unwrap()).collect();
+    let gpus: Vec<u64> = n8.body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["gpu"].as_u64().unwrap())
+        .collect();
     assert_eq!(gpus, (0..8).collect::<Vec<_>>());
 }
 
@@ -247,14 +288,33 @@ async fn slack_gets_a_readable_message_and_429_retry_after_is_honoured() {
     let rx = Receiver::default();
     let url = rx.start().await;
     rx.script(&[(429, Some("1"), Duration::ZERO)]);
-    let rig = Rig::new(&format!("{FAST}[alerts.sinks.chat]\ntype = \"slack\"\nurl = \"{url}/services/T/B/X\"\n"));
+    let rig = Rig::new(&format!(
+        "{FAST}[alerts.sinks.chat]\ntype = \"slack\"\nurl = \"{url}/services/T/B/X\"\n"
+    ));
     let start = Instant::now();
-    rig.transition(vec![firing("node-a", Some(3), "gpu.thermal.hw_slowdown", Severity::Critical)]);
+    rig.transition(vec![firing(
+        "node-a",
+        Some(3),
+        "gpu.thermal.hw_slowdown",
+        Severity::Critical,
+    )]);
     let got = rx.wait(1, Duration::from_secs(6)).await;
     assert_eq!(got.len(), 1);
-    assert!(got[0].at - start >= Duration::from_secs(1), "retried before Retry-After: {:?}", got[0].at - start);
+    assert!(
+        got[0].at - start >= Duration::from_secs(1),
+        "retried before Retry-After: {:?}",
+        got[0].at - start
+    );
     let text = got[0].body["text"].as_str().unwrap();
-    for want in ["CRITICAL", "gpu.thermal.hw_slowdown", "*node-a*", "GPU 3", "temperature_gpu_celsius = 95 (threshold >= 90)", "*Action:* Check the node's cooling", "`gpufleet node node-a`"] {
+    for want in [
+        "CRITICAL",
+        "gpu.thermal.hw_slowdown",
+        "*node-a*",
+        "GPU 3",
+        "temperature_gpu_celsius = 95 (threshold >= 90)",
+        "*Action:* Check the node's cooling",
+        "`gpufleet node node-a`",
+    ] {
         assert!(text.contains(want), "{want:?} not in {text}");
     }
     assert_eq!(got[0].body.as_object().unwrap().len(), 1, "only `text`");
@@ -279,9 +339,17 @@ async fn pagerduty_triggers_and_resolves_with_one_dedup_key() {
     assert_eq!(t["payload"]["severity"], "critical");
     assert_eq!(t["payload"]["source"], "node-a");
     assert_eq!(t["payload"]["class"], "gpu.lost");
-    assert!(t["payload"]["summary"].as_str().unwrap().contains("node-a GPU 1"));
+    assert!(
+        t["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("node-a GPU 1")
+    );
     assert_eq!(t["payload"]["custom_details"]["evidence"][0]["value"], "95");
-    assert_eq!(t["payload"]["custom_details"]["action"], "Check the node's cooling and airflow");
+    assert_eq!(
+        t["payload"]["custom_details"]["action"],
+        "Check the node's cooling and airflow"
+    );
     assert_eq!(res["event_action"], "resolve");
     assert_eq!(res["dedup_key"], t["dedup_key"]);
 }
@@ -293,7 +361,12 @@ async fn alertmanager_gets_labels_annotations_and_is_re_sent_while_firing() {
     let rig = Rig::new(&format!(
         "[alerts.sinks.am]\ntype = \"alertmanager\"\nurl = \"{url}\"\nresend_interval = \"1s\"\n"
     ));
-    let r = firing("node-a", Some(2), "gpu.thermal.hw_slowdown", Severity::Warning);
+    let r = firing(
+        "node-a",
+        Some(2),
+        "gpu.thermal.hw_slowdown",
+        Severity::Warning,
+    );
     rig.transition(vec![r.clone()]);
     // The first send, then a re-send about a second later.
     let got = rx.wait(2, Duration::from_secs(5)).await;
@@ -304,8 +377,16 @@ async fn alertmanager_gets_labels_annotations_and_is_re_sent_while_firing() {
     assert_eq!(a["labels"]["node"], "node-a");
     assert_eq!(a["labels"]["gpu"], "2");
     assert_eq!(a["labels"]["severity"], "warning");
-    assert_eq!(a["annotations"]["action"], "Check the node's cooling and airflow");
-    assert!(a["annotations"]["evidence"].as_str().unwrap().contains("temperature_gpu_celsius = 95"));
+    assert_eq!(
+        a["annotations"]["action"],
+        "Check the node's cooling and airflow"
+    );
+    assert!(
+        a["annotations"]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("temperature_gpu_celsius = 95")
+    );
     assert!(a["startsAt"].is_string() && a.get("endsAt").is_none());
     assert_eq!(got[1].body[0]["labels"], a["labels"]);
     rig.transition(vec![resolved(r)]);
@@ -332,7 +413,10 @@ async fn exec_runs_the_program_with_the_json_on_stdin_and_records_exit_and_stder
     let script = dir.path().join("page.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\ncat > {}\necho \"paged $1\" >&2\nexit 0\n", out.display()),
+        format!(
+            "#!/bin/sh\ncat > {}\necho \"paged $1\" >&2\nexit 0\n",
+            out.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -340,7 +424,12 @@ async fn exec_runs_the_program_with_the_json_on_stdin_and_records_exit_and_stder
         "[alerts.sinks.pager]\ntype = \"exec\"\ncommand = [\"{}\", \"gpu-team\"]\n[alerts.sinks.broken]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"echo no route to pager >&2; exit 3\"]\n{FAST}give_up_after = \"1s\"\n",
         script.display()
     ));
-    rig.transition(vec![firing("node-a", None, "node.agent_offline", Severity::Warning)]);
+    rig.transition(vec![firing(
+        "node-a",
+        None,
+        "node.agent_offline",
+        Severity::Warning,
+    )]);
     let deadline = Instant::now() + Duration::from_secs(8);
     while rig.counts("broken").1 == 0 || !out.exists() {
         assert!(Instant::now() < deadline, "exec deliveries did not finish");
@@ -352,8 +441,16 @@ async fn exec_runs_the_program_with_the_json_on_stdin_and_records_exit_and_stder
     let pager = ds.iter().find(|d| d.sink == "pager").unwrap();
     assert_eq!(pager.detail, "exit 0; stderr: paged gpu-team");
     let broken = ds.iter().find(|d| d.sink == "broken").unwrap();
-    assert!(broken.detail.contains("exit 3; stderr: no route to pager"), "{}", broken.detail);
-    assert!(broken.detail.starts_with("gave up after"), "{}", broken.detail);
+    assert!(
+        broken.detail.contains("exit 3; stderr: no route to pager"),
+        "{}",
+        broken.detail
+    );
+    assert!(
+        broken.detail.starts_with("gave up after"),
+        "{}",
+        broken.detail
+    );
     assert_eq!(rig.counts("broken"), (0, 1, 0));
 }
 
@@ -375,21 +472,41 @@ async fn a_receiver_that_is_down_or_failing_gets_it_once_when_it_recovers() {
         "[alerts]\nwebhooks = [\"{url}/a\", \"{dead_url}/b\"]\n{FAST}give_up_after = \"3s\"\n"
     ));
     let before = Instant::now();
-    rig.transition(vec![firing("node-a", Some(0), "gpu.lost", Severity::Critical)]);
-    assert!(before.elapsed() < Duration::from_millis(500), "storing a transition waits for no receiver");
+    rig.transition(vec![firing(
+        "node-a",
+        Some(0),
+        "gpu.lost",
+        Severity::Critical,
+    )]);
+    assert!(
+        before.elapsed() < Duration::from_millis(500),
+        "storing a transition waits for no receiver"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while rig.counts("webhook-1").0 == 0 || rig.counts("webhook-2").1 == 0 {
-        assert!(Instant::now() < deadline, "counts {:?} {:?}", rig.counts("webhook-1"), rig.counts("webhook-2"));
+        assert!(
+            Instant::now() < deadline,
+            "counts {:?} {:?}",
+            rig.counts("webhook-1"),
+            rig.counts("webhook-2")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The slow answer landed too late to count: the accepted copies carry one id.
     let got = rx.got();
-    let ids: std::collections::BTreeSet<String> = got.iter().map(|g| g.body["id"].as_str().unwrap().to_string()).collect();
+    let ids: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|g| g.body["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     let ds = rig.store.alerts().deliveries(10).unwrap();
     let a = ds.iter().find(|d| d.sink == "webhook-1").unwrap();
-    assert!(a.attempts >= 4, "500, 503, timeout, then delivered: {} attempts", a.attempts);
+    assert!(
+        a.attempts >= 4,
+        "500, 503, timeout, then delivered: {} attempts",
+        a.attempts
+    );
     let b = ds.iter().find(|d| d.sink == "webhook-2").unwrap();
     assert!(b.detail.contains("cannot reach"), "{}", b.detail);
     assert_eq!(rig.counts("webhook-2"), (0, 1, 0));
@@ -414,8 +531,18 @@ async fn silenced_alerts_are_recorded_not_sent_until_the_silence_expires() {
         })
         .unwrap();
     rig.transition(vec![
-        firing("node-a", Some(3), "gpu.thermal.hw_slowdown", Severity::Critical),
-        firing("node-a", Some(4), "gpu.thermal.hw_slowdown", Severity::Critical),
+        firing(
+            "node-a",
+            Some(3),
+            "gpu.thermal.hw_slowdown",
+            Severity::Critical,
+        ),
+        firing(
+            "node-a",
+            Some(4),
+            "gpu.thermal.hw_slowdown",
+            Severity::Critical,
+        ),
     ]);
     let got = rx.wait(1, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -424,10 +551,19 @@ async fn silenced_alerts_are_recorded_not_sent_until_the_silence_expires() {
     assert_eq!(got[0].body["alerts"][0]["gpu"], 4, "GPU 3 is silenced");
     assert_eq!(rig.counts("webhook-1"), (1, 0, 1));
     let ds = rig.store.alerts().deliveries(10).unwrap();
-    assert!(ds.iter().any(|d| d.detail.starts_with("silenced by #") && d.notification.alerts[0].gpu == Some(3)));
+    assert!(
+        ds.iter()
+            .any(|d| d.detail.starts_with("silenced by #")
+                && d.notification.alerts[0].gpu == Some(3))
+    );
     // After it expires, the same kind of alert goes out.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    rig.transition(vec![firing("node-a", Some(3), "gpu.thermal.sw_slowdown", Severity::Warning)]);
+    rig.transition(vec![firing(
+        "node-a",
+        Some(3),
+        "gpu.thermal.sw_slowdown",
+        Severity::Warning,
+    )]);
     let got = rx.wait(2, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].body["alerts"][0]["gpu"], 3);
@@ -440,24 +576,43 @@ async fn a_route_for_duration_drops_findings_that_resolve_sooner_and_dedupes_rep
     let rig = Rig::new(&format!(
         "[alerts.sinks.slow]\ntype = \"webhook\"\nurl = \"{url}/slow\"\n[alerts.sinks.fast]\ntype = \"webhook\"\nurl = \"{url}/fast\"\n[[alerts.routes]]\nsinks = [\"slow\"]\nfor = \"1s\"\n[[alerts.routes]]\nsinks = [\"fast\"]\nseverity = [\"critical\"]\n"
     ));
-    let short = firing("node-a", Some(0), "gpu.thermal.hw_slowdown", Severity::Critical);
+    let short = firing(
+        "node-a",
+        Some(0),
+        "gpu.thermal.hw_slowdown",
+        Severity::Critical,
+    );
     rig.transition(vec![short.clone()]);
     // The same transition stored twice (e.g. re-applied) is one alert.
     rig.transition(vec![short.clone()]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     rig.transition(vec![resolved(short)]);
-    let long = firing("node-b", Some(1), "gpu.pcie.link_degraded", Severity::Warning);
+    let long = firing(
+        "node-b",
+        Some(1),
+        "gpu.pcie.link_degraded",
+        Severity::Warning,
+    );
     rig.transition(vec![long]);
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let got = rx.got();
     let summary: Vec<(String, String)> = got
         .iter()
-        .map(|g| (g.body["node"].as_str().unwrap().to_string(), g.body["status"].as_str().unwrap().to_string()))
+        .map(|g| {
+            (
+                g.body["node"].as_str().unwrap().to_string(),
+                g.body["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     // fast (critical only): node-a firing + resolved; slow (`for` 1s): only node-b.
     assert_eq!(
         summary,
-        [("node-a".into(), "firing".into()), ("node-a".into(), "resolved".into()), ("node-b".into(), "firing".into())],
+        [
+            ("node-a".into(), "firing".into()),
+            ("node-a".into(), "resolved".into()),
+            ("node-b".into(), "firing".into())
+        ],
         "{summary:?}"
     );
 }
@@ -468,9 +623,23 @@ async fn a_test_notification_is_marked_and_the_answer_returned() {
     let url = rx.start().await;
     let rig = Rig::new(&format!("[alerts]\nwebhooks = [\"{url}/hook\"]\n"));
     let out = rig.alerting.test("webhook-1").await.unwrap();
-    assert_eq!(out, gpufleet_collector::alerting::sinks::Outcome::Delivered("HTTP 200: ok".into()));
+    assert_eq!(
+        out,
+        gpufleet_collector::alerting::sinks::Outcome::Delivered("HTTP 200: ok".into())
+    );
     let got = rx.got();
     assert_eq!(got[0].body["test"], true);
-    assert!(got[0].body["alerts"][0]["title"].as_str().unwrap().starts_with("TEST"));
-    assert!(rig.alerting.test("nope").await.unwrap_err().contains("webhook-1"));
+    assert!(
+        got[0].body["alerts"][0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("TEST")
+    );
+    assert!(
+        rig.alerting
+            .test("nope")
+            .await
+            .unwrap_err()
+            .contains("webhook-1")
+    );
 }

@@ -128,8 +128,7 @@ impl Alert {
                 Status::Firing => None,
             },
             node_command: format!("gpufleet node {}", f.node),
-            node_url: external_url
-                .map(|u| format!("{}/nodes/{}", u.trim_end_matches('/'), f.node)),
+            node_url: external_url.map(|u| format!("{}/nodes/{}", u.trim_end_matches('/'), f.node)),
         }
     }
 
@@ -251,7 +250,12 @@ pub(crate) mod tests {
     use super::*;
     use gpufleet_model::Finding;
 
-    pub(crate) fn record(node: &str, gpu: Option<u32>, cause: &str, sev: Severity) -> FindingRecord {
+    pub(crate) fn record(
+        node: &str,
+        gpu: Option<u32>,
+        cause: &str,
+        sev: Severity,
+    ) -> FindingRecord {
         FindingRecord {
             finding: Finding {
                 rule_id: cause.into(),
@@ -281,8 +285,14 @@ pub(crate) mod tests {
         let res = Alert::from_record(&resolved, Transition::Resolved, Labels::new(), None);
         assert_eq!(fire.dedupe_key, "n1/gpu3/gpu.thermal.hw_slowdown");
         assert_eq!(fire.dedupe_key, res.dedupe_key);
-        assert_eq!(fire.idempotency_key, "n1/gpu3/gpu.thermal.hw_slowdown@firing:2000");
-        assert_eq!(res.idempotency_key, "n1/gpu3/gpu.thermal.hw_slowdown@resolved:2000");
+        assert_eq!(
+            fire.idempotency_key,
+            "n1/gpu3/gpu.thermal.hw_slowdown@firing:2000"
+        );
+        assert_eq!(
+            res.idempotency_key,
+            "n1/gpu3/gpu.thermal.hw_slowdown@resolved:2000"
+        );
         assert_eq!(res.status, Status::Resolved);
         assert_eq!(res.resolved_at.as_deref(), Some("1970-01-01T00:00:09.000Z"));
         assert_eq!(fire.node_command, "gpufleet node n1");
@@ -295,7 +305,12 @@ pub(crate) mod tests {
         let a: Vec<Alert> = [(2, Severity::Warning), (0, Severity::Critical)]
             .into_iter()
             .map(|(g, s)| {
-                Alert::from_record(&record("n1", Some(g), "c", s), Transition::Firing, Labels::new(), None)
+                Alert::from_record(
+                    &record("n1", Some(g), "c", s),
+                    Transition::Firing,
+                    Labels::new(),
+                    None,
+                )
             })
             .collect();
         let n = Notification::new("n1", a);

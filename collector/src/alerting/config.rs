@@ -346,12 +346,19 @@ repeat_interval = "1h"
             (
                 "unknown sink key",
                 "[alerts.sinks.x]\ntype = \"slack\"\nurl = \"https://a/b\"\nchannel = \"#ops\"\n",
-                &["collector.toml: TOML parse error at line 1", "unknown field `channel`"],
+                &[
+                    "collector.toml: TOML parse error at line 1",
+                    "unknown field `channel`",
+                ],
             ),
             (
                 "route to a missing sink",
                 "[alerts.sinks.a]\ntype = \"slack\"\nurl = \"https://a/b\"\n[[alerts.routes]]\nsinks = [\"b\"]\n",
-                &["collector.toml:4", "alerts.routes[0].sinks", "no sink named \"b\""],
+                &[
+                    "collector.toml:4",
+                    "alerts.routes[0].sinks",
+                    "no sink named \"b\"",
+                ],
             ),
             (
                 "bad sink URL",

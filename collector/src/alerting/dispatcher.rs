@@ -133,12 +133,7 @@ impl Alerting {
         let routes = self
             .router
             .route(r.finding.severity, &r.finding.rule_id, &labels);
-        let alert = Alert::from_record(
-            r,
-            transition,
-            labels,
-            self.config.external_url.as_deref(),
-        );
+        let alert = Alert::from_record(r, transition, labels, self.config.external_url.as_deref());
         let now = UnixMs::now();
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
         let sinks = routes
@@ -205,7 +200,12 @@ impl Alerting {
         let mut due = outbox.retries_due(now)?;
         // New deliveries are in retries_due too (first attempt at `now`); keep one of each.
         let known: BTreeSet<i64> = due.iter().map(|d| d.id).collect();
-        due.extend(claimed.deliveries.into_iter().filter(|d| !known.contains(&d.id)));
+        due.extend(
+            claimed
+                .deliveries
+                .into_iter()
+                .filter(|d| !known.contains(&d.id)),
+        );
         self.counters
             .pending
             .store(outbox.pending()?, Ordering::Relaxed);
@@ -350,7 +350,10 @@ mod tests {
             after: None,
         };
         let r = attempt_result(retry(), &d, 0, UnixMs(10_000), UnixMs(1_000), &mut rng);
-        assert!(matches!(r, Attempt::Retry { at, .. } if at > UnixMs(1_000) && at <= UnixMs(10_000)), "{r:?}");
+        assert!(
+            matches!(r, Attempt::Retry { at, .. } if at > UnixMs(1_000) && at <= UnixMs(10_000)),
+            "{r:?}"
+        );
         let r = attempt_result(retry(), &d, 4, UnixMs(10_000), UnixMs(10_000), &mut rng);
         assert_eq!(
             r,
@@ -358,7 +361,14 @@ mod tests {
                 error: "gave up after 5 attempts: HTTP 500".into()
             }
         );
-        let r = attempt_result(Outcome::Reject("HTTP 400".into()), &d, 0, UnixMs(10_000), UnixMs(1), &mut rng);
+        let r = attempt_result(
+            Outcome::Reject("HTTP 400".into()),
+            &d,
+            0,
+            UnixMs(10_000),
+            UnixMs(1),
+            &mut rng,
+        );
         assert!(matches!(r, Attempt::Failed { .. }));
     }
 }

@@ -70,10 +70,15 @@ impl Alerting {
             if config.sinks.contains_key(&name) {
                 return Err(AlertsConfigError::new(
                     format!("alerts.sinks.{name}"),
-                    format!("{name} is the name of webhooks[{i}] (--alert-webhook); pick another name"),
+                    format!(
+                        "{name} is the name of webhooks[{i}] (--alert-webhook); pick another name"
+                    ),
                 ));
             }
-            sinks.insert(name.clone(), sinks::webhook::WebhookConfig::plain(url).build(&name));
+            sinks.insert(
+                name.clone(),
+                sinks::webhook::WebhookConfig::plain(url).build(&name),
+            );
             webhook_names.push(name);
         }
         for (name, c) in &config.sinks {
@@ -153,7 +158,10 @@ impl Alerting {
             store.alerts().record_test(&name, &n, &attempt, now)
         })
         .await;
-        if let Ok(Err(e)) | Err(e) = recorded.map_err(|e| e.to_string()).map(|r| r.map_err(|e| e.to_string())) {
+        if let Ok(Err(e)) | Err(e) = recorded
+            .map_err(|e| e.to_string())
+            .map(|r| r.map_err(|e| e.to_string()))
+        {
             tracing::warn!("cannot record the test delivery: {e}");
         }
         Ok(outcome)

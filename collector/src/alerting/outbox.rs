@@ -138,7 +138,12 @@ pub trait AlertStore: Send + Sync {
     /// that are due).
     fn retries_due(&self, now: UnixMs) -> Result<Vec<Delivery>, StoreError>;
     /// Stores one attempt's result.
-    fn finish_attempt(&self, delivery: i64, attempt: &Attempt, now: UnixMs) -> Result<(), StoreError>;
+    fn finish_attempt(
+        &self,
+        delivery: i64,
+        attempt: &Attempt,
+        now: UnixMs,
+    ) -> Result<(), StoreError>;
     /// Records a delivery made outside the outbox (`gpufleet alerts test`).
     fn record_test(
         &self,

@@ -86,7 +86,11 @@ impl Router {
             .iter()
             .map(|s| (s.clone(), Timing::default()))
             .collect();
-        for r in self.routes.iter().filter(|r| r.matches(severity, cause, labels)) {
+        for r in self
+            .routes
+            .iter()
+            .filter(|r| r.matches(severity, cause, labels))
+        {
             for s in &r.sinks {
                 if !out.iter().any(|(n, _)| n == s) {
                     out.push((s.clone(), r.timing));
@@ -137,17 +141,46 @@ cause = [\"compliance.\", \"gpu.thermal\"]
         let none = Labels::new();
         type Case<'a> = (Severity, &'a str, &'a Labels, &'a [&'a str]);
         let cases: &[Case] = &[
-            (Severity::Critical, "gpu.lost", &training, &["webhook-1", "pager"]),
+            (
+                Severity::Critical,
+                "gpu.lost",
+                &training,
+                &["webhook-1", "pager"],
+            ),
             (Severity::Critical, "gpu.lost", &none, &["webhook-1"]),
-            (Severity::Warning, "gpu.thermal.sw", &none, &["webhook-1", "chat", "pager"]),
-            (Severity::Warning, "compliance.driver", &training, &["webhook-1", "chat", "pager"]),
+            (
+                Severity::Warning,
+                "gpu.thermal.sw",
+                &none,
+                &["webhook-1", "chat", "pager"],
+            ),
+            (
+                Severity::Warning,
+                "compliance.driver",
+                &training,
+                &["webhook-1", "chat", "pager"],
+            ),
             (Severity::Warning, "gpu.pcie", &training, &["webhook-1"]),
         ];
         for (sev, cause, labels, want) in cases {
-            assert_eq!(names(r.route(*sev, cause, labels)), *want, "{sev} {cause} {labels:?}");
+            assert_eq!(
+                names(r.route(*sev, cause, labels)),
+                *want,
+                "{sev} {cause} {labels:?}"
+            );
         }
         let timing = r.route(Severity::Critical, "gpu.thermal.hw", &training);
-        assert_eq!(timing[1], ("pager".into(), Timing { min_firing: Duration::from_secs(120), ..Timing::default() }), "first route's timing");
+        assert_eq!(
+            timing[1],
+            (
+                "pager".into(),
+                Timing {
+                    min_firing: Duration::from_secs(120),
+                    ..Timing::default()
+                }
+            ),
+            "first route's timing"
+        );
     }
 
     #[test]

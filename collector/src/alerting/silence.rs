@@ -79,7 +79,11 @@ mod tests {
             ("n1", Some(3), "gpu.pcie.link_degraded", 5_000, false),   // other cause
         ];
         for (node, gpu, cause, now, want) in cases {
-            assert_eq!(s.matches(node, *gpu, cause, UnixMs(*now)), *want, "{node} {gpu:?} {cause} at {now}");
+            assert_eq!(
+                s.matches(node, *gpu, cause, UnixMs(*now)),
+                *want,
+                "{node} {gpu:?} {cause} at {now}"
+            );
         }
         let whole = Silence {
             gpu: None,

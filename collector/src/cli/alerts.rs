@@ -63,7 +63,11 @@ pub async fn silences(c: &mut QueryClient<Channel>, include_expired: bool) -> Re
         .list_silences(pb::ListSilencesRequest { include_expired })
         .await
         .map_err(status)?;
-    Ok(r.into_inner().silences.into_iter().map(Into::into).collect())
+    Ok(r.into_inner()
+        .silences
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 pub async fn remove_silence(c: &mut QueryClient<Channel>, id: i64) -> Result<()> {
@@ -105,17 +109,24 @@ pub fn alerts_table(list: &AlertList, now: UnixMs) -> String {
         out.push_str("No alerts firing.\n");
     } else {
         let mut t = table();
-        t.set_header(["SEVERITY", "NODE", "GPU", "CAUSE", "SINCE", "SILENCED", "SUMMARY"]);
+        t.set_header([
+            "SEVERITY", "NODE", "GPU", "CAUSE", "SINCE", "SILENCED", "SUMMARY",
+        ]);
         for a in &list.alerts {
             let f = &a.finding;
-            let silenced: Vec<String> = a.silenced_by.iter().map(|s| format!("#{}", s.id)).collect();
+            let silenced: Vec<String> =
+                a.silenced_by.iter().map(|s| format!("#{}", s.id)).collect();
             t.add_row([
                 f.severity.to_string(),
                 f.node.clone(),
                 scope(f.gpu_index),
                 f.rule_id.clone(),
                 when(f.since, now),
-                if silenced.is_empty() { "-".into() } else { silenced.join(",") },
+                if silenced.is_empty() {
+                    "-".into()
+                } else {
+                    silenced.join(",")
+                },
                 f.summary.clone(),
             ]);
         }
@@ -124,7 +135,11 @@ pub fn alerts_table(list: &AlertList, now: UnixMs) -> String {
     if list.sinks.is_empty() {
         out.push_str("No alert sinks configured (serve --alert-webhook URL, or [alerts.sinks] in --config).\n");
     } else {
-        let s: Vec<String> = list.sinks.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
+        let s: Vec<String> = list
+            .sinks
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.kind))
+            .collect();
         out.push_str(&format!("Sinks: {}\n", s.join(", ")));
     }
     out
@@ -135,7 +150,9 @@ pub fn deliveries_table(ds: &[Delivery], now: UnixMs) -> String {
         return "No deliveries yet.\n".into();
     }
     let mut t = table();
-    t.set_header(["ID", "WHEN", "SINK", "NODE", "STATUS", "TRIES", "ALERTS", "DETAIL"]);
+    t.set_header([
+        "ID", "WHEN", "SINK", "NODE", "STATUS", "TRIES", "ALERTS", "DETAIL",
+    ]);
     for d in ds {
         let n = &d.notification;
         let mut causes: Vec<String> = n
@@ -158,7 +175,11 @@ pub fn deliveries_table(ds: &[Delivery], now: UnixMs) -> String {
             d.id.to_string(),
             when(d.created_at, now),
             d.sink.clone(),
-            if n.test { format!("{} (test)", n.node) } else { n.node.clone() },
+            if n.test {
+                format!("{} (test)", n.node)
+            } else {
+                n.node.clone()
+            },
             status,
             d.attempts.to_string(),
             causes.join("\n"),
@@ -179,8 +200,16 @@ pub fn silences_table(ss: &[Silence], now: UnixMs) -> String {
             s.id.to_string(),
             s.node.clone(),
             scope(s.gpu),
-            if s.cause_prefix.is_empty() { "(all)".into() } else { s.cause_prefix.clone() },
-            if s.active(now) { when(s.expires_at, now) } else { format!("expired {}", when(s.expires_at, now)) },
+            if s.cause_prefix.is_empty() {
+                "(all)".into()
+            } else {
+                s.cause_prefix.clone()
+            },
+            if s.active(now) {
+                when(s.expires_at, now)
+            } else {
+                format!("expired {}", when(s.expires_at, now))
+            },
             s.comment.clone(),
         ]);
     }

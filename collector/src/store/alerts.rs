@@ -70,7 +70,10 @@ pub(super) fn prune(tx: &Transaction<'_>, before: UnixMs) -> Result<(), StoreErr
         "DELETE FROM alert_deliveries WHERE status != 'sending' AND created_ms < ?1",
         [before.0],
     )?;
-    tx.execute("DELETE FROM alert_silences WHERE expires_ms < ?1", [before.0])?;
+    tx.execute(
+        "DELETE FROM alert_silences WHERE expires_ms < ?1",
+        [before.0],
+    )?;
     Ok(())
 }
 
@@ -278,7 +281,10 @@ impl AlertStore for SqliteStore {
                 )
                 .optional()?;
             let next = now.0.saturating_add((*repeat_ms).max(1000));
-            if matches!(sent.as_deref(), Some("sent") | Some("silenced") | Some("failed")) {
+            if matches!(
+                sent.as_deref(),
+                Some("sent") | Some("silenced") | Some("failed")
+            ) {
                 let mut alert: Alert = from_json("alert_active.alert_json", alert_json)?;
                 alert.idempotency_key = format!(
                     "{}@{}",

@@ -140,7 +140,6 @@ CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms
     alert_tables!()
 );
 
-
 /// The steps that bring a file made by an older gpufleet up to [`SCHEMA`]: `MIGRATIONS[i]`
 /// takes schema version `i + 1` to `i + 2`. Steps are appended, never edited: files in the field
 /// have run the old ones.

@@ -29,11 +29,10 @@ fn main() {
     for i in 1..=trials {
         let node = format!("gpu-node-{i:02}");
         // The fault lands at a different phase of the sample/evaluation cycles each trial.
-        let phase_ms = (SystemTime::now()
+        let phase_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
-            .subsec_nanos()
-            / 1_000_000) as u64;
+            .subsec_millis() as u64;
         let start = Duration::from_millis(3000 + phase_ms);
         let scenario = dir.path().join(format!("trial-{i}.toml"));
         std::fs::write(
@@ -45,9 +44,17 @@ fn main() {
         )
         .expect("writing the scenario");
         let mut cmd = agent();
-        cmd.args(["run", "--simulate", "8", "--node-name", &node, "--collector", &url])
-            .arg("--scenario")
-            .arg(&scenario);
+        cmd.args([
+            "run",
+            "--simulate",
+            "8",
+            "--node-name",
+            &node,
+            "--collector",
+            &url,
+        ])
+        .arg("--scenario")
+        .arg(&scenario);
         let spawned = SystemTime::now();
         let _agent = Proc::spawn(cmd, "gpufleet-agent");
         let fault_at = spawned + start;
