@@ -1,5 +1,6 @@
 //! `gpufleet` command line: the collector (`serve`), the ops CLI (`nodes`, `node`,
-//! `diagnose`, `audit`, `versions`, `changes`, `history`) and the one-command `demo`.
+//! `diagnose`, `audit`, `versions`, `changes`, `history`, `alerts`, `silence`) and the
+//! one-command `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,35 @@ enum Command {
         /// (a bad file on reload keeps the old policy and logs why).
         #[arg(long, env = "GPUFLEET_POLICY")]
         policy: Option<PathBuf>,
+        /// Collector config file (TOML). Its `[alerts]` table configures alert sinks and routes
+        /// (docs/alerts.md). Default: /etc/gpufleet/collector.toml when it exists.
+        #[arg(long, env = "GPUFLEET_CONFIG")]
+        config: Option<PathBuf>,
+        /// Send every alert to this generic webhook (JSON, docs/alerts.md), no routing file
+        /// needed. Repeatable; adds to `webhooks` in the config file.
+        #[arg(long = "alert-webhook", value_name = "URL")]
+        alert_webhooks: Vec<String>,
+    },
+    /// Firing alerts and the silences holding them back; `--deliveries`: recent notifications
+    /// and how their delivery went; `alerts test SINK`: send a test notification.
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsAction>,
+        /// List recent deliveries instead (newest first).
+        #[arg(long)]
+        deliveries: bool,
+        /// Most deliveries listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hold back alerts about a node (or one GPU, or causes with a prefix) for a while.
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Audit driver/firmware compliance: every selected node against a policy (or the fleet
     /// majority per GPU model). Exit status 0: all comply; 1: some violate or are stale;
@@ -180,6 +210,65 @@ enum Command {
 const DEFAULT_CHANGES_SINCE: &str = "24h";
 /// `gpufleet history NODE` looks this far back by default.
 const DEFAULT_HISTORY_SINCE: &str = "7d";
+
+#[derive(Subcommand)]
+enum AlertsAction {
+    /// Send a clearly marked test notification through a configured sink and print the
+    /// receiver's answer (exit 1 if it was not delivered).
+    Test {
+        /// Sink name (`gpufleet alerts` lists them; `webhook-1` is the first --alert-webhook).
+        sink: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceAction {
+    /// Add a silence: matching alerts are recorded, not sent, until it expires.
+    Add {
+        #[arg(long)]
+        node: String,
+        /// Only this GPU (default: the whole node).
+        #[arg(long)]
+        gpu: Option<u32>,
+        /// Only causes starting with this, e.g. `gpu.thermal` (default: all).
+        #[arg(long, default_value = "")]
+        cause: String,
+        /// How long it holds: `2h`, `30m`.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Why (shown in `silence list`).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List active silences (`--all`: expired ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a silence by id.
+    Rm { id: i64 },
+}
+
+/// `serve`'s `[alerts]`: from `--config` (or the default file when present), plus the
+/// `--alert-webhook` flags.
+fn alerts_config(
+    config: Option<PathBuf>,
+    webhooks: Vec<String>,
+) -> Result<gpufleet_collector::alerting::config::AlertsConfig> {
+    use gpufleet_collector::alerting::config::AlertsConfig;
+    const DEFAULT_CONFIG: &str = "/etc/gpufleet/collector.toml";
+    let path = match config {
+        Some(p) => Some(p),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    };
+    let mut alerts = match path {
+        Some(p) => AlertsConfig::load(&p)?,
+        None => AlertsConfig::default(),
+    };
+    alerts.webhooks.extend(webhooks);
+    alerts.check()?;
+    Ok(alerts)
+}
 
 fn main() {
     tracing_subscriber::fmt()
@@ -285,8 +374,11 @@ async fn run(command: Command) -> Result<i32> {
             window_samples,
             retention,
             policy,
+            config: config_file,
+            alert_webhooks,
         } => {
             let mut config = ServerConfig::new(listen, data_dir);
+            config.alerts = alerts_config(config_file, alert_webhooks)?;
             config.window = Window {
                 samples: window_samples.max(10),
                 ..Window::default()
@@ -344,6 +436,90 @@ async fn run(command: Command) -> Result<i32> {
                     "{}",
                     cli::changes::table_of(&changes, cli::changes::Scope::Node, Some(since))
                 ),
+            }
+            Ok(0)
+        }
+        Command::Alerts {
+            action: Some(AlertsAction::Test { sink }),
+            client,
+            ..
+        } => {
+            let mut c = cli::connect(&client.collector).await?;
+            let (delivered, answer) = cli::alerts::test_sink(&mut c, &sink).await?;
+            match client.output {
+                Output::Json => print_json(&serde_json::json!({
+                    "sink": sink, "delivered": delivered, "answer": answer
+                }))?,
+                Output::Table if delivered => println!("{sink}: delivered: {answer}"),
+                Output::Table => println!("{sink}: NOT delivered: {answer}"),
+            }
+            Ok(if delivered { 0 } else { 1 })
+        }
+        Command::Alerts {
+            action: None,
+            deliveries,
+            limit,
+            client,
+        } => {
+            let mut c = cli::connect(&client.collector).await?;
+            let now = UnixMs::now();
+            if deliveries {
+                let d = cli::alerts::deliveries(&mut c, limit).await?;
+                match client.output {
+                    Output::Json => print_json(&d)?,
+                    Output::Table => print!("{}", cli::alerts::deliveries_table(&d, now)),
+                }
+            } else {
+                let a = cli::alerts::list(&mut c).await?;
+                match client.output {
+                    Output::Json => print_json(&a)?,
+                    Output::Table => print!("{}", cli::alerts::alerts_table(&a, now)),
+                }
+            }
+            Ok(0)
+        }
+        Command::Silence { action, client } => {
+            let mut c = cli::connect(&client.collector).await?;
+            let now = UnixMs::now();
+            match action {
+                SilenceAction::Add {
+                    node,
+                    gpu,
+                    cause,
+                    duration,
+                    comment,
+                } => {
+                    let s = cli::alerts::add_silence(
+                        &mut c,
+                        cli::alerts::SilenceRequest {
+                            node,
+                            gpu,
+                            cause_prefix: cause,
+                            duration,
+                            comment,
+                        },
+                    )
+                    .await?;
+                    match client.output {
+                        Output::Json => print_json(&s)?,
+                        Output::Table => print!(
+                            "silence #{} added\n{}",
+                            s.id,
+                            cli::alerts::silences_table(std::slice::from_ref(&s), now)
+                        ),
+                    }
+                }
+                SilenceAction::List { all } => {
+                    let ss = cli::alerts::silences(&mut c, all).await?;
+                    match client.output {
+                        Output::Json => print_json(&ss)?,
+                        Output::Table => print!("{}", cli::alerts::silences_table(&ss, now)),
+                    }
+                }
+                SilenceAction::Rm { id } => {
+                    cli::alerts::remove_silence(&mut c, id).await?;
+                    println!("silence #{id} removed");
+                }
             }
             Ok(0)
         }

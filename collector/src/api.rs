@@ -347,6 +347,164 @@ impl From<pb::VersionsResponse> for VersionMatrix {
     }
 }
 
+// --- Alerting: firing alerts, deliveries, silences ---
+
+use crate::alerting::outbox::{Delivery, DeliveryStatus};
+use crate::alerting::silence::Silence;
+
+/// One firing finding as an alert, with the silences that hold it back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FiringAlert {
+    pub finding: Finding,
+    pub dedupe_key: String,
+    pub silenced_by: Vec<Silence>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SinkInfo {
+    pub name: String,
+    pub kind: String,
+}
+
+/// `gpufleet alerts`: what fires, what is silenced, where alerts go.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertList {
+    pub alerts: Vec<FiringAlert>,
+    pub sinks: Vec<SinkInfo>,
+}
+
+impl From<Silence> for pb::Silence {
+    fn from(v: Silence) -> Self {
+        pb::Silence {
+            id: v.id,
+            node: v.node,
+            gpu_index: v.gpu,
+            cause_prefix: v.cause_prefix,
+            comment: v.comment,
+            created_unix_ms: v.created_at.0,
+            expires_unix_ms: v.expires_at.0,
+        }
+    }
+}
+
+impl From<pb::Silence> for Silence {
+    fn from(v: pb::Silence) -> Self {
+        Silence {
+            id: v.id,
+            node: v.node,
+            gpu: v.gpu_index,
+            cause_prefix: v.cause_prefix,
+            comment: v.comment,
+            created_at: UnixMs(v.created_unix_ms),
+            expires_at: UnixMs(v.expires_unix_ms),
+        }
+    }
+}
+
+impl From<AlertList> for pb::ListAlertsResponse {
+    fn from(v: AlertList) -> Self {
+        pb::ListAlertsResponse {
+            alerts: v
+                .alerts
+                .into_iter()
+                .map(|a| pb::FiringAlert {
+                    finding: Some(a.finding.into()),
+                    dedupe_key: a.dedupe_key,
+                    silenced_by: a.silenced_by.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            sinks: v
+                .sinks
+                .into_iter()
+                .map(|s| pb::AlertSink {
+                    name: s.name,
+                    kind: s.kind,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::ListAlertsResponse> for AlertList {
+    fn from(v: pb::ListAlertsResponse) -> Self {
+        AlertList {
+            alerts: v
+                .alerts
+                .into_iter()
+                .map(|a| FiringAlert {
+                    finding: a.finding.map(Into::into).unwrap_or_default(),
+                    dedupe_key: a.dedupe_key,
+                    silenced_by: a.silenced_by.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            sinks: v
+                .sinks
+                .into_iter()
+                .map(|s| SinkInfo {
+                    name: s.name,
+                    kind: s.kind,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<DeliveryStatus> for pb::DeliveryStatus {
+    fn from(v: DeliveryStatus) -> Self {
+        match v {
+            DeliveryStatus::Sending => pb::DeliveryStatus::Sending,
+            DeliveryStatus::Delivered => pb::DeliveryStatus::Delivered,
+            DeliveryStatus::Failed => pb::DeliveryStatus::Failed,
+            DeliveryStatus::Silenced => pb::DeliveryStatus::Silenced,
+        }
+    }
+}
+
+impl From<Delivery> for pb::AlertDelivery {
+    fn from(v: Delivery) -> Self {
+        pb::AlertDelivery {
+            id: v.id,
+            sink: v.sink,
+            node: v.notification.node.clone(),
+            status: pb::DeliveryStatus::from(v.status).into(),
+            attempts: v.attempts,
+            created_unix_ms: v.created_at.0,
+            finished_unix_ms: v.finished_at.map(|t| t.0),
+            next_attempt_unix_ms: v.next_attempt_at.0,
+            detail: v.detail,
+            notification_json: serde_json::to_string(&v.notification)
+                .expect("notifications always serialize"),
+            give_up_unix_ms: v.give_up_at.0,
+        }
+    }
+}
+
+impl TryFrom<pb::AlertDelivery> for Delivery {
+    type Error = serde_json::Error;
+
+    fn try_from(v: pb::AlertDelivery) -> Result<Self, Self::Error> {
+        // An unknown status (a newer collector) reads as still sending: never "delivered".
+        let status = match pb::DeliveryStatus::try_from(v.status) {
+            Ok(pb::DeliveryStatus::Delivered) => DeliveryStatus::Delivered,
+            Ok(pb::DeliveryStatus::Failed) => DeliveryStatus::Failed,
+            Ok(pb::DeliveryStatus::Silenced) => DeliveryStatus::Silenced,
+            _ => DeliveryStatus::Sending,
+        };
+        Ok(Delivery {
+            id: v.id,
+            sink: v.sink,
+            status,
+            attempts: v.attempts,
+            created_at: UnixMs(v.created_unix_ms),
+            next_attempt_at: UnixMs(v.next_attempt_unix_ms),
+            give_up_at: UnixMs(v.give_up_unix_ms),
+            finished_at: v.finished_unix_ms.map(UnixMs),
+            detail: v.detail,
+            notification: serde_json::from_str(&v.notification_json)?,
+        })
+    }
+}
+
 // --- Change history ---
 
 use crate::compliance::changes::{Change, Source};

@@ -1,6 +1,6 @@
 //! Runs the diagnosis engine over the live fleet on an interval, stores what started firing
-//! or resolved, and keeps the latest evaluation for queries. (Alert sinks will hang off the
-//! same transitions.)
+//! or resolved (the store puts each transition in the alerting inbox in the same
+//! transaction), wakes the alert dispatcher, and keeps the latest evaluation for queries.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -15,6 +15,10 @@ use crate::store::writer::Writer;
 
 /// How often `gpufleet serve` evaluates the fleet (the in-process harnesses use it too).
 pub const DEFAULT_EVAL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A batch bringing events (an Xid, an agent-side detection) triggers an evaluation at once,
+/// but evaluations are never closer together than this.
+pub const MIN_EVAL_GAP: Duration = Duration::from_millis(200);
 
 pub struct Evaluator {
     fleet: Arc<Fleet>,
@@ -75,17 +79,26 @@ impl Evaluator {
     }
 
     /// Evaluates every `interval` until the returned task is aborted.
+    /// Stored transitions wake `alerting`'s dispatcher.
     pub fn spawn(
         self: &Arc<Self>,
         writer: Writer,
         interval: Duration,
+        alerting: Option<Arc<crate::alerting::Alerting>>,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = me.fleet.news() => {
+                        tokio::time::sleep_until(last + MIN_EVAL_GAP).await;
+                    }
+                }
+                last = tokio::time::Instant::now();
                 let me2 = me.clone();
                 let eval =
                     match tokio::task::spawn_blocking(move || me2.evaluate(UnixMs::now())).await {
@@ -105,10 +118,16 @@ impl Evaluator {
                         c.finding.summary
                     );
                 }
-                if !eval.changes.is_empty()
-                    && let Err(e) = writer.write(Write::Findings(eval.changes.clone())).await
-                {
-                    tracing::error!("cannot store findings: {e}");
+                if eval.changes.is_empty() {
+                    continue;
+                }
+                match writer.write(Write::Findings(eval.changes.clone())).await {
+                    Ok(()) => {
+                        if let Some(a) = &alerting {
+                            a.wake();
+                        }
+                    }
+                    Err(e) => tracing::error!("cannot store findings: {e}"),
                 }
             }
         })

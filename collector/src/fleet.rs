@@ -81,6 +81,9 @@ pub struct Fleet {
     window: Window,
     /// Numbers streams for [`Fleet::claim`].
     streams: std::sync::atomic::AtomicU64,
+    /// Signalled when a batch brings events (Xids, agent-side detections), which may fire a
+    /// critical finding: the evaluator then runs early instead of at its next tick.
+    news: tokio::sync::Notify,
 }
 
 /// A Hello for a node that another agent session is streaming for right now.
@@ -102,7 +105,13 @@ impl Fleet {
             streams: Default::default(),
             nodes: RwLock::default(),
             window,
+            news: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves when a batch with events arrived since the last call returned.
+    pub async fn news(&self) {
+        self.news.notified().await
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, NodeState>> {
@@ -189,6 +198,9 @@ impl Fleet {
     }
 
     pub fn on_batch(&self, node: &str, batch: &Batch, now: UnixMs) {
+        if !batch.events.is_empty() {
+            self.news.notify_one();
+        }
         let mut nodes = self.write();
         let Some(n) = nodes.get_mut(node) else {
             return;
@@ -249,6 +261,14 @@ impl Fleet {
 
     pub fn node(&self, name: &str) -> Option<NodeState> {
         self.read().get(name).cloned()
+    }
+
+    /// A node's labels (empty for an unknown node), without copying its history.
+    pub fn labels(&self, name: &str) -> gpufleet_model::Labels {
+        self.read()
+            .get(name)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {

@@ -3,8 +3,10 @@
 //!
 //! Data flow: agents stream to [`ingest`], which validates at the wire boundary, commits to the
 //! [`store`] through the group-commit [`store::writer`], then acks and updates [`fleet`] state.
-//! [`query`] answers the CLI from fleet state and [`diagnose`], whose rules are pure.
+//! [`query`] answers the CLI from fleet state and [`diagnose`], whose rules are pure; the
+//! [`evaluator`] stores finding transitions, which [`alerting`] routes to on-call.
 
+pub mod alerting;
 pub mod api;
 pub mod cli;
 pub mod compliance;

@@ -8,7 +8,10 @@ use gpufleet_model::{Selector, UnixMs};
 use gpufleet_proto::v1::{self as pb, query_server::Query};
 use tonic::{Request, Response, Status};
 
-use crate::api::{self, Diagnosis, NodeDetail};
+use crate::alerting::Alerting;
+use crate::alerting::alert::dedupe_key;
+use crate::alerting::silence::NewSilence;
+use crate::api::{self, AlertList, Diagnosis, FiringAlert, NodeDetail, SinkInfo};
 use crate::compliance::audit::{Against, DEFAULT_STALE_AFTER, audit};
 use crate::compliance::changes::{self, Change};
 use crate::compliance::policy::Policy;
@@ -30,6 +33,7 @@ pub struct QueryService {
     fleet: Arc<Fleet>,
     evaluator: Arc<Evaluator>,
     store: Arc<dyn Store>,
+    alerting: Option<Arc<Alerting>>,
 }
 
 impl QueryService {
@@ -38,9 +42,33 @@ impl QueryService {
             fleet,
             evaluator,
             store,
+            alerting: None,
         }
     }
+
+    /// Answers the alerting RPCs from `alerting` (its sinks; silences and deliveries are in
+    /// the store either way).
+    pub fn with_alerting(mut self, alerting: Arc<Alerting>) -> Self {
+        self.alerting = Some(alerting);
+        self
+    }
+
+    /// Runs a store call off the reactor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| Status::internal(format!("{what} failed: {e}")))?
+            .map_err(|e| Status::internal(format!("{what}: {e}")))
+    }
 }
+
+/// Deliveries returned by `ListDeliveries` without a limit.
+const DELIVERIES_DEFAULT: usize = 50;
 
 /// A request's `selector` (kubectl syntax; empty selects every node). A bad one is
 /// INVALID_ARGUMENT with the parse error, which says how to write one.
@@ -303,6 +331,148 @@ impl Query for QueryService {
             .map(Into::into)
             .collect();
         Ok(Response::new(pb::ChangesResponse { changes }))
+    }
+
+    async fn list_alerts(
+        &self,
+        _request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let now = UnixMs::now();
+        let silences = self
+            .blocking("reading silences", move |s| s.alerts().silences(now, false))
+            .await?;
+        let alerts = self
+            .evaluator
+            .latest()
+            .firing
+            .iter()
+            .map(|f| FiringAlert {
+                dedupe_key: dedupe_key(&f.node, f.gpu_index, &f.rule_id),
+                silenced_by: silences
+                    .iter()
+                    .filter(|s| s.matches(&f.node, f.gpu_index, &f.rule_id, now))
+                    .cloned()
+                    .collect(),
+                finding: f.clone(),
+            })
+            .collect();
+        let sinks = self
+            .alerting
+            .as_ref()
+            .map(|a| a.sinks())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, kind)| SinkInfo {
+                name,
+                kind: kind.to_string(),
+            })
+            .collect();
+        Ok(Response::new(AlertList { alerts, sinks }.into()))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => DELIVERIES_DEFAULT,
+            n => n as usize,
+        };
+        let deliveries = self
+            .blocking("reading deliveries", move |s| s.alerts().deliveries(limit))
+            .await?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: deliveries.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn add_silence(
+        &self,
+        request: Request<pb::AddSilenceRequest>,
+    ) -> Result<Response<pb::AddSilenceResponse>, Status> {
+        let req = request.into_inner();
+        if req.node.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a silence needs a node (--node NAME)",
+            ));
+        }
+        if req.duration_ms == 0 {
+            return Err(Status::invalid_argument(
+                "a silence needs a duration (--for 2h)",
+            ));
+        }
+        let now = UnixMs::now();
+        let new = NewSilence {
+            node: req.node,
+            gpu: req.gpu_index,
+            cause_prefix: req.cause_prefix,
+            comment: req.comment,
+            created_at: now,
+            expires_at: now.plus_ms(req.duration_ms.min(i64::MAX as u64) as i64),
+        };
+        let silence = self
+            .blocking("adding the silence", move |s| s.alerts().add_silence(&new))
+            .await?;
+        tracing::info!(id = silence.id, node = %silence.node, gpu = ?silence.gpu, cause = %silence.cause_prefix, until = %silence.expires_at, "silence added: {}", silence.comment);
+        Ok(Response::new(pb::AddSilenceResponse {
+            silence: Some(silence.into()),
+        }))
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<pb::ListSilencesRequest>,
+    ) -> Result<Response<pb::ListSilencesResponse>, Status> {
+        let all = request.into_inner().include_expired;
+        let now = UnixMs::now();
+        let silences = self
+            .blocking("reading silences", move |s| s.alerts().silences(now, all))
+            .await?;
+        Ok(Response::new(pb::ListSilencesResponse {
+            silences: silences.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn remove_silence(
+        &self,
+        request: Request<pb::RemoveSilenceRequest>,
+    ) -> Result<Response<pb::RemoveSilenceResponse>, Status> {
+        let id = request.into_inner().id;
+        let removed = self
+            .blocking("removing the silence", move |s| {
+                s.alerts().remove_silence(id)
+            })
+            .await?;
+        if !removed {
+            return Err(Status::not_found(format!(
+                "no silence with id {id}; `gpufleet silence list` shows them"
+            )));
+        }
+        tracing::info!(id, "silence removed");
+        Ok(Response::new(pb::RemoveSilenceResponse {}))
+    }
+
+    async fn test_alert_sink(
+        &self,
+        request: Request<pb::TestAlertSinkRequest>,
+    ) -> Result<Response<pb::TestAlertSinkResponse>, Status> {
+        let sink = request.into_inner().sink;
+        let Some(alerting) = &self.alerting else {
+            return Err(Status::failed_precondition(
+                "this collector runs without alerting",
+            ));
+        };
+        let outcome = alerting.test(&sink).await.map_err(Status::not_found)?;
+        use crate::alerting::sinks::Outcome;
+        let (delivered, answer) = match outcome {
+            Outcome::Delivered(a) => (true, a),
+            Outcome::Retry { error, .. } => (false, error),
+            Outcome::Reject(e) => (false, format!("refused: {e}")),
+        };
+        Ok(Response::new(pb::TestAlertSinkResponse {
+            delivered,
+            answer,
+        }))
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use gpufleet_proto::v1::{query_server::QueryServer, telemetry_server::TelemetryServer};
 use tokio::sync::oneshot;
 
+use crate::alerting::Alerting;
 use crate::diagnose::EngineConfig;
 use crate::evaluator::Evaluator;
 use crate::fleet::{Fleet, Window};
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     /// Samples and events older than this are deleted (hourly). Nodes, inventories and
     /// findings history are kept.
     pub retention: std::time::Duration,
+    /// `[alerts]`: sinks, routes, delivery (docs/alerts.md).
+    pub alerts: crate::alerting::config::AlertsConfig,
 }
 
 impl ServerConfig {
@@ -45,6 +48,7 @@ impl ServerConfig {
             engine: EngineConfig::default(),
             eval_interval: crate::evaluator::DEFAULT_EVAL_INTERVAL,
             retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            alerts: Default::default(),
         }
     }
 }
@@ -54,7 +58,9 @@ pub struct RunningServer {
     pub fleet: Arc<Fleet>,
     pub store: Arc<dyn Store>,
     pub evaluator: Arc<Evaluator>,
+    pub alerting: Arc<Alerting>,
     evaluating: tokio::task::JoinHandle<()>,
+    dispatching: tokio::task::JoinHandle<()>,
     pruning: tokio::task::JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
     streams_shutdown: tokio::sync::watch::Sender<bool>,
@@ -71,6 +77,8 @@ impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.evaluating.abort();
         self.pruning.abort();
+        // What the dispatcher had not finished is in the outbox; the next start resumes it.
+        self.dispatching.abort();
         let _ = self.streams_shutdown.send(true);
         let _ = self.shutdown.send(());
         let mut task = self.task;
@@ -129,7 +137,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         tokio::task::spawn_blocking(move || s.open_findings()).await??,
         gpufleet_model::UnixMs::now(),
     );
-    let evaluating = evaluator.spawn(writer.clone(), config.eval_interval);
+    let alerting = Arc::new(
+        Alerting::new(config.alerts.clone(), store.clone(), fleet.clone())
+            .context("bad [alerts] configuration")?,
+    );
+    let dispatching = alerting.spawn();
+    let evaluating = evaluator.spawn(writer.clone(), config.eval_interval, Some(alerting.clone()));
     let pruning = spawn_retention(writer.clone(), config.retention);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -166,11 +179,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         streams_stop,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let query = QueryServer::new(QueryService::new(
-        fleet.clone(),
-        evaluator.clone(),
-        store.clone(),
-    ));
+    let query = QueryServer::new(
+        QueryService::new(fleet.clone(), evaluator.clone(), store.clone())
+            .with_alerting(alerting.clone()),
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(
@@ -185,13 +197,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 let _ = rx.await;
             }),
     );
+    for (name, kind) in alerting.sinks() {
+        tracing::info!(sink = %name, kind, "alert sink");
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), nodes = fleet.len(), "gpufleet collector listening");
     Ok(RunningServer {
         addr,
         fleet,
         store,
         evaluator,
+        alerting,
         evaluating,
+        dispatching,
         pruning,
         shutdown: tx,
         streams_shutdown,

@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: build and locate the workspace's binaries and the fake NVML
 //! library, start them as real processes on loopback, and wait for conditions with a deadline.
 
+pub mod receiver;
+
 pub use gpufleet_harness::agents::spawn_simulated_agent;
 pub use gpufleet_harness::virtual_fleet;
 
@@ -10,13 +12,18 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `target/<profile>` of the running test binary (target/<profile>/deps/<test>).
+/// `target/<profile>` of the running test binary (target/<profile>/deps/<test>), or of a
+/// bench binary of this crate (target/<profile>/<bin>).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("binaries live in target/<profile>");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Builds `gpufleet` and `gpufleet-agent` once per test process (cargo does nothing when they
@@ -206,6 +213,11 @@ pub fn repo_root() -> PathBuf {
 
 /// `gpufleet serve` on 127.0.0.1:`port` with its database in `data`, as a supervised process.
 pub fn serve(port: u16, data: &Path) -> Proc {
+    serve_with(port, data, &[])
+}
+
+/// [`serve`] with more arguments (`--alert-webhook URL`, `--config FILE`, …).
+pub fn serve_with(port: u16, data: &Path, args: &[&str]) -> Proc {
     let mut serve = gpufleet();
     serve
         .args([
@@ -214,7 +226,9 @@ pub fn serve(port: u16, data: &Path) -> Proc {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(data);
+        .arg(data)
+        .args(args)
+        .env_remove("GPUFLEET_CONFIG");
     Proc::spawn(serve, "gpufleet serve")
 }
 

@@ -1,5 +1,6 @@
 //! The ops CLI's client side: ask the collector's `Query` service, print tables or JSON.
 
+pub mod alerts;
 pub mod audit;
 pub mod changes;
 pub mod render;

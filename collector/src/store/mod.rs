@@ -4,6 +4,7 @@
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::{Event, FindingRecord, Inventory, Labels, NodeIdentity, Sample, UnixMs};
 
+mod alerts;
 pub mod sqlite;
 pub mod writer;
 
@@ -48,7 +49,8 @@ pub enum Write {
         batch: Box<Batch>,
         at: UnixMs,
     },
-    /// Findings that started firing (stored) or resolved (closed) in one evaluation.
+    /// Findings that started firing (stored) or resolved (closed) in one evaluation; each
+    /// also enters the alerting inbox in the same transaction.
     Findings(Vec<FindingRecord>),
     /// Retention: delete samples and events older than `before`.
     Prune {
@@ -101,4 +103,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<FindingRecord>, StoreError>;
     /// Findings still firing (not resolved), to carry across a collector restart.
     fn open_findings(&self) -> Result<Vec<FindingRecord>, StoreError>;
+    /// The alerting outbox, in the same database (finding transitions reach its inbox in the
+    /// transaction that stores them).
+    fn alerts(&self) -> &dyn crate::alerting::outbox::AlertStore;
 }

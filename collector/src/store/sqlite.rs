@@ -18,10 +18,74 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, StoredNode, Write};
 
+/// The alerting outbox (`alerting/outbox.rs`): the inbox of finding transitions, per-sink
+/// rows, repeat schedules, deliveries and silences. Added in schema version 3.
+macro_rules! alert_tables {
+    () => {
+        "
+CREATE TABLE IF NOT EXISTS alert_transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    record_json TEXT NOT NULL,
+    routed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alert_transitions_unrouted ON alert_transitions(routed, id);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    node TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    resolved INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    due_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    alert_json TEXT NOT NULL,
+    delivery INTEGER,
+    UNIQUE (sink, idem_key)
+);
+CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(status, due_ms);
+CREATE INDEX IF NOT EXISTS alert_outbox_key ON alert_outbox(sink, dedupe_key, id);
+CREATE TABLE IF NOT EXISTS alert_active (
+    sink TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    alert_json TEXT NOT NULL,
+    repeat_ms INTEGER NOT NULL,
+    next_repeat_ms INTEGER NOT NULL,
+    PRIMARY KEY (sink, dedupe_key)
+);
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    node TEXT NOT NULL,
+    notification_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    give_up_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_due ON alert_deliveries(status, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS alert_silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node TEXT NOT NULL,
+    gpu_index INTEGER,
+    cause_prefix TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+"
+    };
+}
+
 /// The newest layout. A new file is created with it; an older one is first brought to it by
 /// [`MIGRATIONS`] (whose steps change existing tables; a table that is new here needs no step:
 /// its `CREATE TABLE IF NOT EXISTS` adds it).
-const SCHEMA: &str = "
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY,
@@ -73,7 +137,9 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 CREATE INDEX IF NOT EXISTS findings_open ON findings(node, rule_id, gpu_index, resolved_at_ms);
 CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms);
-";
+",
+    alert_tables!()
+);
 
 /// The steps that bring a file made by an older gpufleet up to [`SCHEMA`]: `MIGRATIONS[i]`
 /// takes schema version `i + 1` to `i + 2`. Steps are appended, never edited: files in the field
@@ -81,6 +147,8 @@ CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms
 const MIGRATIONS: &[&str] = &[
     // 1 → 2: node labels (the agent's `--label`).
     "ALTER TABLE nodes ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';",
+    // 2 → 3: the alerting outbox.
+    alert_tables!(),
 ];
 
 /// The version [`SCHEMA`] is, kept in `meta.schema_version`. An older file is migrated on open;
@@ -110,7 +178,7 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite itself inconsistent (transactions
         // roll back), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -251,6 +319,31 @@ fn apply_batch(
     Ok(())
 }
 
+/// Whether a transition goes to alerting. A node finding folded under a fleet-wide one when it
+/// fired is told through that one only — its firing and its resolution both; one that fired on
+/// its own is resolved on its own, even if it was folded since (so no incident stays open).
+fn on_call_hears(tx: &rusqlite::Transaction<'_>, r: &FindingRecord) -> Result<bool, StoreError> {
+    let f = &r.finding;
+    match r.state {
+        FindingState::Firing => Ok(f.folded_into.is_empty()),
+        FindingState::Pending => Ok(false),
+        FindingState::Resolved => {
+            let fired: Option<String> = tx
+                .query_row(
+                    "SELECT finding_json FROM findings
+                     WHERE node = ?1 AND rule_id = ?2 AND gpu_index IS ?3 AND resolved_at_ms IS NULL",
+                    params![f.node, f.rule_id, f.gpu_index],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(match fired {
+                Some(j) => from_json::<Finding>("finding", &j)?.folded_into.is_empty(),
+                None => true,
+            })
+        }
+    }
+}
+
 fn apply_finding(tx: &rusqlite::Transaction<'_>, r: &FindingRecord) -> Result<(), StoreError> {
     let f = &r.finding;
     match r.state {
@@ -362,12 +455,17 @@ impl Store for SqliteStore {
                 } => apply_batch(&tx, node, session, batch, *at)?,
                 Write::Findings(records) => {
                     for r in records {
+                        let tell = on_call_hears(&tx, r)?;
                         apply_finding(&tx, r)?;
+                        if tell {
+                            super::alerts::to_inbox(&tx, r)?;
+                        }
                     }
                 }
                 Write::Prune { before } => {
                     let s = tx.execute("DELETE FROM samples WHERE ts_ms < ?1", [before.0])?;
                     let e = tx.execute("DELETE FROM events WHERE ts_ms < ?1", [before.0])?;
+                    super::alerts::prune(&tx, *before)?;
                     if s + e > 0 {
                         tracing::info!(
                             samples = s,
@@ -500,6 +598,10 @@ impl Store for SqliteStore {
              ) ORDER BY fired_at_ms, id",
         )?;
         finding_rows(&mut q, params![node, since.0, limit as i64])
+    }
+
+    fn alerts(&self) -> &dyn crate::alerting::outbox::AlertStore {
+        self
     }
 
     fn open_findings(&self) -> Result<Vec<FindingRecord>, StoreError> {
@@ -665,6 +767,51 @@ mod tests {
         assert_eq!(samples[1].gpus[0].temperature_memory_celsius, None);
         assert_eq!(s.events(Some("n1"), UnixMs(0), 100).unwrap().len(), 2);
         assert_eq!(s.events(None, UnixMs(1_500), 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn findings_folded_under_a_fleet_wide_one_are_not_told_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        let rec = |node: &str, folded: &str, state, resolved: Option<i64>| FindingRecord {
+            finding: Finding {
+                rule_id: "gpu.power.sw_cap".into(),
+                node: node.into(),
+                gpu_index: Some(0),
+                folded_into: folded.into(),
+                ..Default::default()
+            },
+            state,
+            fired_at: UnixMs(1_000),
+            resolved_at: resolved.map(UnixMs),
+        };
+        let fleet = "fleet:gpu_model=H100";
+        // Folded when it fired: neither its firing nor its resolve is told. On its own when
+        // it fired: both are, even though it was folded by the time it resolved.
+        s.apply(&[Write::Findings(vec![
+            rec("folded", fleet, FindingState::Firing, None),
+            rec("alone", "", FindingState::Firing, None),
+        ])])
+        .unwrap();
+        s.apply(&[Write::Findings(vec![
+            rec("folded", fleet, FindingState::Resolved, Some(9_000)),
+            rec("alone", fleet, FindingState::Resolved, Some(9_000)),
+        ])])
+        .unwrap();
+        let told: Vec<(String, FindingState)> = s
+            .alerts()
+            .unrouted(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.record.finding.node, e.record.state))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                ("alone".to_string(), FindingState::Firing),
+                ("alone".to_string(), FindingState::Resolved)
+            ]
+        );
     }
 
     #[test]
