@@ -71,8 +71,7 @@ impl ConfigFile {
 
     /// Parses the TOML syntax; keys and values are checked by [`ConfigFile::layer`].
     pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| error_at(text, origin, e))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| error_at(text, origin, e))?;
         Ok(ConfigFile {
             origin: origin.to_string(),
             text: text.to_string(),
@@ -82,9 +81,10 @@ impl ConfigFile {
 
     /// The file alone as `T`: an unknown key or a bad value is an error naming its line.
     pub fn parse_as<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        T::deserialize(toml::de::Deserializer::parse(&self.text).map_err(|e| {
-            error_at(&self.text, &self.origin, e)
-        })?)
+        T::deserialize(
+            toml::de::Deserializer::parse(&self.text)
+                .map_err(|e| error_at(&self.text, &self.origin, e))?,
+        )
         .map_err(|e| error_at(&self.text, &self.origin, e))
     }
 
@@ -200,6 +200,85 @@ pub fn commented_default<T: Serialize>(
     Ok(out)
 }
 
+/// An address to listen on, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+impl Listen {
+    pub fn addr(self) -> Option<std::net::SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(a) => Some(a),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::At)
+            .map_err(|_| format!("{s:?} is neither an address (127.0.0.1:9400) nor \"off\""))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::At(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the binaries write their logs: for people, or one JSON object a line for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{s:?} is not a log format: use human or json")),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -234,7 +313,9 @@ fn unknown_field(message: &str) -> Option<String> {
 
 /// The key written on the line holding `offset` (`section.key` under a `[section]`).
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("");
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');
@@ -341,10 +422,16 @@ mod tests {
     #[test]
     fn the_commented_default_parses_back_to_the_defaults() {
         let text = commented_default("Demo config.", &Demo::default(), &docs()).unwrap();
-        assert!(text.contains("# The retries.\n# Second line.\nretries = 3\n"), "{text}");
+        assert!(
+            text.contains("# The retries.\n# Second line.\nretries = 3\n"),
+            "{text}"
+        );
         assert!(text.contains("# name = \"n1\""), "{text}");
         assert!(text.contains("[labels]\n# pool = \"training\""), "{text}");
-        let back: Demo = ConfigFile::parse(&text, "default").unwrap().parse_as().unwrap();
+        let back: Demo = ConfigFile::parse(&text, "default")
+            .unwrap()
+            .parse_as()
+            .unwrap();
         assert_eq!(back, Demo::default());
     }
 }

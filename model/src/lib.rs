@@ -8,6 +8,7 @@ pub mod clock_events;
 pub mod config_file;
 pub mod convert;
 pub mod event;
+pub mod exposition;
 pub mod finding;
 pub mod inventory;
 pub mod labels;
