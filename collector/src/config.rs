@@ -65,7 +65,9 @@ pub struct CollectorConfig {
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
-            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is an address"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is an address"),
             data_dir: DEFAULT_DATA_DIR.into(),
             sample_interval: None,
             window_samples: DEFAULT_WINDOW_SAMPLES,
@@ -219,14 +221,18 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_line_and_key() {
         for (text, line, key) in [
-            ("listen = \"127.0.0.1:1\"\nretension = \"1d\"\n", 2, "retension"),
+            (
+                "listen = \"127.0.0.1:1\"\nretension = \"1d\"\n",
+                2,
+                "retension",
+            ),
             ("\n\nretention = \"a week\"\n", 3, "retention"),
             ("metrics_listen = \"nowhere\"\n", 1, "metrics_listen"),
             ("log_format = \"xml\"\n", 1, "log_format"),
         ] {
             let file = ConfigFile::parse(text, "/etc/gpufleet/collector.toml").unwrap();
-            let e =
-                CollectorConfig::resolve(&file, &CollectorConfig::default(), |_| false).unwrap_err();
+            let e = CollectorConfig::resolve(&file, &CollectorConfig::default(), |_| false)
+                .unwrap_err();
             assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
             assert!(
                 e.to_string()

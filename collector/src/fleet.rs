@@ -47,6 +47,9 @@ pub struct NodeState {
     /// Every GPU (by UUID) any inventory of this node has listed, so a GPU that stops being
     /// enumerated at all (dead after a reboot) is still known to be missing.
     pub known_gpus: BTreeMap<String, GpuInfo>,
+    /// Per GPU index: Xid events received since the collector started, and the last Xid.
+    pub xid_events: BTreeMap<u32, u64>,
+    pub last_xid: BTreeMap<u32, u32>,
 }
 
 impl NodeState {
@@ -167,6 +170,10 @@ impl Fleet {
         }
         for e in &batch.events {
             if !n.events.contains(e) {
+                if let (Some(xid), Some(gpu)) = (e.xid, e.gpu_index) {
+                    *n.xid_events.entry(gpu).or_default() += 1;
+                    n.last_xid.insert(gpu, xid);
+                }
                 n.events.push_back(e.clone());
             }
         }

@@ -8,10 +8,12 @@
 pub mod api;
 pub mod cli;
 pub mod compliance;
+pub mod config;
 pub mod diagnose;
 pub mod evaluator;
 pub mod fleet;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod server;
 pub mod store;
