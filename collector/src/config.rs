@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gpufleet_model::config_file::{self, ConfigError, ConfigFile, KeyDoc, Listen, LogFormat};
+use gpufleet_model::config_file::{self, ConfigError, ConfigFile, Listen, LogFormat, key_docs};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::Window;
@@ -119,33 +119,6 @@ impl CollectorConfig {
         config.metrics_listen = self.metrics_listen.addr();
         config
     }
-}
-
-/// Help text per key from clap's arguments (`--help` and the default file say the same).
-pub fn key_docs(cmd: &clap::Command, examples: &[(&str, &str)]) -> Vec<KeyDoc> {
-    cmd.get_arguments()
-        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
-        .map(|a| {
-            let key = a.get_id().to_string();
-            let help = a
-                .get_long_help()
-                .or(a.get_help())
-                .map(|h| h.to_string())
-                .unwrap_or_default();
-            let env = a
-                .get_env()
-                .map(|e| format!("\nEnvironment: {}.", e.to_string_lossy()))
-                .unwrap_or_default();
-            KeyDoc {
-                example: examples
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, e)| e.to_string()),
-                help: format!("{help}{env}"),
-                key,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

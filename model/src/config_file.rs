@@ -4,8 +4,8 @@
 //! key, lays the values the user gave on the command line or in the environment over the
 //! file, and prints the commented default file (`--print-default-config`).
 //!
-//! It knows nothing about clap: callers say which keys the user set (clap's
-//! `ArgMatches::value_source`) and give the help text per key.
+//! Callers say which keys the user set (clap's `ArgMatches::value_source`); the help text
+//! per key comes from their clap arguments ([`key_docs`]), so `--help` and the file agree.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -159,7 +159,9 @@ pub fn commented_default<T: Serialize>(
     for d in docs {
         let mut section = String::new();
         for line in d.help.lines() {
-            let _ = writeln!(section, "# {}", line.trim_end());
+            for wrapped in wrap(line.trim_end(), 92) {
+                let _ = writeln!(section, "# {wrapped}");
+            }
         }
         match values.get(&d.key) {
             Some(toml::Value::Table(t)) => {
@@ -277,6 +279,55 @@ impl std::fmt::Display for LogFormat {
             LogFormat::Json => "json",
         })
     }
+}
+
+/// Help text per key from clap's arguments (`--help` and the default file say the same).
+pub fn key_docs(cmd: &clap::Command, examples: &[(&str, &str)]) -> Vec<KeyDoc> {
+    cmd.get_arguments()
+        .filter(|a| {
+            !matches!(
+                a.get_id().as_str(),
+                "help" | "version" | "config" | "print_default_config"
+            )
+        })
+        .map(|a| {
+            let key = a.get_id().to_string();
+            let help = a
+                .get_long_help()
+                .or(a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            let env = a
+                .get_env()
+                .map(|e| format!("\nEnvironment: {}.", e.to_string_lossy()))
+                .unwrap_or_default();
+            KeyDoc {
+                example: examples
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, e)| e.to_string()),
+                help: format!("{help}{env}"),
+                key,
+            }
+        })
+        .collect()
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let last = lines.last_mut().expect("never empty");
+        if !last.is_empty() && last.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
 }
 
 /// 1-based line of a byte offset.

@@ -205,16 +205,32 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `gpufleet serve` on 127.0.0.1:`port` with its database in `data`, as a supervised process.
+/// Its `/metrics` goes on a port of the system's choosing, so collectors started in parallel
+/// never fight over the default 9400; [`serve_with_metrics`] puts it on a known port.
 pub fn serve(port: u16, data: &Path) -> Proc {
+    serve_with(port, data, "127.0.0.1:0")
+}
+
+/// [`serve`] with `/metrics` on 127.0.0.1:`metrics_port`.
+pub fn serve_with_metrics(port: u16, data: &Path, metrics_port: u16) -> Proc {
+    serve_with(port, data, &format!("127.0.0.1:{metrics_port}"))
+}
+
+fn serve_with(port: u16, data: &Path, metrics_listen: &str) -> Proc {
     let mut serve = gpufleet();
     serve
         .args([
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            metrics_listen,
             "--data-dir",
         ])
-        .arg(data);
+        .arg(data)
+        // A config file or settings of the machine running the tests must not leak in.
+        .env("GPUFLEET_CONFIG", "/dev/null")
+        .env_remove("GPUFLEET_METRICS_LISTEN");
     Proc::spawn(serve, "gpufleet serve")
 }
 
