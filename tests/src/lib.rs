@@ -234,6 +234,49 @@ fn serve_with(port: u16, data: &Path, metrics_listen: &str) -> Proc {
     Proc::spawn(serve, "gpufleet serve")
 }
 
+/// Families that carry dcgm-exporter's label names (`modelName`, …) so they join with the
+/// DCGM series: promtool's camelCase complaint about those labels is by design.
+const DCGM_LABELLED: &[&str] = &["gpufleet_gpu_info", "gpufleet_gpu_xid_events_total"];
+
+/// What `promtool check metrics` finds in `exposition`, less the complaints dcgm-exporter's
+/// `DCGM_FI_*` names (and its label names on the families above) carry by design. `None`
+/// when promtool is not installed.
+pub fn promtool_problems(exposition: &str) -> Option<Vec<String>> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(exposition.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        all.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("DCGM_FI_"))
+            .filter(|l| {
+                !(l.ends_with("label names should be written in 'snake_case' not 'camelCase'")
+                    && DCGM_LABELLED
+                        .iter()
+                        .any(|f| l.starts_with(&format!("{f} "))))
+            })
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
