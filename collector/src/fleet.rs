@@ -74,12 +74,40 @@ impl NodeState {
     pub fn latest(&self) -> Option<&Sample> {
         self.history.back()
     }
+
+    /// A copy without the history window: the latest sample only, no events. What a scrape
+    /// renders, taken under the read lock so the rendering itself does not hold it.
+    pub fn latest_only(&self) -> NodeState {
+        NodeState {
+            identity: self.identity.clone(),
+            labels: self.labels.clone(),
+            agent_version: self.agent_version.clone(),
+            gpu_source: self.gpu_source.clone(),
+            inventory: self.inventory.clone(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            connected: self.connected,
+            session: self.session.clone(),
+            history: self.history.back().cloned().into_iter().collect(),
+            events: VecDeque::new(),
+            dropped_samples: self.dropped_samples,
+            known_gpus: BTreeMap::new(),
+            xid_events: self.xid_events.clone(),
+            last_xid: self.last_xid.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct Fleet {
     nodes: RwLock<BTreeMap<String, NodeState>>,
     window: Window,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fleet({} nodes)", self.len())
+    }
 }
 
 impl Fleet {

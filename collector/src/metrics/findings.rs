@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use gpufleet_model::Severity;
-use gpufleet_model::exposition::Labels;
+use gpufleet_model::exposition::LabelSet;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
@@ -40,7 +40,7 @@ pub fn encode(
             let n = counts.remove(&(*cause, sev)).unwrap_or(0);
             let sev = sev.to_string();
             family
-                .encode_family(&Labels([("cause", cause), ("severity", &sev)]))?
+                .encode_family(&LabelSet([("cause", cause), ("severity", &sev)]))?
                 .encode_gauge(&n)?;
         }
     }
@@ -48,7 +48,7 @@ pub fn encode(
     for ((cause, sev), n) in counts {
         let sev = sev.to_string();
         family
-            .encode_family(&Labels([("cause", cause), ("severity", &sev)]))?
+            .encode_family(&LabelSet([("cause", cause), ("severity", &sev)]))?
             .encode_gauge(&n)?;
     }
 
@@ -62,7 +62,7 @@ pub fn encode(
         let gpu = f.gpu_index.map(|i| i.to_string()).unwrap_or_default();
         let sev = f.severity.to_string();
         family
-            .encode_family(&Labels([
+            .encode_family(&LabelSet([
                 ("Hostname", &f.node),
                 ("gpu", &gpu),
                 ("cause", &f.rule_id),

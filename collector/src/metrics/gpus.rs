@@ -2,7 +2,7 @@
 //! `gpufleet_gpu_info` with each GPU's versions.
 
 use gpufleet_model::exposition::dcgm::{self, GpuView};
-use gpufleet_model::exposition::{Format, Labels};
+use gpufleet_model::exposition::{Format, LabelSet};
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
@@ -49,7 +49,7 @@ pub fn encode(
         let d = &n.inventory.driver;
         for g in &n.inventory.gpus {
             let index = g.index.to_string();
-            let labels = Labels([
+            let labels = LabelSet([
                 ("Hostname", n.name()),
                 ("gpu", &index),
                 ("UUID", &g.uuid),

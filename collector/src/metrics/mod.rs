@@ -5,7 +5,7 @@
 //!
 //! Architecture invariant: a scrape renders what is already in memory (fleet state, the latest
 //! evaluation, counters). It never touches the database and never blocks on the ingest path
-//! beyond the fleet's read lock.
+//! beyond the fleet's read lock, which it holds only to copy each node's latest state.
 //!
 //! Other components add their series through [`Metrics::register`] (e.g. alert deliveries):
 //! the [`Metrics`] is built first in `server::start` and handed to them.
@@ -28,7 +28,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
 use crate::evaluator::Evaluator;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, NodeState};
 
 pub use ingest::{IngestMetrics, Rejected};
 
@@ -120,26 +120,21 @@ struct FleetSeries {
     now: UnixMs,
 }
 
-impl std::fmt::Debug for Fleet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fleet({} nodes)", self.len())
-    }
-}
-
-impl std::fmt::Debug for Evaluator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Evaluator")
-    }
-}
-
 impl Collector for FleetSeries {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let policy = self.evaluator.policy();
-        self.fleet.with_nodes(|nodes| {
-            gpus::encode(&mut enc, nodes, self.format)?;
-            nodes::encode(&mut enc, nodes, self.now)?;
-            compliance::encode(&mut enc, nodes, policy.as_deref(), self.now)
-        })?;
+        // Under the read lock only what is copied and the audit; ingest waits for no encoding.
+        let (snapshot, audit) = self.fleet.with_nodes(|nodes| {
+            let copies: Vec<NodeState> = nodes.iter().map(|n| n.latest_only()).collect();
+            (
+                copies,
+                compliance::summary(nodes, policy.as_deref(), self.now),
+            )
+        });
+        let nodes: Vec<&NodeState> = snapshot.iter().collect();
+        gpus::encode(&mut enc, &nodes, self.format)?;
+        nodes::encode(&mut enc, &nodes, self.now)?;
+        compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)
     }

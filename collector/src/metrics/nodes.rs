@@ -2,7 +2,7 @@
 //! versions; and how many nodes are connected.
 
 use gpufleet_model::UnixMs;
-use gpufleet_model::exposition::Labels;
+use gpufleet_model::exposition::LabelSet;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
@@ -20,9 +20,9 @@ pub fn encode(
         None,
         MetricType::Gauge,
     )?;
-    f.encode_family(&Labels([("state", "connected")]))?
+    f.encode_family(&LabelSet([("state", "connected")]))?
         .encode_gauge(&connected)?;
-    f.encode_family(&Labels([("state", "disconnected")]))?
+    f.encode_family(&LabelSet([("state", "disconnected")]))?
         .encode_gauge(&(nodes.len() as i64 - connected))?;
 
     let mut f = enc.encode_descriptor(
@@ -32,7 +32,7 @@ pub fn encode(
         MetricType::Gauge,
     )?;
     for n in nodes {
-        f.encode_family(&Labels([("Hostname", n.name())]))?
+        f.encode_family(&LabelSet([("Hostname", n.name())]))?
             .encode_gauge(&i64::from(n.connected))?;
     }
 
@@ -45,7 +45,7 @@ pub fn encode(
     for n in nodes {
         let at = n.latest().map_or(n.last_seen, |s| s.timestamp);
         let age = (now.0 - at.0).max(0) as f64 / 1000.0;
-        f.encode_family(&Labels([("Hostname", n.name())]))?
+        f.encode_family(&LabelSet([("Hostname", n.name())]))?
             .encode_gauge(&age)?;
     }
 
@@ -56,7 +56,7 @@ pub fn encode(
         MetricType::Counter,
     )?;
     for n in nodes {
-        f.encode_family(&Labels([("Hostname", n.name())]))?
+        f.encode_family(&LabelSet([("Hostname", n.name())]))?
             .encode_counter::<NoLabelSet, _, u64>(&n.dropped_samples, None)?;
     }
 
@@ -68,7 +68,7 @@ pub fn encode(
     )?;
     for n in nodes {
         let h = &n.inventory.host;
-        f.encode_family(&Labels([
+        f.encode_family(&LabelSet([
             ("Hostname", n.name()),
             ("kernel_version", &h.kernel_version),
             ("os_release", &h.os_name),

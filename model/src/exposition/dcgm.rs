@@ -10,7 +10,7 @@
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use super::{Format, Labels};
+use super::{Format, LabelSet};
 use crate::{GpuInfo, GpuSample};
 
 /// One GPU as the exposition sees it: who it is and what it last read.
@@ -31,8 +31,8 @@ pub struct GpuView<'a> {
 impl<'a> GpuView<'a> {
     /// dcgm-exporter's label set: `gpu, UUID, device, modelName, Hostname, pci_bus_id,
     /// DCGM_FI_DRIVER_VERSION`.
-    pub fn labels(&self, gpu: &'a str, device: &'a str) -> Labels<'a, 7> {
-        Labels([
+    pub fn labels(&self, gpu: &'a str, device: &'a str) -> LabelSet<'a, 7> {
+        LabelSet([
             ("gpu", gpu),
             ("UUID", &self.info.uuid),
             ("device", device),
@@ -402,9 +402,14 @@ pub fn encode(
         let mut family = enc.encode_descriptor(f.name, f.help, None, kind)?;
         for ((g, v), (gpu, device)) in gpus.iter().zip(&values).zip(&idx) {
             if let Some(v) = v {
-                family
-                    .encode_family(&g.labels(gpu, device))?
-                    .encode_gauge(v)?;
+                let labels = g.labels(gpu, device);
+                let mut m = family.encode_family(&labels)?;
+                // Integral readings print as integers ("65", not "65.0"), as dcgm-exporter's do.
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    m.encode_gauge(&(*v as i64))?;
+                } else {
+                    m.encode_gauge(v)?;
+                }
             }
         }
     }

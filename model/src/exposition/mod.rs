@@ -73,9 +73,9 @@ impl EncodeLabelValue for Escaped<'_> {
 
 /// A label set given as `(name, value)` pairs, values escaped.
 #[derive(Debug)]
-pub struct Labels<'a, const N: usize>(pub [(&'static str, &'a str); N]);
+pub struct LabelSet<'a, const N: usize>(pub [(&'static str, &'a str); N]);
 
-impl<const N: usize> EncodeLabelSet for Labels<'_, N> {
+impl<const N: usize> EncodeLabelSet for LabelSet<'_, N> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         for (k, v) in &self.0 {
             let mut label = encoder.encode_label();
@@ -100,7 +100,7 @@ mod tests {
     impl prometheus_client::collector::Collector for One {
         fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
             let mut m = enc.encode_descriptor("t", "help", None, MetricType::Gauge)?;
-            let l = Labels([("a", "x\"y\\z\nw"), ("b", "plain")]);
+            let l = LabelSet([("a", "x\"y\\z\nw"), ("b", "plain")]);
             m.encode_family(&l)?.encode_gauge(&1i64)
         }
     }
