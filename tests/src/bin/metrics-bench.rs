@@ -63,8 +63,17 @@ fn main() {
     }
     let evaluator = Arc::new(Evaluator::new(fleet.clone(), EngineConfig::default()));
     evaluator.evaluate(now);
+    // What a scrape does under the fleet's read lock (ingest's writes wait meanwhile).
+    let t = Instant::now();
+    fleet.with_nodes(|nodes| {
+        let copies: Vec<_> = nodes.iter().map(|n| n.latest_only()).collect();
+        let audit = gpufleet_collector::metrics::compliance::summary(nodes, None, now);
+        (copies.len(), audit)
+    });
+    let locked_ms = t.elapsed().as_secs_f64() * 1000.0;
     let metrics = Metrics::new(fleet, evaluator);
     println!("fleet: {nodes} nodes × 8 GPUs; {scrapes} scrapes per format");
+    println!("fleet lock held per scrape (copy + compliance audit): {locked_ms:.1} ms");
     for format in [Format::Prometheus, Format::OpenMetrics] {
         let mut times = Vec::new();
         let mut bytes = 0;
