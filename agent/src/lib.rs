@@ -4,7 +4,9 @@
 //! Data flow: [`sources`] → [`sampler::NodeAgent::tick`] (+ [`detect`]) → [`uplink`] → gRPC.
 //! Architecture invariant: nothing here changes GPU state.
 
+pub mod config;
 pub mod detect;
+pub mod exposition;
 pub mod identity;
 pub mod probe;
 pub mod sampler;
@@ -116,7 +118,21 @@ pub fn spawn(
     uplink: UplinkConfig,
     sample_interval: Duration,
 ) -> RunningAgent {
+    spawn_exposed(agent, first_events, uplink, sample_interval, None)
+}
+
+/// [`spawn`], also handing every reading to `exposition` (the agent's `/metrics`).
+pub fn spawn_exposed(
+    agent: NodeAgent,
+    first_events: Vec<gpufleet_model::Event>,
+    uplink: UplinkConfig,
+    sample_interval: Duration,
+    exposition: Option<Arc<exposition::NodeExposition>>,
+) -> RunningAgent {
     let stats = Arc::new(UplinkStats::default());
+    if let Some(e) = &exposition {
+        e.set_uplink(stats.clone());
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (pushed_tx, pushed_rx) = watch::channel(Pushed {
         sample_interval_ms: None,
@@ -142,6 +158,7 @@ pub fn spawn(
                 updates_tx,
                 pushed_rx,
                 shutdown_rx,
+                exposition,
             )
         })
         .expect("spawning the sampler thread");
@@ -161,6 +178,7 @@ fn sample_loop(
     updates: mpsc::Sender<Update>,
     pushed: watch::Receiver<Pushed>,
     shutdown: watch::Receiver<bool>,
+    exposition: Option<Arc<exposition::NodeExposition>>,
 ) {
     let mut next = std::time::Instant::now();
     let mut dropped = 0u64;
@@ -173,6 +191,9 @@ fn sample_loop(
             agent.set_inventory_interval_ms(ms as u64);
         }
         let tick = agent.tick(UnixMs::now());
+        if let Some(e) = &exposition {
+            e.update(&tick.sample, &tick.events, tick.inventory.as_ref());
+        }
         pending_events.extend(tick.events);
         let update = Update {
             sample: tick.sample,

@@ -5,15 +5,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use gpufleet_agent::config::{self as agent_config, AgentConfig};
 use gpufleet_agent::detect::{self, Detector, saturation::Thresholds};
+use gpufleet_agent::exposition::{self, NodeExposition};
 use gpufleet_agent::probe::{self, ProbeReport};
 use gpufleet_agent::sampler::NodeAgent;
 use gpufleet_agent::sources::simulated::{self, Scenario};
 use gpufleet_agent::uplink::UplinkConfig;
 use gpufleet_agent::{GpuBackend, identity, start_node};
+use gpufleet_model::config_file::{self, ConfigFile, Listen, LogFormat};
 use gpufleet_model::labels::{LabelError, parse_labels};
 use gpufleet_model::{Labels, UnixMs};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -39,7 +43,7 @@ enum Command {
     Models,
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Serialize)]
 struct SourceArgs {
     /// Name of this node in the fleet (default: the hostname).
     #[arg(long, env = "GPUFLEET_NODE_NAME")]
@@ -51,13 +55,13 @@ struct SourceArgs {
     #[arg(long, value_name = "N")]
     simulate: Option<u32>,
     /// GPU model to simulate (see `gpufleet-agent models`).
-    #[arg(long, default_value = "h100-sxm-80gb", requires = "simulate")]
+    #[arg(long, default_value = agent_config::DEFAULT_MODEL, requires = "simulate")]
     model: String,
     /// Scenario file injecting faults into the simulation (docs/scenarios.md).
     #[arg(long, requires = "simulate")]
     scenario: Option<PathBuf>,
     /// Seed for the simulation's noise.
-    #[arg(long, default_value_t = 1, requires = "simulate")]
+    #[arg(long, default_value_t = agent_config::DEFAULT_SEED, requires = "simulate")]
     seed: u64,
     /// Directory for the drift baseline (default: /var/lib/gpufleet-agent when writable; none
     /// when simulating).
@@ -97,11 +101,41 @@ fn merge_labels(flags: &[String], env: Option<&str>) -> Result<Labels, LabelErro
     parse_labels(flags.iter().map(String::as_str).chain(env))
 }
 
+/// `--config` and `--print-default-config`.
 #[derive(Args)]
+struct ConfigArgs {
+    /// Config file (TOML, docs/config.md). Default: /etc/gpufleet/agent.toml when it exists.
+    /// Environment variables and flags override it.
+    #[arg(long, env = "GPUFLEET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the complete default config file, every key commented, and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+/// Example lines shown commented out in the default file for keys without a default.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("node_name", "node_name = \"gpu-node-01\""),
+    (
+        "nvml_lib",
+        "nvml_lib = \"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1\"",
+    ),
+    ("simulate", "simulate = 8"),
+    ("scenario", "scenario = \"/etc/gpufleet/scenario.toml\""),
+    ("state_dir", "state_dir = \"/var/lib/gpufleet-agent\""),
+    ("labels", "pool = \"training\""),
+];
+
+#[derive(Args, Serialize)]
 struct RunArgs {
     #[command(flatten)]
+    #[serde(skip)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     source: SourceArgs,
     #[command(flatten)]
+    #[serde(skip)]
     labels: LabelArgs,
     /// Collector address.
     #[arg(
@@ -111,18 +145,70 @@ struct RunArgs {
     )]
     collector: String,
     /// Time between samples (the collector may change it).
-    #[arg(long, default_value_t = gpufleet_agent::DEFAULT_SAMPLE_INTERVAL.into())]
+    #[arg(long, env = "GPUFLEET_INTERVAL", default_value_t = gpufleet_agent::DEFAULT_SAMPLE_INTERVAL.into())]
+    #[serde(serialize_with = "as_display")]
     interval: humantime::Duration,
     /// Samples kept while the collector is unreachable.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = agent_config::DEFAULT_BUFFER_SAMPLES)]
     buffer_samples: usize,
     /// Samples a saturation must hold before it is reported.
     #[arg(long, default_value_t = detect::DEFAULT_SATURATION_HOLD)]
     saturation_hold: u32,
+    /// Serve this node's /metrics (dcgm-exporter names) here, e.g. 0.0.0.0:9400; `off`: none.
+    #[arg(long, env = "GPUFLEET_METRICS_LISTEN", default_value = "off")]
+    metrics_listen: Listen,
+    /// Log format: `human`, or `json` (one object a line, for log shippers).
+    #[arg(long, env = "GPUFLEET_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
+}
+
+fn as_display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Built-in defaults < the config file < environment variables < flags; node labels from the
+/// file, then `GPUFLEET_LABELS` and `--label` on top (a key there replaces the file's).
+fn resolve(
+    config: &ConfigArgs,
+    flags: &impl Serialize,
+    labels: &LabelArgs,
+    matches: &clap::ArgMatches,
+) -> Result<AgentConfig> {
+    use clap::parser::ValueSource;
+    let file = ConfigFile::read_given_or_default(
+        config.config.as_deref(),
+        std::path::Path::new(agent_config::DEFAULT_PATH),
+    )?;
+    let user_set = |key: &str| {
+        matches!(
+            matches.value_source(key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    let mut cfg: AgentConfig = file.layer(config_file::overrides(flags, user_set)?)?;
+    cfg.labels.extend(labels.labels()?);
+    gpufleet_model::labels::check_labels(&cfg.labels)
+        .with_context(|| format!("bad node label in {}", file.origin))?;
+    Ok(cfg)
+}
+
+fn default_config_file() -> String {
+    let cmd = RunArgs::augment_args(clap::Command::new("run"));
+    config_file::commented_default(
+        "gpufleet-agent configuration (docs/config.md). Every key is also a flag of\n\
+         `gpufleet-agent run` (`--node-name` for node_name); flags win.",
+        &AgentConfig::default(),
+        &config_file::key_docs(&cmd, EXAMPLES),
+    )
+    .expect("the agent's defaults serialize to TOML")
 }
 
 #[derive(Args)]
 struct ProbeArgs {
+    /// Config file (TOML): its node and source keys apply. Default: /etc/gpufleet/agent.toml
+    /// when it exists.
+    #[arg(long, env = "GPUFLEET_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
@@ -136,33 +222,62 @@ struct ProbeArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GPUFLEET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = real_main() {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = |name| {
+        matches
+            .subcommand_matches(name)
+            .expect("the subcommand's matches")
+    };
+    let resolved = match &cli.command {
+        Command::Run(a) if a.config.print_default_config => {
+            print!("{}", default_config_file());
+            return;
+        }
+        Command::Run(a) => resolve(&a.config, a, &a.labels, sub("run")).map(Some),
+        Command::Probe(a) => {
+            let config = ConfigArgs {
+                config: a.config.clone(),
+                print_default_config: false,
+            };
+            resolve(&config, &a.source, &a.labels, sub("probe")).map(Some)
+        }
+        Command::Models => Ok(None),
+    };
+    let resolved = resolved.unwrap_or_else(|e| {
         eprintln!("gpufleet-agent: error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-fn real_main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Run(a) => run(a),
-        Command::Probe(a) => run_probe(a),
-        Command::Models => {
+    });
+    init_logging(resolved.as_ref().map_or(LogFormat::Human, |c| c.log_format));
+    let result = match (cli.command, resolved) {
+        (Command::Run(_), Some(c)) => run(c),
+        (Command::Probe(a), Some(c)) => run_probe(a, c),
+        _ => {
             for m in simulated::models() {
                 println!("{m}");
             }
             Ok(())
         }
+    };
+    if let Err(e) = result {
+        eprintln!("gpufleet-agent: error: {e:#}");
+        std::process::exit(1);
     }
 }
 
-fn backend(a: &SourceArgs) -> Result<GpuBackend> {
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GPUFLEET_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn backend(a: &AgentConfig) -> Result<GpuBackend> {
     Ok(match a.simulate {
         Some(0) => bail!("--simulate needs at least 1 GPU"),
         Some(n) => {
@@ -189,7 +304,7 @@ fn backend(a: &SourceArgs) -> Result<GpuBackend> {
     })
 }
 
-fn state_dir(a: &SourceArgs) -> Option<PathBuf> {
+fn state_dir(a: &AgentConfig) -> Option<PathBuf> {
     if a.state_dir.is_some() || a.simulate.is_some() {
         return a.state_dir.clone();
     }
@@ -206,7 +321,7 @@ fn state_dir(a: &SourceArgs) -> Option<PathBuf> {
     }
 }
 
-fn build_agent(a: &SourceArgs, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_model::Event>)> {
+fn build_agent(a: &AgentConfig, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_model::Event>)> {
     let backend = backend(a)?;
     // A scenario names its nodes; without --node-name, play the one its faults target.
     let scenario_node = match &backend {
@@ -223,15 +338,14 @@ fn build_agent(a: &SourceArgs, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_mod
     Ok(start_node(identity, &backend, detector, now)?)
 }
 
-fn run(a: RunArgs) -> Result<()> {
-    let labels = a.labels.labels()?;
-    let (agent, events) = build_agent(&a.source, a.saturation_hold)?;
+fn run(a: AgentConfig) -> Result<()> {
+    let (agent, events) = build_agent(&a, a.saturation_hold)?;
     tracing::info!(
         node = %agent.identity().hostname,
         gpus = agent.inventory().gpus.len(),
         source = agent.gpu_source_kind(),
         collector = %a.collector,
-        labels = %gpufleet_model::labels::format_labels(&labels),
+        labels = %gpufleet_model::labels::format_labels(&a.labels),
         "gpufleet-agent starting"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -239,10 +353,21 @@ fn run(a: RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let exposition = match a.metrics_listen.addr() {
+            Some(addr) => {
+                let e = Arc::new(NodeExposition::new(
+                    &agent.identity().hostname,
+                    agent.inventory(),
+                ));
+                exposition::serve(addr, e.clone()).await?;
+                Some(e)
+            }
+            None => None,
+        };
         let mut cfg = UplinkConfig::new(a.collector.clone());
         cfg.buffer_samples = a.buffer_samples;
-        cfg.labels = labels;
-        let running = gpufleet_agent::spawn(agent, events, cfg, a.interval.into());
+        cfg.labels = a.labels.clone();
+        let running = gpufleet_agent::spawn_exposed(agent, events, cfg, a.interval, exposition);
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
@@ -265,9 +390,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn run_probe(a: ProbeArgs) -> Result<()> {
-    let labels = a.labels.labels()?;
-    let (mut agent, mut events) = build_agent(&a.source, 1)?;
+fn run_probe(a: ProbeArgs, c: AgentConfig) -> Result<()> {
+    let labels = c.labels.clone();
+    let (mut agent, mut events) = build_agent(&c, 1)?;
     // Two reads: rates, CPU use and saturation need an interval.
     events.extend(agent.tick(UnixMs::now()).events);
     std::thread::sleep(a.window);
@@ -297,6 +422,109 @@ fn run_probe(a: ProbeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `gpufleet-agent run ARGS` resolved against `file`, without this process's environment.
+    fn resolved(args: &[&str], file: Option<&str>) -> Result<AgentConfig> {
+        let cmd = Cli::command().mut_subcommands(|c| c.mut_args(|a| a.env(None)));
+        let m = cmd.try_get_matches_from(args)?;
+        let Command::Run(a) = Cli::from_arg_matches(&m)?.command else {
+            unreachable!("a run command line")
+        };
+        let dir = tempfile::tempdir()?;
+        // No file given stands for an empty one, whatever this machine's /etc holds.
+        let path = match file {
+            Some(text) => {
+                let p = dir.path().join("agent.toml");
+                std::fs::write(&p, text)?;
+                p
+            }
+            None => PathBuf::from("/dev/null"),
+        };
+        let config = ConfigArgs {
+            config: Some(path),
+            print_default_config: false,
+        };
+        resolve(
+            &config,
+            &a,
+            &LabelArgs {
+                labels: a.labels.labels.clone(),
+            },
+            m.subcommand_matches("run").unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_default_file_and_the_flag_defaults_are_the_config_defaults() {
+        let text = default_config_file();
+        let back: AgentConfig = ConfigFile::parse(&text, "default")
+            .unwrap()
+            .parse_as()
+            .unwrap();
+        assert_eq!(back, AgentConfig::default());
+        assert_eq!(
+            resolved(&["gpufleet-agent", "run"], None).unwrap(),
+            AgentConfig::default()
+        );
+        for (key, _) in EXAMPLES {
+            assert!(
+                text.contains(&format!("# {key} = ")) || *key == "labels",
+                "{key}: {text}"
+            );
+        }
+        // Uncommented, the examples are valid too.
+        let mut examples: Vec<&str> = EXAMPLES
+            .iter()
+            .filter(|(k, _)| *k != "labels")
+            .map(|(_, e)| *e)
+            .collect();
+        examples.extend(["[labels]", "pool = \"training\""]);
+        let c: AgentConfig = ConfigFile::parse(&examples.join("\n"), "examples")
+            .unwrap()
+            .parse_as()
+            .unwrap();
+        assert_eq!(c.simulate, Some(8));
+        assert_eq!(c.labels["pool"], "training");
+    }
+
+    #[test]
+    fn the_file_sits_under_flags_and_its_labels_merge_with_them() {
+        let file = "simulate = 2\ninterval = \"250ms\"\nnode_name = \"from-file\"\n[labels]\npool = \"training\"\nrack = \"r1\"\n";
+        let c = resolved(
+            &[
+                "gpufleet-agent",
+                "run",
+                "--node-name",
+                "from-flag",
+                "--label",
+                "rack=r2",
+            ],
+            Some(file),
+        )
+        .unwrap();
+        assert_eq!(c.node_name.as_deref(), Some("from-flag"));
+        assert_eq!(c.simulate, Some(2));
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(
+            gpufleet_model::labels::format_labels(&c.labels),
+            "pool=training,rack=r2"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file_line_and_key() {
+        for (text, line, key) in [
+            ("simulate = 2\nintervall = \"1s\"\n", 2, "intervall"),
+            ("interval = \"soon\"\n", 1, "interval"),
+            ("[labels]\npool = 3\n", 2, "labels.pool"),
+            ("metrics_listen = \"everywhere\"\n", 1, "metrics_listen"),
+        ] {
+            let e = resolved(&["gpufleet-agent", "run"], Some(text)).unwrap_err();
+            let e = e.downcast::<config_file::ConfigError>().unwrap();
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+            assert!(e.to_string().contains("agent.toml, line"), "{e}");
+        }
+    }
 
     #[test]
     fn flags_and_env_merge_and_a_key_twice_is_refused() {

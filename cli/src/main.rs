@@ -2,19 +2,19 @@
 //! `diagnose`, `audit`, `versions`, `changes`, `history`, `alerts`, `silence`) and the
 //! one-command `demo`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use gpufleet_collector::cli::audit::{self as audit_out, AuditOutput};
 use gpufleet_collector::cli::{self, Output};
 use gpufleet_collector::compliance::policy::{Policy, PolicyError};
-use gpufleet_collector::fleet::Window;
-use gpufleet_collector::server::{self, ServerConfig};
+use gpufleet_collector::config::{self as collector_config, CollectorConfig};
+use gpufleet_collector::server;
 use gpufleet_harness::demo;
+use gpufleet_model::config_file::{ConfigFile, LogFormat};
 use gpufleet_model::{Selector, UnixMs};
 use gpufleet_sim::Scenario;
 
@@ -59,34 +59,19 @@ struct ClientArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the collector: ingest agent streams, store history, answer queries.
+    /// Run the collector: ingest agent streams, store history, answer queries, serve /metrics.
     Serve {
-        /// Address to listen on for agents and the CLI (gRPC).
-        #[arg(long, env = "GPUFLEET_LISTEN", default_value = "0.0.0.0:50051")]
-        listen: SocketAddr,
-        /// Where the embedded database lives.
-        #[arg(long, env = "GPUFLEET_DATA_DIR", default_value = "/var/lib/gpufleet")]
-        data_dir: PathBuf,
-        /// Ask every agent to sample at this interval (default: agents keep their own).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        sample_interval: Option<Duration>,
-        /// Recent samples kept in memory per node for diagnosis.
-        #[arg(long, default_value_t = 300)]
-        window_samples: usize,
-        /// How long samples and events are kept in the database.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
-        retention: Duration,
-        /// Compliance policy to evaluate continuously (docs/policy.md): its violations are
-        /// `compliance.*` findings, and `gpufleet audit` uses it by default. Re-read on SIGHUP
-        /// (a bad file on reload keeps the old policy and logs why).
-        #[arg(long, env = "GPUFLEET_POLICY")]
-        policy: Option<PathBuf>,
-        /// Collector config file (TOML). Its `[alerts]` table configures alert sinks and routes
-        /// (docs/alerts.md). Default: /etc/gpufleet/collector.toml when it exists.
+        /// Config file (TOML, docs/config.md). Default: /etc/gpufleet/collector.toml when it
+        /// exists. Environment variables and flags override it.
         #[arg(long, env = "GPUFLEET_CONFIG")]
         config: Option<PathBuf>,
+        /// Print the complete default config file, every key commented, and exit.
+        #[arg(long)]
+        print_default_config: bool,
+        #[command(flatten)]
+        settings: Box<CollectorConfig>,
         /// Send every alert to this generic webhook (JSON, docs/alerts.md), no routing file
-        /// needed. Repeatable; adds to `webhooks` in the config file.
+        /// needed. Repeatable; adds to `alerts.webhooks` in the config file.
         #[arg(long = "alert-webhook", value_name = "URL")]
         alert_webhooks: Vec<String>,
     },
@@ -249,41 +234,38 @@ enum SilenceAction {
     Rm { id: i64 },
 }
 
-/// `serve`'s `[alerts]`: from `--config` (or the default file when present), plus the
-/// `--alert-webhook` flags.
-fn alerts_config(
-    config: Option<PathBuf>,
-    webhooks: Vec<String>,
-) -> Result<gpufleet_collector::alerting::config::AlertsConfig> {
-    use gpufleet_collector::alerting::config::AlertsConfig;
-    const DEFAULT_CONFIG: &str = "/etc/gpufleet/collector.toml";
-    let path = match config {
-        Some(p) => Some(p),
-        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
-    };
-    let mut alerts = match path {
-        Some(p) => AlertsConfig::load(&p)?,
-        None => AlertsConfig::default(),
-    };
-    alerts.webhooks.extend(webhooks);
-    alerts.check()?;
-    Ok(alerts)
-}
-
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GPUFLEET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Gating commands keep 1 for "not compliant": their errors (bad policy, no collector) are 2.
     let error_status = match cli.command {
         Command::Audit { .. } | Command::Versions { .. } => 2,
         _ => 1,
     };
+    let fail = |e: anyhow::Error| -> ! {
+        eprintln!("gpufleet: error: {e:#}");
+        std::process::exit(error_status);
+    };
+    let mut log_format = LogFormat::Human;
+    if let Command::Serve {
+        config,
+        print_default_config,
+        settings,
+        ..
+    } = &mut cli.command
+    {
+        if *print_default_config {
+            print!("{}", CollectorConfig::default_file());
+            return;
+        }
+        let serve = matches
+            .subcommand_matches("serve")
+            .expect("the serve subcommand");
+        **settings =
+            resolve_serve_config(config.as_deref(), settings, serve).unwrap_or_else(|e| fail(e));
+        log_format = settings.log_format;
+    }
+    init_logging(log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -291,10 +273,39 @@ fn main() {
     match rt.block_on(real_main(cli)) {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("gpufleet: error: {e:#}");
-            std::process::exit(error_status);
-        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Built-in defaults < the config file < environment variables < flags.
+fn resolve_serve_config(
+    path: Option<&std::path::Path>,
+    flags: &CollectorConfig,
+    matches: &clap::ArgMatches,
+) -> Result<CollectorConfig> {
+    use clap::parser::ValueSource;
+    let file = ConfigFile::read_given_or_default(
+        path,
+        std::path::Path::new(collector_config::DEFAULT_PATH),
+    )?;
+    let user_set = |key: &str| {
+        matches!(
+            matches.value_source(key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    Ok(CollectorConfig::resolve(&file, flags, user_set)?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GPUFLEET_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -368,32 +379,21 @@ async fn run(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Serve {
-            listen,
-            data_dir,
-            sample_interval,
-            window_samples,
-            retention,
-            policy,
-            config: config_file,
+            settings,
             alert_webhooks,
+            ..
         } => {
-            let mut config = ServerConfig::new(listen, data_dir);
-            config.alerts = alerts_config(config_file, alert_webhooks)?;
-            config.window = Window {
-                samples: window_samples.max(10),
-                ..Window::default()
-            };
-            config.sample_interval_ms =
-                sample_interval.map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32);
-            config.retention = retention;
-            let policy_file = match &policy {
+            let policy_file = match &settings.policy {
                 Some(path) => Some(Arc::new(
-                    Policy::load(path).context("cannot start with this --policy")?,
+                    Policy::load(path).context("cannot start with this policy (--policy)")?,
                 )),
                 None => None,
             };
+            let mut config = settings.server_config();
+            config.alerts.webhooks.extend(alert_webhooks);
+            config.alerts.check()?;
             let server = server::start(config).await?;
-            if let (Some(path), Some(p)) = (policy, policy_file) {
+            if let (Some(path), Some(p)) = (settings.policy, policy_file) {
                 tracing::info!("compliance: {}", p.describe());
                 server.evaluator.set_policy(Some(p));
                 tokio::spawn(reload_on_sighup(path, server.evaluator.clone()));

@@ -28,6 +28,12 @@ pub struct Evaluator {
     policy: RwLock<Option<Arc<Policy>>>,
 }
 
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Evaluator")
+    }
+}
+
 impl Evaluator {
     pub fn new(fleet: Arc<Fleet>, config: EngineConfig) -> Self {
         Evaluator {

@@ -49,6 +49,9 @@ pub struct NodeState {
     /// Every GPU (by UUID) any inventory of this node has listed, so a GPU that stops being
     /// enumerated at all (dead after a reboot) is still known to be missing.
     pub known_gpus: BTreeMap<String, GpuInfo>,
+    /// Per GPU index: Xid events received since the collector started, and the last Xid.
+    pub xid_events: BTreeMap<u32, u64>,
+    pub last_xid: BTreeMap<u32, u32>,
 }
 
 impl NodeState {
@@ -72,6 +75,29 @@ impl NodeState {
 
     pub fn latest(&self) -> Option<&Sample> {
         self.history.back()
+    }
+
+    /// A copy without the history window: the latest sample only, no events. What a scrape
+    /// renders, taken under the read lock so the rendering itself does not hold it.
+    pub fn latest_only(&self) -> NodeState {
+        NodeState {
+            identity: self.identity.clone(),
+            labels: self.labels.clone(),
+            agent_version: self.agent_version.clone(),
+            gpu_source: self.gpu_source.clone(),
+            inventory: self.inventory.clone(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            connected: self.connected,
+            session: self.session.clone(),
+            stream: self.stream,
+            history: self.history.back().cloned().into_iter().collect(),
+            events: VecDeque::new(),
+            dropped_samples: self.dropped_samples,
+            known_gpus: BTreeMap::new(),
+            xid_events: self.xid_events.clone(),
+            last_xid: self.last_xid.clone(),
+        }
     }
 }
 
@@ -97,6 +123,12 @@ pub struct NodeBusy {
     pub node: String,
     pub live: String,
     machine: String,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fleet({} nodes)", self.len())
+    }
 }
 
 impl Fleet {
@@ -223,6 +255,10 @@ impl Fleet {
         }
         for e in &batch.events {
             if !n.events.contains(e) {
+                if let (Some(xid), Some(gpu)) = (e.xid, e.gpu_index) {
+                    *n.xid_events.entry(gpu).or_default() += 1;
+                    n.last_xid.insert(gpu, xid);
+                }
                 n.events.push_back(e.clone());
             }
         }

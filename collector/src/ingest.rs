@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::Fleet;
+use crate::metrics::{IngestMetrics, Rejected};
 use crate::store::Write;
 use crate::store::writer::Writer;
 
@@ -31,6 +32,7 @@ pub struct Ingest {
     /// Turns true when the collector stops: every open stream ends with UNAVAILABLE, so
     /// agents reconnect (to this collector once it is back) instead of holding the shutdown.
     shutdown: watch::Receiver<bool>,
+    metrics: IngestMetrics,
 }
 
 impl Ingest {
@@ -39,13 +41,23 @@ impl Ingest {
         writer: Writer,
         sample_interval_ms: Option<u32>,
         shutdown: watch::Receiver<bool>,
+        metrics: IngestMetrics,
     ) -> Self {
         Ingest {
             fleet,
             writer,
             sample_interval_ms,
             shutdown,
+            metrics,
         }
+    }
+}
+
+impl Ingest {
+    /// Counts a refused message; returns its status.
+    fn reject(&self, why: Rejected, status: Status) -> Status {
+        self.metrics.reject(why);
+        status
     }
 }
 
@@ -79,25 +91,33 @@ impl Telemetry for Ingest {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("stream ended before the Hello message"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            self.reject(
+                Rejected::Protocol,
+                Status::invalid_argument("stream ended before the Hello message"),
+            )
+        })?;
         let Some(agent_message::Msg::Hello(hello)) = first.msg else {
-            return Err(Status::invalid_argument(
-                "the first message of a stream must be Hello",
+            return Err(self.reject(
+                Rejected::Protocol,
+                Status::invalid_argument("the first message of a stream must be Hello"),
             ));
         };
-        check_version(hello.protocol_version)?;
-        let hello = Hello::try_from(hello)
-            .map_err(|e| Status::invalid_argument(format!("invalid Hello: {e}")))?;
+        check_version(hello.protocol_version)
+            .map_err(|s| self.reject(Rejected::ProtocolVersion, s))?;
+        let hello = Hello::try_from(hello).map_err(|e| {
+            self.reject(
+                Rejected::Invalid,
+                Status::invalid_argument(format!("invalid Hello: {e}")),
+            )
+        })?;
         let node = hello.node.hostname.clone();
         let session = hello.session_id.clone();
         // Before anything is stored: a second agent must not overwrite a live node.
         let stream = self
             .fleet
             .claim(&hello)
-            .map_err(|e| Status::already_exists(e.to_string()))?;
+            .map_err(|e| self.reject(Rejected::NodeBusy, Status::already_exists(e.to_string())))?;
         if let Err(e) = self
             .writer
             .write(Write::Hello {
@@ -107,9 +127,10 @@ impl Telemetry for Ingest {
             .await
         {
             self.fleet.on_disconnect(&node, stream);
-            return Err(Status::unavailable(format!(
-                "cannot store node {node}: {e}"
-            )));
+            return Err(self.reject(
+                Rejected::StoreUnavailable,
+                Status::unavailable(format!("cannot store node {node}: {e}")),
+            ));
         }
         self.fleet.on_hello(&hello, UnixMs::now());
         tracing::info!(%node, %peer, agent = %hello.agent_version, gpus = hello.inventory.gpus.len(), "agent connected");
@@ -128,11 +149,12 @@ impl Telemetry for Ingest {
         let fleet = self.fleet.clone();
         let writer = self.writer.clone();
         let mut shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
         let span = tracing::info_span!("agent", %node, %peer);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let end = tokio::select! {
-                    end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session) => end,
+                    end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session, &metrics) => end,
                     _ = shutdown.wait_for(|stop| *stop) => {
                         Err(Status::unavailable("the collector is shutting down; reconnect later"))
                     }
@@ -195,10 +217,15 @@ async fn pump(
     writer: &Writer,
     node: &str,
     session: &str,
+    metrics: &IngestMetrics,
 ) -> Result<(), Status> {
     // Within one stream sequence numbers only grow; a re-send after a reconnect comes on a
     // new stream (and is skipped by the store if already held).
     let mut last_in_stream = 0u64;
+    let reject = |why: Rejected, s: Status| {
+        metrics.reject(why);
+        s
+    };
     loop {
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
@@ -211,26 +238,43 @@ async fn pump(
             Err(s) => return Err(s),
         };
         let batch = match msg.msg {
-            Some(agent_message::Msg::Batch(b)) => Batch::try_from(b)
-                .map_err(|e| Status::invalid_argument(format!("invalid batch from {node}: {e}")))?,
+            Some(agent_message::Msg::Batch(b)) => Batch::try_from(b).map_err(|e| {
+                reject(
+                    Rejected::Invalid,
+                    Status::invalid_argument(format!("invalid batch from {node}: {e}")),
+                )
+            })?,
             Some(agent_message::Msg::Hello(_)) => {
-                return Err(Status::invalid_argument(
-                    "Hello may only be the first message of a stream",
+                return Err(reject(
+                    Rejected::Protocol,
+                    Status::invalid_argument("Hello may only be the first message of a stream"),
                 ));
             }
-            None => return Err(Status::invalid_argument("empty AgentMessage")),
+            None => {
+                return Err(reject(
+                    Rejected::Protocol,
+                    Status::invalid_argument("empty AgentMessage"),
+                ));
+            }
         };
         let seq = batch.sequence;
         if seq <= last_in_stream {
-            return Err(Status::invalid_argument(format!(
-                "batch sequence {seq} from {node} after {last_in_stream} on the same stream: \
-                 sequence numbers must grow within a stream"
-            )));
+            return Err(reject(
+                Rejected::Protocol,
+                Status::invalid_argument(format!(
+                    "batch sequence {seq} from {node} after {last_in_stream} on the same stream: \
+                     sequence numbers must grow within a stream"
+                )),
+            ));
         }
         last_in_stream = seq;
         let now = UnixMs::now();
-        check_times(&batch, now)
-            .map_err(|e| Status::invalid_argument(format!("batch {seq} from {node}: {e}")))?;
+        check_times(&batch, now).map_err(|e| {
+            reject(
+                Rejected::Invalid,
+                Status::invalid_argument(format!("batch {seq} from {node}: {e}")),
+            )
+        })?;
         writer
             .write(Write::Batch {
                 node: node.to_string(),
@@ -239,7 +283,16 @@ async fn pump(
                 at: now,
             })
             .await
-            .map_err(|e| Status::unavailable(format!("cannot store batch {seq} of {node}: {e}")))?;
+            .map_err(|e| {
+                reject(
+                    Rejected::StoreUnavailable,
+                    Status::unavailable(format!("cannot store batch {seq} of {node}: {e}")),
+                )
+            })?;
+        metrics.batches.inc();
+        metrics
+            .gpu_samples
+            .inc_by(batch.samples.iter().map(|s| s.gpus.len() as u64).sum());
         fleet.on_batch(node, &batch, now);
         let ack = CollectorMessage {
             msg: Some(collector_message::Msg::Ack(pb::Ack {

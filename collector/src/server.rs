@@ -1,5 +1,8 @@
 //! Assembles the collector: store, writer, fleet state and the gRPC services (telemetry,
-//! query, health, reflection) on one listener.
+//! query, health, reflection) on one listener, and `/metrics` on another.
+//!
+//! [`RunningServer::metrics`] is the registry other components add their series to
+//! ([`Metrics::register`]); it exists before any service starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +16,7 @@ use crate::diagnose::EngineConfig;
 use crate::evaluator::Evaluator;
 use crate::fleet::{Fleet, Window};
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::query::QueryService;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -36,6 +40,9 @@ pub struct ServerConfig {
     pub retention: std::time::Duration,
     /// `[alerts]`: sinks, routes, delivery (docs/alerts.md).
     pub alerts: crate::alerting::config::AlertsConfig,
+    /// Where `/metrics` is served (`None`: nowhere). `gpufleet serve` defaults to
+    /// [`crate::config::DEFAULT_METRICS_LISTEN`]; the library leaves it off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -49,6 +56,7 @@ impl ServerConfig {
             eval_interval: crate::evaluator::DEFAULT_EVAL_INTERVAL,
             retention: std::time::Duration::from_secs(7 * 24 * 3600),
             alerts: Default::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -59,6 +67,12 @@ pub struct RunningServer {
     pub store: Arc<dyn Store>,
     pub evaluator: Arc<Evaluator>,
     pub alerting: Arc<Alerting>,
+    /// Every series `/metrics` serves; components register theirs here.
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+    metrics_shutdown: Option<oneshot::Sender<()>>,
     evaluating: tokio::task::JoinHandle<()>,
     dispatching: tokio::task::JoinHandle<()>,
     pruning: tokio::task::JoinHandle<()>,
@@ -81,6 +95,12 @@ impl RunningServer {
         self.dispatching.abort();
         let _ = self.streams_shutdown.send(true);
         let _ = self.shutdown.send(());
+        if let Some(tx) = self.metrics_shutdown {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.metrics_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
         let mut task = self.task;
         match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
             Ok(r) => r??,
@@ -130,8 +150,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let history = tokio::task::spawn_blocking(move || s.inventory_history(&n)).await??;
         fleet.remember_history(&name, &history);
     }
-    let writer = Writer::start(store.clone(), 4096);
     let evaluator = Arc::new(Evaluator::new(fleet.clone(), config.engine));
+    let metrics = Arc::new(Metrics::new(fleet.clone(), evaluator.clone()));
+    // Bound before anything starts, so a taken port fails the start with a clear error.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(crate::metrics::http::bind(addr).await?),
+        None => None,
+    };
+    let writer = Writer::start(store.clone(), 4096, metrics.store_write_seconds.clone());
     let s = store.clone();
     evaluator.restore(
         tokio::task::spawn_blocking(move || s.open_findings()).await??,
@@ -141,6 +167,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Alerting::new(config.alerts.clone(), store.clone(), fleet.clone())
             .context("bad [alerts] configuration")?,
     );
+    metrics.register_collector(Box::new(crate::metrics::alerts::AlertSeries(
+        alerting.clone(),
+    )));
     let dispatching = alerting.spawn();
     let evaluating = evaluator.spawn(writer.clone(), config.eval_interval, Some(alerting.clone()));
     let pruning = spawn_retention(writer.clone(), config.retention);
@@ -177,6 +206,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         writer,
         config.sample_interval_ms,
         streams_stop,
+        metrics.ingest.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let query = QueryServer::new(
@@ -200,6 +230,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     for (name, kind) in alerting.sinks() {
         tracing::info!(sink = %name, kind, "alert sink");
     }
+    let (metrics_addr, metrics_task, metrics_shutdown) = match metrics_listener {
+        Some(l) => {
+            let at = l.local_addr()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let task = crate::metrics::http::serve(l, metrics.clone(), async {
+                let _ = rx.await;
+            });
+            tracing::info!(addr = %at, "serving /metrics");
+            (Some(at), Some(task), Some(tx))
+        }
+        None => (None, None, None),
+    };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), nodes = fleet.len(), "gpufleet collector listening");
     Ok(RunningServer {
         addr,
@@ -207,6 +249,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         store,
         evaluator,
         alerting,
+        metrics,
+        metrics_addr,
+        metrics_task,
+        metrics_shutdown,
         evaluating,
         dispatching,
         pruning,

@@ -5,8 +5,10 @@
 //! Protobuf types never leave [`convert`]: everything else works with these types.
 
 pub mod clock_events;
+pub mod config_file;
 pub mod convert;
 pub mod event;
+pub mod exposition;
 pub mod finding;
 pub mod inventory;
 pub mod labels;

@@ -212,11 +212,23 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `gpufleet serve` on 127.0.0.1:`port` with its database in `data`, as a supervised process.
+/// Its `/metrics` goes on a port of the system's choosing, so collectors started in parallel
+/// never fight over the default 9400; [`serve_with_metrics`] puts it on a known port.
 pub fn serve(port: u16, data: &Path) -> Proc {
     serve_with(port, data, &[])
 }
 
-/// [`serve`] with more arguments (`--alert-webhook URL`, `--config FILE`, …).
+/// [`serve`] with `/metrics` on 127.0.0.1:`metrics_port`.
+pub fn serve_with_metrics(port: u16, data: &Path, metrics_port: u16) -> Proc {
+    serve_with(
+        port,
+        data,
+        &["--metrics-listen", &format!("127.0.0.1:{metrics_port}")],
+    )
+}
+
+/// [`serve`] with more arguments (`--alert-webhook URL`, `--config FILE`, …); without a
+/// `--metrics-listen` among them, `/metrics` goes on a port of the system's choosing.
 pub fn serve_with(port: u16, data: &Path, args: &[&str]) -> Proc {
     let mut serve = gpufleet();
     serve
@@ -228,8 +240,56 @@ pub fn serve_with(port: u16, data: &Path, args: &[&str]) -> Proc {
         ])
         .arg(data)
         .args(args)
-        .env_remove("GPUFLEET_CONFIG");
+        // A config file or settings of the machine running the tests must not leak in.
+        .env("GPUFLEET_CONFIG", "/dev/null")
+        .env_remove("GPUFLEET_METRICS_LISTEN");
+    if !args.contains(&"--metrics-listen") {
+        serve.args(["--metrics-listen", "127.0.0.1:0"]);
+    }
     Proc::spawn(serve, "gpufleet serve")
+}
+
+/// Families that carry dcgm-exporter's label names (`modelName`, …) so they join with the
+/// DCGM series: promtool's camelCase complaint about those labels is by design.
+const DCGM_LABELLED: &[&str] = &["gpufleet_gpu_info", "gpufleet_gpu_xid_events_total"];
+
+/// What `promtool check metrics` finds in `exposition`, less the complaints dcgm-exporter's
+/// `DCGM_FI_*` names (and its label names on the families above) carry by design. `None`
+/// when promtool is not installed.
+pub fn promtool_problems(exposition: &str) -> Option<Vec<String>> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(exposition.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        all.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("DCGM_FI_"))
+            .filter(|l| {
+                !(l.ends_with("label names should be written in 'snake_case' not 'camelCase'")
+                    && DCGM_LABELLED
+                        .iter()
+                        .any(|f| l.starts_with(&format!("{f} "))))
+            })
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

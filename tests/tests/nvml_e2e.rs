@@ -35,6 +35,8 @@ fn collector() -> Collector {
         "serve",
         "--listen",
         &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--data-dir",
     ])
     .arg(data.path());

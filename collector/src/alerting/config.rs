@@ -17,7 +17,7 @@ pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_millis(300);
 /// A still-firing alert is sent again after this long (Alertmanager's default).
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Generic webhook URLs that receive every alert without any route
@@ -43,7 +43,7 @@ pub struct AlertsConfig {
 /// One route: alerts matching every given condition go to `sinks`, with this timing. Every
 /// matching route sends (a sink named by several matching routes gets an alert once, timed
 /// by the first of them).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Names from `[alerts.sinks]`.
@@ -70,7 +70,7 @@ pub struct RouteConfig {
 }
 
 /// How hard one notification is tried.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// One attempt (HTTP request or program run) is abandoned after this long.

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use gpufleet_model::Selector;
+use gpufleet_model::config_file::line_of;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
@@ -277,14 +278,6 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     true
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError, Write};
@@ -20,12 +21,13 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread. `queue` bounds writes waiting to be committed; when it is full,
-    /// ingest waits (backpressure reaches the agents, which buffer).
-    pub fn start(store: Arc<dyn Store>, queue: usize) -> Writer {
+    /// ingest waits (backpressure reaches the agents, which buffer). Each commit's duration is
+    /// observed in `commit_seconds`.
+    pub fn start(store: Arc<dyn Store>, queue: usize, commit_seconds: Histogram) -> Writer {
         let (tx, rx) = mpsc::channel(queue);
         std::thread::Builder::new()
             .name("gpufleet-store-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, rx, commit_seconds))
             .expect("spawning the store writer thread");
         Writer { tx }
     }
@@ -48,7 +50,7 @@ impl Writer {
     }
 }
 
-fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Write, Reply)>) {
+fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Write, Reply)>, commit_seconds: Histogram) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -58,7 +60,10 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Write, Reply)>) {
             }
         }
         let writes: Vec<Write> = group.iter().map(|(w, _)| w.clone()).collect();
-        match store.apply(&writes) {
+        let started = std::time::Instant::now();
+        let applied = store.apply(&writes);
+        commit_seconds.observe(started.elapsed().as_secs_f64());
+        match applied {
             Ok(()) => {
                 for (_, reply) in group {
                     let _ = reply.send(Ok(()));

@@ -12,7 +12,7 @@ use super::{Outcome, SendContext, Sink, SinkSpec, post_json};
 use crate::alerting::alert::{Alert, Notification, Status};
 use crate::alerting::config::{AlertsConfigError, check_url, duration};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.

@@ -11,7 +11,7 @@ use super::{Outcome, SendContext, Sink, SinkSpec};
 use crate::alerting::alert::Notification;
 use crate::alerting::config::AlertsConfigError;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecConfig {
     /// Program and arguments, e.g. `["/usr/local/bin/page", "--team", "gpu"]`.

@@ -61,7 +61,7 @@ macro_rules! sinks {
         $(pub mod $module;)*
 
         /// One `[alerts.sinks.NAME]` table, by its `type`.
-        #[derive(Debug, Clone, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case")]
         pub enum SinkConfig {
             $($variant($module::$config),)*

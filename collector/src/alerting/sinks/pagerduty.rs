@@ -12,7 +12,7 @@ use crate::alerting::config::{AlertsConfigError, check_url};
 
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerdutyConfig {
     /// The integration's routing key (32 characters).

@@ -10,7 +10,7 @@ use super::{Outcome, SendContext, Sink, SinkSpec, post_json};
 use crate::alerting::alert::{Notification, Status};
 use crate::alerting::config::{AlertsConfigError, check_url};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// The incoming webhook URL (`https://hooks.slack.com/services/…`).

@@ -14,7 +14,7 @@ use super::{Outcome, SendContext, Sink, SinkSpec, post_json};
 use crate::alerting::alert::Notification;
 use crate::alerting::config::{AlertsConfigError, check_url};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,

@@ -1,0 +1,65 @@
+//! `gpufleet-agent`'s configuration file (`/etc/gpufleet/agent.toml`): one key per flag of
+//! `gpufleet-agent run` (same name, `-` as `_`), node labels as a table. The binary lays the
+//! environment and flags over it ([`gpufleet_model::config_file`]); `docs/config.md` lists
+//! the keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gpufleet_model::Labels;
+use gpufleet_model::config_file::{Listen, LogFormat};
+use serde::{Deserialize, Serialize};
+
+/// Read when present and no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/gpufleet/agent.toml";
+pub const DEFAULT_MODEL: &str = "h100-sxm-80gb";
+pub const DEFAULT_BUFFER_SAMPLES: usize = 3600;
+pub const DEFAULT_SEED: u64 = 1;
+
+/// Everything `gpufleet-agent run` is told, resolved from defaults, file, environment, flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nvml_lib: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulate: Option<u32>,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<PathBuf>,
+    pub seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    pub collector: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub buffer_samples: usize,
+    pub saturation_hold: u32,
+    pub metrics_listen: Listen,
+    pub log_format: LogFormat,
+    /// `--label` as a table: `[labels]` then `pool = "training"`.
+    pub labels: Labels,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: None,
+            nvml_lib: None,
+            simulate: None,
+            model: DEFAULT_MODEL.into(),
+            scenario: None,
+            seed: DEFAULT_SEED,
+            state_dir: None,
+            collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
+            interval: crate::DEFAULT_SAMPLE_INTERVAL,
+            buffer_samples: DEFAULT_BUFFER_SAMPLES,
+            saturation_hold: crate::detect::DEFAULT_SATURATION_HOLD,
+            metrics_listen: Listen::Off,
+            log_format: LogFormat::Human,
+            labels: Labels::new(),
+        }
+    }
+}

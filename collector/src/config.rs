@@ -1,0 +1,229 @@
+//! `gpufleet serve`'s configuration: one struct that is both the command line (clap) and the
+//! config file (`/etc/gpufleet/collector.toml`, serde), so every flag has a key of the same
+//! name and the defaults are written once. Layering (default < file < environment < flag) is
+//! [`gpufleet_model::config_file`]; `docs/config.md` documents the keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gpufleet_model::config_file::{self, ConfigError, ConfigFile, Listen, LogFormat, key_docs};
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::Window;
+use crate::server::ServerConfig;
+
+/// Read when present and no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/gpufleet/collector.toml";
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/gpufleet";
+pub const DEFAULT_RETENTION: &str = "7d";
+/// dcgm-exporter's port, so existing scrape configs find the fleet's GPU series.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9400";
+pub const DEFAULT_WINDOW_SAMPLES: usize = 300;
+
+/// Example lines shown commented out for keys without a default.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("sample_interval", "sample_interval = \"1s\""),
+    ("policy", "policy = \"/etc/gpufleet/policy.toml\""),
+];
+
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Address to listen on for agents and the CLI (gRPC).
+    #[arg(long, env = "GPUFLEET_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Where the embedded database lives.
+    #[arg(long, env = "GPUFLEET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Ask every agent to sample at this interval (default: agents keep their own).
+    #[arg(long, env = "GPUFLEET_SAMPLE_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub sample_interval: Option<Duration>,
+    /// Recent samples kept in memory per node for diagnosis (at least 10).
+    #[arg(long, env = "GPUFLEET_WINDOW_SAMPLES", default_value_t = DEFAULT_WINDOW_SAMPLES)]
+    pub window_samples: usize,
+    /// How long samples and events are kept in the database.
+    #[arg(long, env = "GPUFLEET_RETENTION", default_value = DEFAULT_RETENTION, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Compliance policy to evaluate continuously (docs/policy.md): its violations are
+    /// `compliance.*` findings, and `gpufleet audit` uses it by default. Re-read on SIGHUP
+    /// (a bad file on reload keeps the old policy and logs why).
+    #[arg(long, env = "GPUFLEET_POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+    /// Where Prometheus scrapes the fleet's /metrics (dcgm-exporter names), or `off`.
+    #[arg(long, env = "GPUFLEET_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: Listen,
+    /// Log format: `human`, or `json` (one object a line, for log shippers).
+    #[arg(long, env = "GPUFLEET_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+    /// `[alerts]`: sinks, routes, grouping and delivery (docs/alerts.md). File only; `gpufleet
+    /// serve --alert-webhook URL` adds to `alerts.webhooks`.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub alerts: crate::alerting::config::AlertsConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is an address"),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            sample_interval: None,
+            window_samples: DEFAULT_WINDOW_SAMPLES,
+            retention: humantime::parse_duration(DEFAULT_RETENTION)
+                .expect("DEFAULT_RETENTION is a duration"),
+            policy: None,
+            metrics_listen: DEFAULT_METRICS_LISTEN
+                .parse()
+                .expect("DEFAULT_METRICS_LISTEN is an address"),
+            log_format: LogFormat::Human,
+            alerts: Default::default(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// The file's values with what the user set (`user_set(key)`: on the command line or in
+    /// the environment) from `flags` on top.
+    pub fn resolve(
+        file: &ConfigFile,
+        flags: &CollectorConfig,
+        user_set: impl Fn(&str) -> bool,
+    ) -> Result<CollectorConfig, ConfigError> {
+        file.layer(config_file::overrides(flags, user_set)?)
+    }
+
+    /// The complete default `collector.toml`, every key commented with its help.
+    pub fn default_file() -> String {
+        let cmd = <CollectorConfig as clap::Args>::augment_args(clap::Command::new("serve"));
+        config_file::commented_default(
+            "gpufleet serve configuration (docs/config.md). Every key is also a flag\n\
+             (`--data-dir` for data_dir) and most an environment variable; flags win.",
+            &CollectorConfig::default(),
+            &key_docs(&cmd, EXAMPLES),
+        )
+        .map(|text| {
+            text + "\n# Alert sinks and routes: an [alerts] table, documented in docs/alerts.md, e.g.\n\
+                    # [alerts]\n\
+                    # webhooks = [\"https://hooks.example.com/gpufleet\"]\n"
+        })
+        .expect("the collector's defaults serialize to TOML")
+    }
+
+    /// What [`crate::server::start`] needs.
+    pub fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::new(self.listen, self.data_dir.clone());
+        config.window = Window {
+            samples: self.window_samples.max(10),
+            ..Window::default()
+        };
+        config.sample_interval_ms = self
+            .sample_interval
+            .map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32);
+        config.retention = self.retention;
+        config.metrics_listen = self.metrics_listen.addr();
+        config.alerts = self.alerts.clone();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: CollectorConfig,
+    }
+
+    #[test]
+    fn the_clap_defaults_are_the_config_defaults() {
+        let m = <Serve as clap::CommandFactory>::command()
+            .mut_args(|a| match a.get_env() {
+                // This process's environment must not leak into the defaults.
+                Some(_) => a.env(None),
+                None => a,
+            })
+            .get_matches_from(["serve"]);
+        let parsed = Serve::from_arg_matches(&m).unwrap();
+        assert_eq!(parsed.config, CollectorConfig::default());
+    }
+
+    #[test]
+    fn the_default_file_parses_back_to_the_defaults_and_lists_every_key() {
+        let text = CollectorConfig::default_file();
+        let back: CollectorConfig = ConfigFile::parse(&text, "default")
+            .unwrap()
+            .parse_as()
+            .unwrap();
+        assert_eq!(back, CollectorConfig::default());
+        let cmd = <CollectorConfig as clap::Args>::augment_args(clap::Command::new("serve"));
+        for d in key_docs(&cmd, EXAMPLES) {
+            assert!(
+                text.contains(&format!("\n{} = ", d.key))
+                    || text.contains(&format!("\n# {} = ", d.key)),
+                "{} missing from the default file:\n{text}",
+                d.key
+            );
+        }
+        assert!(text.contains("metrics_listen = \"0.0.0.0:9400\""), "{text}");
+        // Uncommenting the examples gives a valid file too.
+        let examples: String = EXAMPLES.iter().map(|(_, e)| format!("{e}\n")).collect();
+        let c: CollectorConfig = ConfigFile::parse(&examples, "examples")
+            .unwrap()
+            .parse_as()
+            .unwrap();
+        assert_eq!(c.sample_interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file = ConfigFile::parse(
+            "listen = \"127.0.0.1:7000\"\nretention = \"1d\"\nmetrics_listen = \"off\"\n",
+            "collector.toml",
+        )
+        .unwrap();
+        let flags = CollectorConfig {
+            listen: "127.0.0.1:8000".parse().unwrap(),
+            ..CollectorConfig::default()
+        };
+        let c = CollectorConfig::resolve(&file, &flags, |k| k == "listen").unwrap();
+        assert_eq!(c.listen, flags.listen);
+        assert_eq!(c.retention, Duration::from_secs(86400));
+        assert_eq!(c.metrics_listen, Listen::Off);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.server_config().metrics_listen, None);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_line_and_key() {
+        for (text, line, key) in [
+            (
+                "listen = \"127.0.0.1:1\"\nretension = \"1d\"\n",
+                2,
+                "retension",
+            ),
+            ("\n\nretention = \"a week\"\n", 3, "retention"),
+            ("metrics_listen = \"nowhere\"\n", 1, "metrics_listen"),
+            ("log_format = \"xml\"\n", 1, "log_format"),
+        ] {
+            let file = ConfigFile::parse(text, "/etc/gpufleet/collector.toml").unwrap();
+            let e = CollectorConfig::resolve(&file, &CollectorConfig::default(), |_| false)
+                .unwrap_err();
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("config /etc/gpufleet/collector.toml, line"),
+                "{e}"
+            );
+        }
+    }
+}
