@@ -129,6 +129,21 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
     let fleet = Arc::new(Fleet::new(Window::default()));
     let evaluator = Arc::new(Evaluator::new(fleet.clone(), EngineConfig::default()));
     let metrics = Arc::new(Metrics::new(fleet.clone(), evaluator.clone()));
+    // Alerting registers its delivery series as `gpufleet serve` does (one webhook sink).
+    let dir = tempfile::tempdir().unwrap().keep();
+    let store: Arc<dyn gpufleet_collector::store::Store> = Arc::new(
+        gpufleet_collector::store::sqlite::SqliteStore::open(&dir.join("gpufleet.db")).unwrap(),
+    );
+    let alerts = gpufleet_collector::alerting::config::AlertsConfig {
+        webhooks: vec!["http://127.0.0.1:9/hook".into()],
+        ..Default::default()
+    };
+    let alerting = Arc::new(
+        gpufleet_collector::alerting::Alerting::new(alerts, store, fleet.clone()).unwrap(),
+    );
+    metrics.register_collector(Box::new(gpufleet_collector::metrics::alerts::AlertSeries(
+        alerting,
+    )));
 
     fleet.on_hello(&hello("gpu-node-01", 2), T0);
     let node2 = hello("gpu-node-02", 1);
