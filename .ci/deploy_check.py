@@ -20,9 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-# Written by the collector's metrics tests; until it exists, the list taken from the contract.
+# Every family the collector exports, written and checked by collector/tests/metrics_exposition.rs.
 GOLDEN = ROOT / "collector/tests/golden/metrics.txt"
-EXPECTED = DEPLOY / "expected-metrics.txt"
 # Series Prometheus makes itself, not the collector.
 SYNTHETIC = {"up", "ALERTS", "ALERTS_FOR_STATE"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -82,18 +81,16 @@ def variable_metric_names(query):
 
 
 def exported_names():
-    source = GOLDEN if GOLDEN.exists() else EXPECTED
+    """Family names in the golden file: each family is a line `NAME TYPE` at the start of a
+    line; its `help:` and `labels:` lines are indented."""
     names = set()
-    for line in source.read_text(encoding="utf-8").splitlines():
-        line = line.strip().lstrip("|").strip().replace("`", "")
-        m = re.match(r"#\s*(?:TYPE|HELP)\s+([A-Za-z_:][A-Za-z0-9_:]*)", line)
+    for line in GOLDEN.read_text(encoding="utf-8").splitlines():
+        if not line or line[0].isspace() or line.startswith("#"):
+            continue
+        m = re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)\s+(counter|gauge|histogram|summary|info|unknown)$", line)
         if m:
             names.add(m.group(1))
-            continue
-        m = re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)", line)
-        if m and not line.startswith("#"):
-            names.add(m.group(1))
-    return source, names
+    return GOLDEN, names
 
 
 def known(name, names):
