@@ -182,6 +182,7 @@ AGENT_KEYS = {
 COLLECTOR_KEYS = {
     "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",
     "sample_interval", "window_samples", "alerts",
+    "fleet_min_share", "fleet_min_nodes", "fleet_group_labels",
 }
 DURATION_KEYS = {"interval", "retention", "sample_interval"}
 DURATION = re.compile(r"^(\d+(ns|us|ms|s|m|h|d|w)\s*)+$")

@@ -487,6 +487,28 @@ mod tests {
         assert_eq!(c.labels["pool"], "training");
     }
 
+    /// The shipped `deploy/config/agent.toml` reads through the real struct, as it is and
+    /// with every commented-out key switched on.
+    #[test]
+    fn the_shipped_config_file_is_valid_with_and_without_its_comments() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let on: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (what, t) in [("as shipped", text.as_str()), ("uncommented", on.as_str())] {
+            let parsed: Result<AgentConfig, _> =
+                ConfigFile::parse(t, "agent.toml").and_then(|f| f.parse_as());
+            assert!(parsed.is_ok(), "{what}: {:?}", parsed.err());
+        }
+    }
+
     #[test]
     fn the_file_sits_under_flags_and_its_labels_merge_with_them() {
         let file = "simulate = 2\ninterval = \"250ms\"\nnode_name = \"from-file\"\n[labels]\npool = \"training\"\nrack = \"r1\"\n";

@@ -10,6 +10,7 @@ use std::time::Duration;
 use gpufleet_model::config_file::{self, ConfigError, ConfigFile, Listen, LogFormat, key_docs};
 use serde::{Deserialize, Serialize};
 
+use crate::diagnose::fleet_scope::{DEFAULT_MIN_NODES, DEFAULT_MIN_SHARE, FleetScopeConfig};
 use crate::fleet::Window;
 use crate::server::ServerConfig;
 
@@ -60,6 +61,22 @@ pub struct CollectorConfig {
     /// Log format: `human`, or `json` (one object a line, for log shippers).
     #[arg(long, env = "GPUFLEET_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
+    /// A cause on at least this share of a group's nodes (0..1] is named once, fleet-wide
+    /// (docs/causes.md), with the node findings folded under it.
+    #[arg(long, env = "GPUFLEET_FLEET_MIN_SHARE", default_value_t = DEFAULT_MIN_SHARE, value_parser = parse_share)]
+    pub fleet_min_share: f64,
+    /// ... and on at least this many nodes.
+    #[arg(long, env = "GPUFLEET_FLEET_MIN_NODES", default_value_t = DEFAULT_MIN_NODES)]
+    pub fleet_min_nodes: u32,
+    /// Node labels that group nodes for fleet-wide causes besides their GPU model
+    /// (comma-separated on the command line), e.g. `rack`, `row`, `pdu`.
+    #[arg(
+        long,
+        env = "GPUFLEET_FLEET_GROUP_LABELS",
+        value_delimiter = ',',
+        default_value = "rack"
+    )]
+    pub fleet_group_labels: Vec<String>,
     /// `[alerts]`: sinks, routes, grouping and delivery (docs/alerts.md). File only; `gpufleet
     /// serve --alert-webhook URL` adds to `alerts.webhooks`.
     #[arg(skip)]
@@ -83,6 +100,9 @@ impl Default for CollectorConfig {
                 .parse()
                 .expect("DEFAULT_METRICS_LISTEN is an address"),
             log_format: LogFormat::Human,
+            fleet_min_share: DEFAULT_MIN_SHARE,
+            fleet_min_nodes: DEFAULT_MIN_NODES,
+            fleet_group_labels: vec!["rack".to_string()],
             alerts: Default::default(),
         }
     }
@@ -129,7 +149,20 @@ impl CollectorConfig {
         config.retention = self.retention;
         config.metrics_listen = self.metrics_listen.addr();
         config.alerts = self.alerts.clone();
+        config.engine.fleet_scope = FleetScopeConfig {
+            min_share: self.fleet_min_share,
+            min_nodes: self.fleet_min_nodes,
+            group_labels: self.fleet_group_labels.clone(),
+        };
         config
+    }
+}
+
+/// `fleet_min_share`: a share in (0, 1].
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1], e.g. 0.5")),
     }
 }
 
@@ -142,6 +175,34 @@ mod tests {
     struct Serve {
         #[command(flatten)]
         config: CollectorConfig,
+    }
+
+    /// The shipped `deploy/config/collector.toml` reads through the real struct, as it is and
+    /// with every commented-out key switched on.
+    #[test]
+    fn the_shipped_config_file_is_valid_with_and_without_its_comments() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/config/collector.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let as_is: CollectorConfig = ConfigFile::parse(&text, "collector.toml")
+            .unwrap()
+            .parse_as()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(as_is.listen, CollectorConfig::default().listen);
+        let on: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all: CollectorConfig = ConfigFile::parse(&on, "collector.toml (uncommented)")
+            .unwrap()
+            .parse_as()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.fleet_group_labels, ["rack"]);
+        assert!(all.server_config().alerts.check().is_ok());
     }
 
     #[test]
