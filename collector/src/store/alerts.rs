@@ -8,7 +8,7 @@ use gpufleet_model::{FindingRecord, FindingState, UnixMs};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::StoreError;
-use super::sqlite::SqliteStore;
+use super::sqlite::{SqliteStore, from_json, json};
 use crate::alerting::alert::{Alert, Notification, Status, Transition};
 use crate::alerting::outbox::{
     AlertStore, Attempt, Claimed, Delivery, DeliveryStatus, InboxEntry, Routed,
@@ -17,17 +17,6 @@ use crate::alerting::silence::{NewSilence, Silence, silencing};
 
 /// The longest receiver answer or error kept per delivery.
 const MAX_DETAIL: usize = 1000;
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("alert types always serialize")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })
-}
 
 fn clip(s: &str) -> String {
     if s.len() <= MAX_DETAIL {

@@ -249,11 +249,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("domain types always serialize")
+pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("stored types always serialize")
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    s: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
         what: what.to_string(),
         reason: e.to_string(),
