@@ -63,3 +63,29 @@ impl Default for AgentConfig {
         }
     }
 }
+
+/// The shortest sample interval the agent accepts (the collector clamps what it pushes to the
+/// same): below it NVML polling alone would eat a core.
+pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+impl AgentConfig {
+    /// Values each fine alone but unusable: a zero interval (it burns a core), an empty
+    /// buffer, a collector address that is not one. Says which key and flag.
+    pub fn check(&self) -> Result<(), String> {
+        if self.interval < MIN_SAMPLE_INTERVAL {
+            return Err(format!(
+                "interval {:?} is too short (`interval` / --interval): the agent samples at most every {:?}",
+                self.interval, MIN_SAMPLE_INTERVAL
+            ));
+        }
+        if self.buffer_samples == 0 {
+            return Err(
+                "buffer_samples is 0 (`buffer_samples` / --buffer-samples): keep at least one sample for when the collector is away"
+                    .into(),
+            );
+        }
+        gpufleet_proto::collector_url(&self.collector)
+            .map(|_| ())
+            .map_err(|e| format!("{e} (`collector` / --collector)"))
+    }
+}

@@ -189,6 +189,7 @@ fn resolve(
     cfg.labels.extend(labels.labels()?);
     gpufleet_model::labels::check_labels(&cfg.labels)
         .with_context(|| format!("bad node label in {}", file.origin))?;
+    cfg.check().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }
 
@@ -507,6 +508,31 @@ mod tests {
                 ConfigFile::parse(t, "agent.toml").and_then(|f| f.parse_as());
             assert!(parsed.is_ok(), "{what}: {:?}", parsed.err());
         }
+    }
+
+    #[test]
+    fn unusable_values_are_refused_naming_the_key_and_flag() {
+        for (args, says) in [
+            (&["--interval", "0s"][..], "interval 0ns is too short"),
+            (&["--buffer-samples", "0"][..], "buffer_samples is 0"),
+            (
+                &["--collector", "grpc://x:1"][..],
+                "(`collector` / --collector)",
+            ),
+        ] {
+            let mut all = vec!["gpufleet-agent", "run"];
+            all.extend_from_slice(args);
+            let e = resolved(&all, None).unwrap_err().to_string();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+        assert!(resolved(&["gpufleet-agent", "run", "--interval", "100ms"], None).is_ok());
+        assert!(
+            resolved(
+                &["gpufleet-agent", "run", "--collector", "10.0.0.5:50051"],
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]

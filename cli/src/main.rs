@@ -603,7 +603,7 @@ fn parse_since(s: &str) -> Result<UnixMs, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(UnixMs::now().plus_ms(-(d.as_millis().min(i64::MAX as u128) as i64)));
     }
-    humantime::parse_rfc3339_weak(s)
+    let t = humantime::parse_rfc3339_weak(s)
         .map(|t| {
             UnixMs(
                 t.duration_since(std::time::UNIX_EPOCH)
@@ -613,7 +613,14 @@ fn parse_since(s: &str) -> Result<UnixMs, String> {
         })
         .map_err(|_| {
             format!("{s:?} is neither a duration (2h, 30m) nor a time (2026-11-25T08:00:00Z)")
-        })
+        })?;
+    // A time still to come selects nothing; say so rather than answer with an empty list.
+    if t > UnixMs::now().plus_ms(60_000) {
+        return Err(format!(
+            "{s:?} is in the future; --since takes a time in the past, or a duration back from now (2h)"
+        ));
+    }
+    Ok(t)
 }
 
 async fn terminate() {
@@ -623,5 +630,23 @@ async fn terminate() {
             s.recv().await;
         }
         Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_durations_and_past_times_only() {
+        assert!(parse_since("2h").is_ok());
+        assert!(parse_since("2026-11-25T08:00:00Z").is_ok());
+        let e = parse_since("9999-12-31T23:59:59Z").unwrap_err();
+        assert!(e.contains("is in the future"), "{e}");
+        assert!(
+            parse_since("yesterday-ish")
+                .unwrap_err()
+                .contains("neither a duration")
+        );
     }
 }

@@ -10,7 +10,10 @@ pub mod writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: {source}")]
+    #[error(
+        "database {path}: {source} (if the file is damaged, `sqlite3 {path} 'PRAGMA integrity_check'` \
+         tells; move it aside to start over with an empty database)"
+    )]
     Open {
         path: String,
         source: rusqlite::Error,

@@ -1103,5 +1103,6 @@ mod tests {
             .expect("must fail")
             .to_string();
         assert!(err.contains("f.db"), "{err}");
+        assert!(err.contains("integrity_check") && err.contains("move it aside"), "{err}");
     }
 }
