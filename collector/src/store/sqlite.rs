@@ -1103,6 +1103,9 @@ mod tests {
             .expect("must fail")
             .to_string();
         assert!(err.contains("f.db"), "{err}");
-        assert!(err.contains("integrity_check") && err.contains("move it aside"), "{err}");
+        assert!(
+            err.contains("integrity_check") && err.contains("move it aside"),
+            "{err}"
+        );
     }
 }
