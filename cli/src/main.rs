@@ -162,8 +162,12 @@ enum Command {
         client: ClientArgs,
     },
     /// Show one node: inventory, versions, latest readings, findings, recent events.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Node {
-        name: String,
+        #[arg(required = true)]
+        name: Option<String>,
+        #[command(subcommand)]
+        action: Option<NodeAction>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -195,6 +199,13 @@ enum Command {
 const DEFAULT_CHANGES_SINCE: &str = "24h";
 /// `gpufleet history NODE` looks this far back by default.
 const DEFAULT_HISTORY_SINCE: &str = "7d";
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Forget a decommissioned node: its state and everything stored about it. Its agent must
+    /// be stopped first; its firing findings resolve.
+    Rm { name: String },
+}
 
 #[derive(Subcommand)]
 enum AlertsAction {
@@ -536,7 +547,19 @@ async fn run(command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Node { name, client } => {
+        Command::Node {
+            action: Some(NodeAction::Rm { name }),
+            client,
+            ..
+        } => {
+            let mut c = cli::connect(&client.collector).await?;
+            cli::remove_node(&mut c, &name).await?;
+            println!("node {name} removed");
+            Ok(0)
+        }
+        Command::Node { name, client, .. } => {
+            let name =
+                name.context("name a node: `gpufleet node NAME` (or `gpufleet node rm NAME`)")?;
             let mut c = cli::connect(&client.collector).await?;
             let d = cli::node(&mut c, &name).await?;
             match client.output {

@@ -295,6 +295,11 @@ impl Fleet {
         }
     }
 
+    /// Forgets a node (decommissioned); whether it was known.
+    pub fn remove(&self, name: &str) -> bool {
+        self.write().remove(name).is_some()
+    }
+
     pub fn node(&self, name: &str) -> Option<NodeState> {
         self.read().get(name).cloned()
     }

@@ -474,6 +474,30 @@ impl Query for QueryService {
             answer,
         }))
     }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let name = request.into_inner().name;
+        let Some(n) = self.fleet.node(&name) else {
+            return Err(unknown_node(&self.fleet, &name));
+        };
+        if n.connected {
+            return Err(Status::failed_precondition(format!(
+                "{name}'s agent is connected: stop it first (`systemctl disable --now \
+                 gpufleet-agent` on the node), then remove the node"
+            )));
+        }
+        let of = name.clone();
+        self.blocking("removing the node", move |s| {
+            s.apply(&[crate::store::Write::RemoveNode { name: of }])
+        })
+        .await?;
+        self.fleet.remove(&name);
+        tracing::info!(node = %name, "node removed");
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `gpufleet changes`, `gpufleet history NODE` and the changes in `gpufleet node NAME`, end to
 //! end: real agents, one upgrading its driver and one GPU's VBIOS in the middle of the run; the
 //! change shows with old → new and its time, a selector and `--since` narrow it, and it is
-//! still there after the collector restarts (it is built from the stored inventories).
+//! still there after the collector restarts (it is built from the stored inventories); then
+//! `gpufleet node rm` forgets a decommissioned node (and refuses one whose agent is connected).
 
 use std::process::Output;
 use std::time::Duration;
@@ -175,6 +176,15 @@ vbios_version = "96.00.99.00.01"
         "{node_table}"
     );
 
+    // A node whose agent is connected cannot be removed.
+    let busy = client(&url, &["node", "rm", "gpu-node-01"]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("agent is connected"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+
     // The history is the store's: it survives a collector restart with every agent gone.
     for a in &mut agents {
         a.terminate(Duration::from_secs(5));
@@ -186,4 +196,27 @@ vbios_version = "96.00.99.00.01"
     })
     .expect("the restarted collector answers");
     assert_eq!(rows(&after), want);
+
+    // A decommissioned node is forgotten, its history with it; the other node stays.
+    let rm = client(&url, &["node", "rm", "gpu-node-01"]);
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let nodes = json(&client(&url, &["nodes", "-o", "json"])).unwrap();
+    let names: Vec<_> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["gpu-node-02"]);
+    assert!(!client(&url, &["history", "gpu-node-01"]).status.success());
+    assert!(
+        !client(&url, &["node", "rm", "gpu-node-01"])
+            .status
+            .success(),
+        "gone already"
+    );
 }

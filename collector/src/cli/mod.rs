@@ -155,3 +155,13 @@ pub async fn changes(
         .map_err(status)?;
     Ok(r.into_inner().changes.into_iter().map(Into::into).collect())
 }
+
+/// Forgets a decommissioned node (its agent must be stopped).
+pub async fn remove_node(c: &mut QueryClient<Channel>, name: &str) -> Result<()> {
+    c.remove_node(pb::RemoveNodeRequest {
+        name: name.to_string(),
+    })
+    .await
+    .map_err(status)?;
+    Ok(())
+}

@@ -59,6 +59,10 @@ pub enum Write {
     Prune {
         before: UnixMs,
     },
+    /// A decommissioned node: everything stored about it (`gpufleet node rm NAME`).
+    RemoveNode {
+        name: String,
+    },
 }
 
 /// Storage backend. Implementations are synchronous; the collector calls them from its

@@ -465,6 +465,20 @@ impl Store for SqliteStore {
                         }
                     }
                 }
+                Write::RemoveNode { name } => {
+                    let mut rows = 0;
+                    for table in [
+                        "nodes WHERE name",
+                        "inventories WHERE node",
+                        "sessions WHERE node",
+                        "samples WHERE node",
+                        "events WHERE node",
+                        "findings WHERE node",
+                    ] {
+                        rows += tx.execute(&format!("DELETE FROM {table} = ?1"), [name])?;
+                    }
+                    tracing::info!(node = %name, rows, "node removed from the store");
+                }
                 Write::Prune { before } => {
                     let s = tx.execute("DELETE FROM samples WHERE ts_ms < ?1", [before.0])?;
                     let e = tx.execute("DELETE FROM events WHERE ts_ms < ?1", [before.0])?;
@@ -721,6 +735,37 @@ mod tests {
             batch: Box::new(b),
             at: UnixMs(10),
         }
+    }
+
+    #[test]
+    fn a_removed_node_leaves_nothing_behind_and_others_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        for n in ["gone", "kept"] {
+            s.apply(&[Write::Hello {
+                hello: Box::new(hello(n, "550.54.15")),
+                at: UnixMs(0),
+            }])
+            .unwrap();
+            s.apply(&[write_batch(n, batch(1, 5_000))]).unwrap();
+        }
+        s.apply(&[Write::RemoveNode {
+            name: "gone".into(),
+        }])
+        .unwrap();
+        let names: Vec<_> = s
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.identity.hostname)
+            .collect();
+        assert_eq!(names, ["kept"]);
+        let all = UnixMs(i64::MAX);
+        assert!(s.samples("gone", UnixMs(0), all, 10).unwrap().is_empty());
+        assert!(s.events(Some("gone"), UnixMs(0), 10).unwrap().is_empty());
+        assert!(s.inventory_history("gone").unwrap().is_empty());
+        assert_eq!(s.last_sequence("gone", "s1").unwrap(), 0);
+        assert_eq!(s.samples("kept", UnixMs(0), all, 10).unwrap().len(), 1);
     }
 
     #[test]
