@@ -495,14 +495,7 @@ mod tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let on: String = text
-            .lines()
-            .map(|l| match l.strip_prefix('#') {
-                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let on = config_file::with_commented_keys_on(&text);
         for (what, t) in [("as shipped", text.as_str()), ("uncommented", on.as_str())] {
             let parsed: Result<AgentConfig, _> =
                 ConfigFile::parse(t, "agent.toml").and_then(|f| f.parse_as());

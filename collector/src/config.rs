@@ -189,14 +189,7 @@ mod tests {
             .parse_as()
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(as_is.listen, CollectorConfig::default().listen);
-        let on: String = text
-            .lines()
-            .map(|l| match l.strip_prefix('#') {
-                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let on = config_file::with_commented_keys_on(&text);
         let all: CollectorConfig = ConfigFile::parse(&on, "collector.toml (uncommented)")
             .unwrap()
             .parse_as()

@@ -105,13 +105,18 @@ fn stored_changes(store: &dyn Store, node: Option<&str>) -> Result<Vec<Change>, 
     {
         drift.entry(n).or_default().push(e);
     }
+    // `inventories` comes by node, so each node's run is contiguous: moved, not copied.
+    let mut by_node: Vec<(String, Vec<gpufleet_model::Inventory>)> = Vec::new();
+    for (n, inv) in inventories {
+        match by_node.last_mut() {
+            Some((last, invs)) if *last == n => invs.push(inv),
+            _ => by_node.push((n, vec![inv])),
+        }
+    }
     let mut out = Vec::new();
-    // `inventories` comes by node, so each node's run is contiguous.
-    for run in inventories.chunk_by(|a, b| a.0 == b.0) {
-        let name = run[0].0.as_str();
-        let invs: Vec<_> = run.iter().map(|(_, i)| i.clone()).collect();
-        let events = drift.remove(name).unwrap_or_default();
-        out.extend(changes::history(name, &invs, &events));
+    for (name, invs) in by_node {
+        let events = drift.remove(&name).unwrap_or_default();
+        out.extend(changes::history(&name, &invs, &events));
     }
     // Drift reported by a node with no stored inventory (cannot happen through ingest, which
     // stores the Hello's inventory first, but a history must not lose it).

@@ -331,6 +331,18 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// 1-based line of a byte offset.
+/// A commented example config file with every commented-out key (`#key = value`, no space
+/// after the `#`) switched on, so a test can check the examples parse too.
+pub fn with_commented_keys_on(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
