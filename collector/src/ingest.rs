@@ -237,13 +237,18 @@ async fn pump(
             }
             Err(s) => return Err(s),
         };
-        let batch = match msg.msg {
-            Some(agent_message::Msg::Batch(b)) => Batch::try_from(b).map_err(|e| {
-                reject(
-                    Rejected::Invalid,
-                    Status::invalid_argument(format!("invalid batch from {node}: {e}")),
-                )
-            })?,
+        let (batch, wire) = match msg.msg {
+            Some(agent_message::Msg::Batch(b)) => {
+                // Kept as received: the store holds these bytes until it compacts them.
+                let wire = prost::Message::encode_to_vec(&b);
+                let batch = Batch::try_from(b).map_err(|e| {
+                    reject(
+                        Rejected::Invalid,
+                        Status::invalid_argument(format!("invalid batch from {node}: {e}")),
+                    )
+                })?;
+                (Arc::new(batch), wire)
+            }
             Some(agent_message::Msg::Hello(_)) => {
                 return Err(reject(
                     Rejected::Protocol,
@@ -279,7 +284,8 @@ async fn pump(
             .write(Write::Batch {
                 node: node.to_string(),
                 session: session.to_string(),
-                batch: Box::new(batch.clone()),
+                batch: batch.clone(),
+                wire,
                 at: now,
             })
             .await

@@ -5,6 +5,7 @@ use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::{Event, FindingRecord, Inventory, Labels, NodeIdentity, Sample, UnixMs};
 
 mod alerts;
+pub mod chunk;
 pub mod sqlite;
 pub mod writer;
 
@@ -49,7 +50,10 @@ pub enum Write {
     Batch {
         node: String,
         session: String,
-        batch: Box<Batch>,
+        batch: std::sync::Arc<Batch>,
+        /// The batch as it came off the wire (protobuf): its samples are stored as these bytes
+        /// until they are compacted into a chunk, so the store never re-encodes them.
+        wire: Vec<u8>,
         at: UnixMs,
     },
     /// Findings that started firing (stored) or resolved (closed) in one evaluation; each
@@ -63,6 +67,21 @@ pub enum Write {
     RemoveNode {
         name: String,
     },
+}
+
+impl Write {
+    /// A batch write, encoding `batch` for the store (ingest passes the received bytes instead).
+    pub fn batch(node: &str, session: &str, batch: Batch, at: UnixMs) -> Write {
+        use prost::Message;
+        let wire = gpufleet_proto::v1::Batch::from(batch.clone()).encode_to_vec();
+        Write::Batch {
+            node: node.into(),
+            session: session.into(),
+            batch: std::sync::Arc::new(batch),
+            wire,
+            at,
+        }
+    }
 }
 
 /// Storage backend. Implementations are synchronous; the collector calls them from its

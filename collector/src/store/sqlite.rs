@@ -5,6 +5,7 @@
 //! 8-GPU node), and their schema evolves with the wire protocol's rules. Inventories and events
 //! are JSON (small, rare, and readable with `sqlite3` when debugging).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -108,6 +109,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     node TEXT NOT NULL,
     session TEXT NOT NULL,
     last_sequence INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (node, session)
 );
 CREATE TABLE IF NOT EXISTS samples (
@@ -116,6 +118,22 @@ CREATE TABLE IF NOT EXISTS samples (
     sample_pb BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_node_ts ON samples(node, ts_ms);
+CREATE TABLE IF NOT EXISTS sample_head (
+    node TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    batch_pb BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sample_head_node ON sample_head(node, first_ms);
+CREATE TABLE IF NOT EXISTS sample_chunks (
+    node TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    chunk BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sample_chunks_node ON sample_chunks(node, last_ms);
+CREATE INDEX IF NOT EXISTS sample_chunks_last ON sample_chunks(last_ms);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
@@ -149,14 +167,29 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nodes ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';",
     // 2 → 3: the alerting outbox.
     alert_tables!(),
+    // 3 → 4: samples in compressed chunks (`sample_head` until compacted, `sample_chunks`,
+    // both new tables; rows of the old `samples` table are still read and pruned), and when a
+    // node was last heard kept with its session instead of rewriting the node's row per batch.
+    "ALTER TABLE sessions ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The version [`SCHEMA`] is, kept in `meta.schema_version`. An older file is migrated on open;
 /// a newer one is refused (an older gpufleet cannot know what it would break).
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32 + 1;
 
+/// Samples of a node held in `sample_head` (one row per batch, as received) before they are
+/// compacted into one chunk of `sample_chunks`. 120 samples are 2 minutes at the default 1 s
+/// interval: a chunk that size stores an 8-GPU sample in about 4 % of its protobuf size
+/// (BENCHMARKS.md), and the head stays a few hundred KB per node.
+pub const CHUNK_SAMPLES: usize = 120;
+/// Most nodes compacted in one commit, so one commit never stalls ingest for long; the rest
+/// are compacted by the next commits.
+const COMPACTIONS_PER_COMMIT: usize = 8;
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Samples each node has in `sample_head` (known after open; kept with every commit).
+    head: Mutex<HashMap<String, usize>>,
 }
 
 impl SqliteStore {
@@ -173,9 +206,15 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         migrate(&mut conn, path)?;
+        let head = head_counts(&conn).map_err(open_err)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            head: Mutex::new(head),
         })
+    }
+
+    fn head(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -263,36 +302,40 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+fn head_counts(conn: &Connection) -> rusqlite::Result<HashMap<String, usize>> {
+    let mut q = conn.prepare("SELECT node, SUM(samples) FROM sample_head GROUP BY node")?;
+    let rows = q.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+    })?;
+    rows.collect()
+}
+
+/// Stores one batch; returns how many samples it added to the node's head (0 for a re-sent
+/// batch already stored).
 fn apply_batch(
     tx: &rusqlite::Transaction<'_>,
     node: &str,
     session: &str,
     batch: &Batch,
+    wire: &[u8],
     at: UnixMs,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let last: u64 = tx
-        .query_row(
-            "SELECT last_sequence FROM sessions WHERE node = ?1 AND session = ?2",
-            params![node, session],
-            |r| r.get::<_, i64>(0),
-        )
+        .prepare_cached("SELECT last_sequence FROM sessions WHERE node = ?1 AND session = ?2")?
+        .query_row(params![node, session], |r| r.get::<_, i64>(0))
         .optional()?
         .unwrap_or(0) as u64;
     if batch.sequence <= last {
-        return Ok(()); // already stored: a re-send after reconnect
+        return Ok(0); // already stored: a re-send after reconnect
     }
-    {
-        // One sample per node and time: an agent that ticks twice in one millisecond (after
-        // a stall) must not store the same moment twice.
-        let mut ins = tx.prepare_cached(
-            "INSERT INTO samples(node, ts_ms, sample_pb)
-             SELECT ?1, ?2, ?3 WHERE NOT EXISTS
-                 (SELECT 1 FROM samples WHERE node = ?1 AND ts_ms = ?2)",
-        )?;
-        for s in &batch.samples {
-            let blob = pb::Sample::from(s.clone()).encode_to_vec();
-            ins.execute(params![node, s.timestamp.0, blob])?;
-        }
+    if let Some(first) = batch.samples.iter().map(|s| s.timestamp.0).min() {
+        // The batch as received; its samples join a chunk once the node has enough of them.
+        tx.prepare_cached(
+            "INSERT INTO sample_head(node, first_ms, samples, batch_pb) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![node, first, batch.samples.len() as i64, wire])?;
+    }
+    if !batch.events.is_empty() {
         let mut ins = tx.prepare_cached(
             "INSERT INTO events(node, ts_ms, code, event_json) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -310,15 +353,74 @@ fn apply_batch(
             params![node, json(inv)],
         )?;
     }
-    tx.execute(
-        "INSERT INTO sessions(node, session, last_sequence) VALUES (?1, ?2, ?3)
-         ON CONFLICT(node, session) DO UPDATE SET last_sequence = excluded.last_sequence",
-        params![node, session, batch.sequence as i64],
-    )?;
-    tx.execute(
-        "UPDATE nodes SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE name = ?1",
-        params![node, at.0],
-    )?;
+    tx.prepare_cached(
+        "INSERT INTO sessions(node, session, last_sequence, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(node, session) DO UPDATE SET last_sequence = excluded.last_sequence,
+            last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+    )?
+    .execute(params![node, session, batch.sequence as i64, at.0])?;
+    Ok(batch.samples.len())
+}
+
+fn corrupt(what: String, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// The samples of `rows` (head rows: encoded batches), appended to `out`.
+fn head_samples(node: &str, blob: &[u8], out: &mut Vec<pb::Sample>) -> Result<(), StoreError> {
+    let b = pb::Batch::decode(blob).map_err(|e| corrupt(format!("held batch of {node}"), e))?;
+    out.extend(b.samples);
+    Ok(())
+}
+
+/// Sorts samples by time and keeps one per moment (an agent that ticked twice in one
+/// millisecond, after a stall, must not show the same moment twice).
+fn one_per_moment(samples: &mut Vec<pb::Sample>) {
+    samples.sort_by_key(|s| s.timestamp_unix_ms);
+    samples.dedup_by_key(|s| s.timestamp_unix_ms);
+}
+
+/// Moves a node's held samples into one chunk, in the caller's transaction.
+fn compact(tx: &rusqlite::Transaction<'_>, node: &str) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    {
+        let mut q = tx.prepare_cached(
+            "SELECT rowid, batch_pb FROM sample_head WHERE node = ?1 ORDER BY first_ms, rowid",
+        )?;
+        for r in q.query_map([node], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })? {
+            rows.push(r?);
+        }
+    }
+    let mut samples = Vec::new();
+    for (rowid, blob) in &rows {
+        if let Err(e) = head_samples(node, blob, &mut samples) {
+            // Nothing can read it back: say so once and let the rest be compacted.
+            tracing::error!(%node, rowid, "dropping an unreadable held batch: {e}");
+        }
+    }
+    one_per_moment(&mut samples);
+    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+        tx.prepare_cached(
+            "INSERT INTO sample_chunks(node, first_ms, last_ms, samples, chunk)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            node,
+            first.timestamp_unix_ms,
+            last.timestamp_unix_ms,
+            samples.len() as i64,
+            super::chunk::encode(&samples)
+        ])?;
+    }
+    let mut del = tx.prepare_cached("DELETE FROM sample_head WHERE rowid = ?1")?;
+    for (rowid, _) in &rows {
+        del.execute([rowid])?;
+    }
     Ok(())
 }
 
@@ -406,6 +508,10 @@ fn finding_rows(
 impl Store for SqliteStore {
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut conn = self.conn();
+        let mut head = self.head();
+        // Head counts as they will be once this commits (`head` itself changes only then).
+        let mut held: HashMap<String, usize> = HashMap::new();
+        let mut recount = false;
         let tx = conn.transaction()?;
         for w in writes {
             match w {
@@ -454,8 +560,17 @@ impl Store for SqliteStore {
                     node,
                     session,
                     batch,
+                    wire,
                     at,
-                } => apply_batch(&tx, node, session, batch, *at)?,
+                } => {
+                    let added = apply_batch(&tx, node, session, batch, wire, *at)?;
+                    if added > 0 {
+                        *held
+                            .entry(node.clone())
+                            .or_insert_with(|| head.get(node.as_str()).copied().unwrap_or(0)) +=
+                            added;
+                    }
+                }
                 Write::Findings(records) => {
                     for r in records {
                         let tell = on_call_hears(&tx, r)?;
@@ -472,15 +587,21 @@ impl Store for SqliteStore {
                         "inventories WHERE node",
                         "sessions WHERE node",
                         "samples WHERE node",
+                        "sample_head WHERE node",
+                        "sample_chunks WHERE node",
                         "events WHERE node",
                         "findings WHERE node",
                     ] {
                         rows += tx.execute(&format!("DELETE FROM {table} = ?1"), [name])?;
                     }
                     tracing::info!(node = %name, rows, "node removed from the store");
+                    held.insert(name.clone(), 0);
                 }
                 Write::Prune { before } => {
-                    let s = tx.execute("DELETE FROM samples WHERE ts_ms < ?1", [before.0])?;
+                    let s = tx.execute("DELETE FROM samples WHERE ts_ms < ?1", [before.0])?
+                        + tx.execute("DELETE FROM sample_head WHERE first_ms < ?1", [before.0])?
+                        + tx.execute("DELETE FROM sample_chunks WHERE last_ms < ?1", [before.0])?;
+                    recount = true;
                     let e = tx.execute("DELETE FROM events WHERE ts_ms < ?1", [before.0])?;
                     super::alerts::prune(&tx, *before)?;
                     if s + e > 0 {
@@ -493,7 +614,33 @@ impl Store for SqliteStore {
                 }
             }
         }
+        let full: Vec<String> = held
+            .iter()
+            .filter(|(_, n)| **n >= CHUNK_SAMPLES)
+            .map(|(node, _)| node.clone())
+            .chain(
+                head.iter()
+                    .filter(|(node, n)| **n >= CHUNK_SAMPLES && !held.contains_key(*node))
+                    .map(|(node, _)| node.clone()),
+            )
+            .take(COMPACTIONS_PER_COMMIT)
+            .collect();
+        for node in &full {
+            compact(&tx, node)?;
+            held.insert(node.clone(), 0);
+        }
         tx.commit()?;
+        if recount {
+            *head = head_counts(&conn)?;
+        } else {
+            for (node, n) in held {
+                if n == 0 {
+                    head.remove(&node);
+                } else {
+                    head.insert(node, n);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -513,7 +660,10 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut q = conn.prepare(
             "SELECT name, machine_id, boot_id, agent_version, gpu_source, inventory_json,
-                    first_seen_ms, last_seen_ms, labels_json FROM nodes ORDER BY name",
+                    first_seen_ms,
+                    MAX(last_seen_ms, COALESCE(
+                        (SELECT MAX(s.last_seen_ms) FROM sessions s WHERE s.node = nodes.name), 0)),
+                    labels_json FROM nodes ORDER BY name",
         )?;
         let rows = q.query_map([], |r| {
             Ok((
@@ -554,25 +704,36 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError> {
         let conn = self.conn();
+        let mut wire: Vec<pb::Sample> = Vec::new();
         let mut q = conn.prepare_cached(
-            "SELECT sample_pb FROM samples WHERE node = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
-             ORDER BY ts_ms LIMIT ?4",
+            "SELECT chunk FROM sample_chunks WHERE node = ?1 AND last_ms >= ?2 AND first_ms < ?3
+             ORDER BY first_ms",
         )?;
-        let rows = q.query_map(params![node, since.0, until.0, limit as i64], |r| {
-            r.get::<_, Vec<u8>>(0)
-        })?;
-        let mut out = Vec::new();
-        for blob in rows {
-            let wire = pb::Sample::decode(blob?.as_slice()).map_err(|e| StoreError::Corrupt {
-                what: format!("sample of {node}"),
-                reason: e.to_string(),
-            })?;
-            out.push(Sample::try_from(wire).map_err(|e| StoreError::Corrupt {
-                what: format!("sample of {node}"),
-                reason: e.to_string(),
-            })?);
+        for blob in q.query_map(params![node, since.0, until.0], |r| r.get::<_, Vec<u8>>(0))? {
+            let chunk = super::chunk::decode(&blob?)
+                .map_err(|e| corrupt(format!("sample chunk of {node}"), e))?;
+            wire.extend(chunk);
         }
-        Ok(out)
+        let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
+        for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
+            head_samples(node, &blob?, &mut wire)?;
+        }
+        // Written by gpufleet before chunks (schema 3 and older), until retention deletes them.
+        let mut q = conn.prepare_cached(
+            "SELECT sample_pb FROM samples WHERE node = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+        )?;
+        for blob in q.query_map(params![node, since.0, until.0], |r| r.get::<_, Vec<u8>>(0))? {
+            wire.push(
+                pb::Sample::decode(blob?.as_slice())
+                    .map_err(|e| corrupt(format!("sample of {node}"), e))?,
+            );
+        }
+        wire.retain(|s| (since.0..until.0).contains(&s.timestamp_unix_ms));
+        one_per_moment(&mut wire);
+        wire.truncate(limit);
+        wire.into_iter()
+            .map(|s| Sample::try_from(s).map_err(|e| corrupt(format!("sample of {node}"), e)))
+            .collect()
     }
 
     fn events(
@@ -729,12 +890,86 @@ mod tests {
     }
 
     fn write_batch(node: &str, b: Batch) -> Write {
-        Write::Batch {
-            node: node.into(),
-            session: "s1".into(),
-            batch: Box::new(b),
-            at: UnixMs(10),
+        Write::batch(node, "s1", b, UnixMs(10))
+    }
+
+    fn count(s: &SqliteStore, sql: &str) -> i64 {
+        s.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn samples_move_into_chunks_and_read_back_once_each_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let total = CHUNK_SAMPLES * 2 + 7;
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.apply(&[Write::Hello {
+                hello: Box::new(hello("n1", "550.54.15")),
+                at: UnixMs(1),
+            }])
+            .unwrap();
+            // Batches of various sizes, one commit each, plus one moment sent twice.
+            let mut seq = 0;
+            let mut t = 0;
+            while t < total as i64 {
+                seq += 1;
+                let mut b = batch(seq, 1000 + t);
+                for k in 1..(seq % 3) as i64 {
+                    let mut more = b.samples[0].clone();
+                    more.timestamp = UnixMs(1000 + t + k);
+                    b.samples.push(more);
+                }
+                b.samples.retain(|x| x.timestamp.0 < 1000 + total as i64);
+                t += b.samples.len() as i64;
+                s.apply(&[write_batch("n1", b)]).unwrap();
+            }
+            s.apply(&[write_batch("n1", batch(seq + 1, 1005))]).unwrap();
+            assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_chunks"), 2);
+            assert!(count(&s, "SELECT SUM(samples) FROM sample_head") < CHUNK_SAMPLES as i64);
         }
+        let s = SqliteStore::open(&path).unwrap();
+        let all = s
+            .samples("n1", UnixMs(0), UnixMs(i64::MAX), 100_000)
+            .unwrap();
+        let times: Vec<i64> = all.iter().map(|x| x.timestamp.0).collect();
+        assert_eq!(times, (1000..1000 + total as i64).collect::<Vec<_>>());
+        assert_eq!(all[3].gpus[0].temperature_gpu_celsius, Some(61));
+        // A window inside a chunk, and a limit.
+        let some = s.samples("n1", UnixMs(1100), UnixMs(1110), 5).unwrap();
+        let times: Vec<i64> = some.iter().map(|x| x.timestamp.0).collect();
+        assert_eq!(times, vec![1100, 1101, 1102, 1103, 1104]);
+        // The head count came back with the reopen: the next batches compact on time.
+        let held = count(&s, "SELECT SUM(samples) FROM sample_head") as usize;
+        let mut seq = 10_000;
+        for t in 0..(CHUNK_SAMPLES - held) as i64 {
+            seq += 1;
+            s.apply(&[write_batch("n1", batch(seq, 5000 + t))]).unwrap();
+        }
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_chunks"), 3);
+        // Retention drops whole chunks that ended before the cut.
+        s.apply(&[Write::Prune {
+            before: UnixMs(1000 + CHUNK_SAMPLES as i64 + 1),
+        }])
+        .unwrap();
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_chunks"), 2);
+        s.apply(&[Write::RemoveNode { name: "n1".into() }]).unwrap();
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_chunks"), 0);
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_head"), 0);
+    }
+
+    #[test]
+    fn last_seen_comes_from_the_latest_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+        s.apply(&[Write::Hello {
+            hello: Box::new(hello("n1", "550.54.15")),
+            at: UnixMs(5),
+        }])
+        .unwrap();
+        s.apply(&[Write::batch("n1", "s1", batch(1, 100), UnixMs(4242))])
+            .unwrap();
+        assert_eq!(s.nodes().unwrap()[0].last_seen, UnixMs(4242));
     }
 
     #[test]

@@ -50,43 +50,59 @@ impl Writer {
     }
 }
 
+/// How long the writer waits after the first write of a group for others to join it. Agents
+/// send about once a second each, spread over the second: without a wait, a busy collector
+/// commits (and fsyncs) for nearly every batch; with it, one commit serves every batch that
+/// arrived in the window, and an ack waits at most this much longer.
+pub const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Write, Reply)>, commit_seconds: Histogram) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+    let mut writes = Vec::with_capacity(MAX_GROUP);
+    let mut replies = Vec::with_capacity(MAX_GROUP);
+    while let Some((w, reply)) = rx.blocking_recv() {
+        let first_at = std::time::Instant::now();
+        writes.push(w);
+        replies.push(reply);
+        while writes.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(w) => group.push(w),
+                Ok((w, reply)) => {
+                    writes.push(w);
+                    replies.push(reply);
+                }
+                Err(mpsc::error::TryRecvError::Empty) if first_at.elapsed() < COMMIT_LINGER => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 Err(_) => break,
             }
         }
-        let writes: Vec<Write> = group.iter().map(|(w, _)| w.clone()).collect();
         let started = std::time::Instant::now();
         let applied = store.apply(&writes);
         commit_seconds.observe(started.elapsed().as_secs_f64());
         match applied {
             Ok(()) => {
-                for (_, reply) in group {
+                for reply in replies.drain(..) {
                     let _ = reply.send(Ok(()));
                 }
             }
-            Err(e) if group.len() > 1 => {
+            Err(e) if writes.len() > 1 => {
                 // Find the bad write: apply one by one so the others still land.
                 tracing::warn!(
                     "group commit of {} writes failed ({e}); retrying one by one",
-                    group.len()
+                    writes.len()
                 );
-                for (w, reply) in group {
+                for (w, reply) in writes.iter().zip(replies.drain(..)) {
                     let r = store
-                        .apply(std::slice::from_ref(&w))
+                        .apply(std::slice::from_ref(w))
                         .map_err(|e| e.to_string());
                     let _ = reply.send(r);
                 }
             }
             Err(e) => {
-                for (_, reply) in group {
+                for reply in replies.drain(..) {
                     let _ = reply.send(Err(e.to_string()));
                 }
             }
         }
+        writes.clear();
     }
 }
