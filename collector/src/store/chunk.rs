@@ -64,6 +64,26 @@ impl Col for Option<bool> {
     }
 }
 
+/// Floats by their bits: exact, and for values of one sign and magnitude the bits move
+/// with the value, so deltas stay smaller than the raw bits.
+impl Col for Option<f32> {
+    fn take(&mut self) -> Option<i64> {
+        Option::take(self).map(|v| i64::from(v.to_bits()))
+    }
+    fn put(&mut self, v: Option<i64>) {
+        *self = v.map(|v| f32::from_bits(v as u32));
+    }
+}
+
+impl Col for Option<f64> {
+    fn take(&mut self) -> Option<i64> {
+        Option::take(self).map(|v| v.to_bits() as i64)
+    }
+    fn put(&mut self, v: Option<i64>) {
+        *self = v.map(|v| f64::from_bits(v as u64));
+    }
+}
+
 impl Col for u64 {
     fn take(&mut self) -> Option<i64> {
         Some(std::mem::take(self) as i64)
@@ -117,7 +137,7 @@ columns!(nvlink_cols: pb::NvLinkSample {
     active, replay_errors, recovery_errors, crc_flit_errors, crc_data_errors,
 });
 columns!(host_cols: pb::HostSample {
-    memory_used_bytes, memory_total_bytes, memory_available_bytes, swap_used_bytes,
+    cpu_percent, load_average_1m, load_average_5m, load_average_15m, memory_used_bytes, memory_total_bytes, memory_available_bytes, swap_used_bytes,
     swap_total_bytes, uptime_seconds,
 });
 columns!(disk_cols: pb::DiskSample { total_bytes, available_bytes });
@@ -129,11 +149,30 @@ columns!(nic_cols: pb::NicSample {
 /// Where a column's values go: which part of the sample, at which positions, which field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Slot {
-    Host { field: u16 },
-    Gpu { gpu: u16, field: u16 },
-    NvLink { gpu: u16, link: u16, field: u16 },
-    Disk { disk: u16, field: u16 },
-    Nic { nic: u16, field: u16 },
+    Host {
+        field: u16,
+    },
+    Gpu {
+        gpu: u16,
+        field: u16,
+    },
+    NvLink {
+        gpu: u16,
+        link: u16,
+        field: u16,
+    },
+    Disk {
+        disk: u16,
+        field: u16,
+    },
+    Nic {
+        nic: u16,
+        field: u16,
+    },
+    /// `cpu_per_core_percent[core]`.
+    Core {
+        core: u16,
+    },
 }
 
 impl Slot {
@@ -144,6 +183,7 @@ impl Slot {
             Slot::NvLink { gpu, link, field } => (2, gpu.into(), link.into(), field),
             Slot::Disk { disk, field } => (3, disk.into(), 0, field),
             Slot::Nic { nic, field } => (4, nic.into(), 0, field),
+            Slot::Core { core } => (5, core.into(), 0, 0),
         };
         (kind << 56) | (a << 40) | (b << 24) | u64::from(f)
     }
@@ -162,6 +202,7 @@ impl Slot {
             },
             3 => Slot::Disk { disk: a, field },
             4 => Slot::Nic { nic: a, field },
+            5 => Slot::Core { core: a },
             other => return Err(bad(format!("unknown column kind {other}"))),
         })
     }
@@ -191,6 +232,16 @@ impl Slot {
                 let n = host.nics.get_mut(usize::from(nic)).ok_or_else(missing)?;
                 nic_cols::put(n, field.into(), v)
             }
+            Slot::Core { core } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let c = host
+                    .cpu_per_core_percent
+                    .get_mut(usize::from(core))
+                    .ok_or_else(missing)?;
+                let mut f = Some(*c);
+                Col::put(&mut f, v);
+                *c = f.unwrap_or(0.0);
+            }
         }
         Ok(())
     }
@@ -213,6 +264,16 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
                 disk: i as u16,
                 field,
             });
+        }
+        for (i, c) in h
+            .cpu_per_core_percent
+            .iter_mut()
+            .enumerate()
+            .take(u16::MAX as usize)
+        {
+            // Left as 0.0 in the remainder (the list's length stays there), the value here.
+            vals.push(Col::take(&mut Some(std::mem::take(c))));
+            emit(&mut vals, &|_| Slot::Core { core: i as u16 });
         }
         for (i, n) in h.nics.iter_mut().enumerate().take(u16::MAX as usize) {
             nic_cols::take(n, &mut vals);
@@ -381,7 +442,7 @@ fn decode_column(r: &mut Reader<'_>, n: usize) -> Result<(u64, Vec<Option<i64>>)
 // --- a chunk -------------------------------------------------------------------------------
 
 /// Encodes `samples` (one node's, oldest first) into one compressed chunk.
-pub fn encode(samples: &[pb::Sample]) -> Vec<u8> {
+pub fn encode(samples: Vec<pb::Sample>) -> Vec<u8> {
     let n = samples.len();
     let mut raw = Vec::with_capacity(256 + n * 64);
     put_varint(&mut raw, VERSION);
@@ -389,19 +450,36 @@ pub fn encode(samples: &[pb::Sample]) -> Vec<u8> {
     let times: Vec<i64> = samples.iter().map(|s| s.timestamp_unix_ms).collect();
     encode_values(&times, true, &mut raw);
 
-    // Columns, in key order so related values sit together for the compressor.
-    let mut columns: std::collections::BTreeMap<u64, Vec<Option<i64>>> = Default::default();
+    // Columns by first appearance; a sample shaped like the one before (the usual case) finds
+    // its columns by position, without a lookup per value.
+    let mut columns: Vec<(u64, Vec<Option<i64>>)> = Vec::new();
+    let mut index: std::collections::HashMap<u64, usize> = Default::default();
+    let mut shape: Vec<(u64, usize)> = Vec::new();
     let mut pairs = Vec::new();
     let mut prev_rest: Option<Vec<u8>> = None;
     let mut rests = Vec::new();
-    for (i, s) in samples.iter().enumerate() {
-        let mut rest = s.clone();
+    for (i, mut rest) in samples.into_iter().enumerate() {
         rest.timestamp_unix_ms = 0;
         pairs.clear();
         split(&mut rest, &mut pairs);
-        for &(slot, v) in &pairs {
-            let col = columns.entry(slot.key()).or_insert_with(|| vec![None; n]);
-            col[i] = v;
+        let same_shape = pairs.len() == shape.len()
+            && pairs
+                .iter()
+                .zip(&shape)
+                .all(|((slot, _), (k, _))| slot.key() == *k);
+        if !same_shape {
+            shape.clear();
+            for (slot, _) in &pairs {
+                let key = slot.key();
+                let at = *index.entry(key).or_insert_with(|| {
+                    columns.push((key, vec![None; n]));
+                    columns.len() - 1
+                });
+                shape.push((key, at));
+            }
+        }
+        for ((_, v), (_, at)) in pairs.iter().zip(&shape) {
+            columns[*at].1[i] = *v;
         }
         let bytes = rest.encode_to_vec();
         if prev_rest.as_ref() == Some(&bytes) {
@@ -413,6 +491,8 @@ pub fn encode(samples: &[pb::Sample]) -> Vec<u8> {
         }
     }
     raw.extend_from_slice(&rests);
+    // In key order, so related values sit together for the compressor.
+    columns.sort_unstable_by_key(|(key, _)| *key);
     put_varint(&mut raw, columns.len() as u64);
     for (key, col) in &columns {
         encode_column(*key, col, &mut raw);
@@ -519,6 +599,7 @@ mod tests {
             gpus: (0..8).map(|i| gpu(i, t)).collect(),
             host: Some(pb::HostSample {
                 cpu_percent: Some(12.5 + t as f32),
+                cpu_per_core_percent: vec![1.5, 99.0, t as f32, f32::MAX, -0.0],
                 load_average_1m: Some(3.25),
                 memory_used_bytes: 100 << 30,
                 memory_total_bytes: 2048 << 30,
@@ -543,7 +624,7 @@ mod tests {
     #[test]
     fn samples_come_back_bit_for_bit() {
         let samples: Vec<pb::Sample> = (0..600).map(sample).collect();
-        let blob = encode(&samples);
+        let blob = encode(samples.clone());
         assert_eq!(decode(&blob).unwrap(), samples);
         let raw: usize = samples.iter().map(|s| s.encoded_len()).sum();
         // Far smaller than the protobuf it replaces (the point of the chunk).
@@ -561,13 +642,16 @@ mod tests {
         samples[8].timestamp_unix_ms = i64::MIN;
         samples[9].timestamp_unix_ms = i64::MAX;
         samples[10] = pb::Sample::default();
-        assert_eq!(decode(&encode(&samples)).unwrap(), samples);
-        assert_eq!(decode(&encode(&[])).unwrap(), Vec::<pb::Sample>::new());
+        assert_eq!(decode(&encode(samples.clone())).unwrap(), samples);
+        assert_eq!(
+            decode(&encode(Vec::new())).unwrap(),
+            Vec::<pb::Sample>::new()
+        );
     }
 
     #[test]
     fn damaged_chunks_are_errors_not_panics() {
-        let blob = encode(&(0..50).map(sample).collect::<Vec<_>>());
+        let blob = encode((0..50).map(sample).collect());
         let raw = zstd::bulk::decompress(&blob, MAX_DECODED).unwrap();
         for cut in [0, 1, 5, raw.len() / 2, raw.len() - 1] {
             let damaged = zstd::bulk::compress(&raw[..cut], 1).unwrap();

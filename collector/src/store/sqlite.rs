@@ -404,17 +404,20 @@ fn compact(tx: &rusqlite::Transaction<'_>, node: &str) -> Result<(), StoreError>
         }
     }
     one_per_moment(&mut samples);
-    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+    if let (Some(first), Some(last)) = (
+        samples.first().map(|s| s.timestamp_unix_ms),
+        samples.last().map(|s| s.timestamp_unix_ms),
+    ) {
         tx.prepare_cached(
             "INSERT INTO sample_chunks(node, first_ms, last_ms, samples, chunk)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             node,
-            first.timestamp_unix_ms,
-            last.timestamp_unix_ms,
+            first,
+            last,
             samples.len() as i64,
-            super::chunk::encode(&samples)
+            super::chunk::encode(samples)
         ])?;
     }
     let mut del = tx.prepare_cached("DELETE FROM sample_head WHERE rowid = ?1")?;

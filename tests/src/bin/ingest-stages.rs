@@ -40,6 +40,13 @@ fn main() {
         .map(|i| pb::Sample::from(agent.tick(origin.plus_ms(i * 1000)).sample))
         .collect();
     let gpus = samples[0].gpus.len() as f64;
+    if let Ok(path) = std::env::var("DUMP_SAMPLES") {
+        let all = pb::Batch {
+            samples: samples.clone(),
+            ..Default::default()
+        };
+        std::fs::write(path, all.encode_to_vec()).expect("dump");
+    }
     let batch = pb::Batch {
         sequence: 7,
         samples: vec![samples[0].clone()],
@@ -81,7 +88,7 @@ fn main() {
         black_box(pb::Sample::from(black_box(&domain).samples[0].clone()).encode_to_vec());
     });
     for n in [60usize, 120, 600] {
-        let blob = chunk::encode(&samples[..n]);
+        let blob = chunk::encode(samples[..n].to_vec());
         let raw: usize = samples[..n].iter().map(|s| s.encoded_len()).sum();
         println!(
             "chunk of {n:>3} samples: {:>7} bytes ({:.1} B per GPU-sample; protobuf {:.0} B)",
@@ -103,9 +110,9 @@ fn main() {
         );
     };
     per("chunk encode (600 samples)", 600, &mut || {
-        black_box(chunk::encode(black_box(&samples)));
+        black_box(chunk::encode(black_box(samples.clone())));
     });
-    let blob = chunk::encode(&samples);
+    let blob = chunk::encode(samples.clone());
     per("chunk decode (600 samples)", 600, &mut || {
         black_box(chunk::decode(black_box(&blob)).unwrap());
     });
