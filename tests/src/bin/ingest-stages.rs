@@ -98,7 +98,7 @@ fn main() {
         );
     }
     let per = |name: &str, n: usize, f: &mut dyn FnMut()| {
-        let reps = (iters / n).max(3);
+        let reps = (iters / n).max(1);
         let t = Instant::now();
         for _ in 0..reps {
             f();

@@ -1,0 +1,61 @@
+//! The bench binaries run briefly in CI (tiny sizes) so they never rot; their numbers come
+//! from full runs by hand (BENCHMARKS.md). These tests check that each run works end to end and
+//! reports what it promises, never how fast.
+
+use std::process::Command;
+
+use gpufleet_tests::binaries;
+
+#[test]
+fn ingest_load_drives_a_real_collector_and_reports_every_figure() {
+    binaries(); // gpufleet serve, built as it ships
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-load"))
+        .args([
+            "--nodes",
+            "20",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("running ingest-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ingest-load failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON summary line");
+    assert_eq!(json["errors"], 0, "{stdout}");
+    assert!(
+        json["gpu_samples_per_s"].as_f64().unwrap() > 0.0,
+        "{stdout}"
+    );
+    for key in [
+        "collector_cpu_us_per_gpu_sample",
+        "collector_peak_rss_kib_per_gpu",
+        "ack_p99_ms",
+        "loadgen_cpu_us_per_gpu_sample",
+    ] {
+        assert!(json[key].as_f64().is_some(), "{key} missing in {stdout}");
+    }
+}
+
+#[test]
+fn ingest_stages_measures_each_stage_and_the_chunk() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-stages"))
+        .arg("20")
+        .output()
+        .expect("running ingest-stages");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in ["protobuf decode", "chunk of 120 samples", "chunk decode"] {
+        assert!(stdout.contains(line), "{line:?} missing in {stdout}");
+    }
+}
