@@ -26,7 +26,7 @@ use gpufleet_model::{Labels, NodeIdentity, UnixMs};
 use gpufleet_proto::v1::{
     self as pb, AgentMessage, agent_message, collector_message, telemetry_client::TelemetryClient,
 };
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
 #[command(about = "Drive a gpufleet collector with N simulated nodes over real gRPC")]
@@ -129,7 +129,7 @@ struct Shared {
     acked_gpu_samples: AtomicU64,
     sent_gpu_samples: AtomicU64,
     errors: AtomicU64,
-    latencies_us: Mutex<Vec<u32>>,
+    latencies_us: std::sync::Mutex<Vec<u32>>,
     first_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -205,7 +205,6 @@ async fn node_stream(
     let acks = {
         let sent = sent.clone();
         async move {
-            let mut local: Vec<u32> = Vec::new();
             loop {
                 match inbound.message().await {
                     Ok(Some(m)) => {
@@ -218,7 +217,11 @@ async fn node_stream(
                                 }
                                 q.pop_front();
                                 if measured {
-                                    local.push(now.duration_since(at).as_micros() as u32);
+                                    shared
+                                        .latencies_us
+                                        .lock()
+                                        .expect("latencies")
+                                        .push(now.duration_since(at).as_micros() as u32);
                                     shared.acks.fetch_add(1, Ordering::Relaxed);
                                     shared
                                         .acked_gpu_samples
@@ -227,7 +230,7 @@ async fn node_stream(
                             }
                         }
                     }
-                    Ok(None) => return Ok::<_, anyhow::Error>(local),
+                    Ok(None) => return Ok::<_, anyhow::Error>(()),
                     Err(s) => return Err(anyhow::anyhow!("stream: {}", s.message())),
                 }
             }
@@ -260,17 +263,13 @@ async fn node_stream(
                 }
             }
             r = &mut acks => {
-                let local = r?;
-                shared.latencies_us.lock().await.extend(local);
+                r?;
                 anyhow::bail!("the collector ended the stream");
             }
             _ = stop.changed() => {
                 drop(tx);
-                // Let the last acks arrive, then keep this node's latencies.
-                if let Ok(r) = tokio::time::timeout(Duration::from_secs(5), &mut acks).await {
-                    let local = r.unwrap_or_default();
-                    shared.latencies_us.lock().await.extend(local);
-                }
+                // Let the last acks arrive.
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut acks).await;
                 return Ok(());
             }
         }
@@ -462,7 +461,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     let (ramp, window, c0, c1, self_cpu) = report;
     drop(collector);
-    let mut lat = std::mem::take(&mut *shared.latencies_us.blocking_lock());
+    let mut lat = std::mem::take(&mut *shared.latencies_us.lock().expect("latencies"));
     lat.sort_unstable();
     let acked = shared.acked_gpu_samples.load(Ordering::Relaxed);
     let sent = shared.sent_gpu_samples.load(Ordering::Relaxed);
