@@ -6,6 +6,7 @@ use gpufleet_model::{Event, FindingRecord, Inventory, Labels, NodeIdentity, Samp
 
 mod alerts;
 pub mod sqlite;
+pub mod tokens;
 pub mod writer;
 
 #[derive(Debug, thiserror::Error)]

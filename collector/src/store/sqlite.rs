@@ -138,7 +138,8 @@ CREATE TABLE IF NOT EXISTS findings (
 CREATE INDEX IF NOT EXISTS findings_open ON findings(node, rule_id, gpu_index, resolved_at_ms);
 CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms);
 ",
-    alert_tables!()
+    alert_tables!(),
+    super::tokens::token_tables!()
 );
 
 /// The steps that bring a file made by an older gpufleet up to [`SCHEMA`]: `MIGRATIONS[i]`
@@ -149,6 +150,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nodes ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';",
     // 2 → 3: the alerting outbox.
     alert_tables!(),
+    // 3 → 4: hashed bearer tokens (`gpufleet token`, docs/security.md).
+    super::tokens::token_tables!(),
 ];
 
 /// The version [`SCHEMA`] is, kept in `meta.schema_version`. An older file is migrated on open;
@@ -161,20 +164,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        migrate(&mut conn, path)?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(open_connection(path)?),
         })
     }
 
@@ -183,6 +174,25 @@ impl SqliteStore {
         // roll back), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A connection to the file at `path` (created if missing) in WAL mode with `synchronous=FULL`,
+/// the schema brought to [`SCHEMA_VERSION`]. The store's own, and that of the token table
+/// (`store/tokens.rs`), which `gpufleet token` opens beside a running collector.
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
 }
 
 /// Brings the file at `path` to [`SCHEMA_VERSION`] in one transaction (all or nothing): a new
