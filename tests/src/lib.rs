@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: build and locate the workspace's binaries and the fake NVML
 //! library, start them as real processes on loopback, and wait for conditions with a deadline.
 
+pub mod pki;
 pub mod receiver;
 
 pub use gpufleet_harness::agents::spawn_simulated_agent;

@@ -62,6 +62,9 @@ pub async fn connect_with(collector: &str, credentials: &Credentials) -> Result<
 
 fn status(e: tonic::Status) -> anyhow::Error {
     match e.code() {
+        // The connection closed under the request (a refused TLS client certificate does
+        // that): a transport failure, not a slow collector.
+        tonic::Code::Cancelled if std::error::Error::source(&e).is_some() => transport(&e),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => anyhow::anyhow!(
             "the collector did not answer within {:?} ({}); is it overloaded or is something else listening there? (GPUFLEET_TIMEOUT sets the deadline)",
             deadline().unwrap_or(CLI_DEADLINE),
@@ -72,12 +75,21 @@ fn status(e: tonic::Status) -> anyhow::Error {
             e.message()
         ),
         tonic::Code::PermissionDenied => anyhow::anyhow!("not allowed: {}", e.message()),
-        // A TLS failure surfaces only as the first call's transport error: say what it was.
-        _ => match std::error::Error::source(&e) {
-            Some(source) => anyhow::anyhow!("{}: {}", e.message(), chain(source)),
-            None => anyhow::anyhow!("{}", e.message()),
-        },
+        // A TLS failure surfaces only as the first call's transport error: say what it was,
+        // and where the collector said why (under TLS 1.3 the client may see only a reset).
+        _ if std::error::Error::source(&e).is_some() => transport(&e),
+        _ => anyhow::anyhow!("{}", e.message()),
     }
+}
+
+/// A status carrying a transport error: its causes, and where to look.
+fn transport(e: &tonic::Status) -> anyhow::Error {
+    let causes = std::error::Error::source(e).map(chain).unwrap_or_default();
+    anyhow::anyhow!(
+        "{}: {causes} (with TLS: check --tls-ca, and that the client certificate is valid and \
+         signed by the collector's --tls-client-ca; the collector's log names the refusal)",
+        e.message()
+    )
 }
 
 /// An error and its causes, `: `-separated.
