@@ -107,6 +107,12 @@ impl RunningServer {
         if let Some(t) = &self.auth_refresh {
             t.abort();
         }
+        if let Some(tokens) = self.auth.tokens().cloned() {
+            match tokio::task::spawn_blocking(move || tokens.flush_usage()).await {
+                Ok(Err(e)) => tracing::warn!("tokens' last use not recorded: {e}"),
+                Ok(Ok(())) | Err(_) => {}
+            }
+        }
         // What the dispatcher had not finished is in the outbox; the next start resumes it.
         self.dispatching.abort();
         let _ = self.streams_shutdown.send(true);

@@ -436,6 +436,27 @@ fn tokens_are_scoped_bound_to_their_node_and_revocable() {
         server.log()
     );
     assert!(refusals(metrics_port, "token_revoked") >= 1);
+
+    // Stopping writes each token's last use (otherwise written every minute).
+    let mut server = server;
+    assert!(
+        server.terminate(WAIT).is_some_and(|s| s.success()),
+        "{}",
+        server.log()
+    );
+    let mut list = cli(&["token", "list", "-o", "json"]);
+    let out = list.arg("--data-dir").arg(data.path()).output().unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| !t["last_used"].is_null())
+    };
+    assert_eq!(used("ops"), Some(true), "{listed}");
+    assert_eq!(used("root"), Some(true), "{listed}");
 }
 
 #[test]

@@ -209,6 +209,15 @@ impl TokenTable {
         names.into_iter().collect()
     }
 
+    /// Writes "last used" now (blocking): at shutdown, so the last minute is not lost.
+    pub fn flush_usage(&self) -> Result<(), StoreError> {
+        let names = self.take_used();
+        if names.is_empty() {
+            return Ok(());
+        }
+        TokenStore::open(&self.db)?.touch(&names, UnixMs::now())
+    }
+
     fn replace(&self, generation: u64, grants: Vec<Grant>) {
         *self.grants.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index(grants));
         self.generation.send_replace(generation);
