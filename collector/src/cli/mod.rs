@@ -64,7 +64,9 @@ fn status(e: tonic::Status) -> anyhow::Error {
     match e.code() {
         // The connection closed under the request (a refused TLS client certificate does
         // that): a transport failure, not a slow collector.
-        tonic::Code::Cancelled if std::error::Error::source(&e).is_some() => transport(&e),
+        tonic::Code::Cancelled if !timed_out(&e) && std::error::Error::source(&e).is_some() => {
+            transport(&e)
+        }
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => anyhow::anyhow!(
             "the collector did not answer within {:?} ({}); is it overloaded or is something else listening there? (GPUFLEET_TIMEOUT sets the deadline)",
             deadline().unwrap_or(CLI_DEADLINE),
@@ -80,6 +82,18 @@ fn status(e: tonic::Status) -> anyhow::Error {
         _ if std::error::Error::source(&e).is_some() => transport(&e),
         _ => anyhow::anyhow!("{}", e.message()),
     }
+}
+
+/// The client's own deadline passed (tonic reports it as CANCELLED with this cause).
+fn timed_out(e: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        if s.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = s.source();
+    }
+    false
 }
 
 /// A status carrying a transport error: its causes, and where to look.
