@@ -108,9 +108,8 @@ impl RunningServer {
             t.abort();
         }
         if let Some(tokens) = self.auth.tokens().cloned() {
-            match tokio::task::spawn_blocking(move || tokens.flush_usage()).await {
-                Ok(Err(e)) => tracing::warn!("tokens' last use not recorded: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || tokens.flush_usage()).await {
+                tracing::warn!("tokens' last use not recorded: {e}");
             }
         }
         // What the dispatcher had not finished is in the outbox; the next start resumes it.

@@ -375,8 +375,11 @@ impl Auth {
 /// revoked.
 #[derive(Default)]
 pub struct Binding {
-    held: Option<(Arc<TokenTable>, Grant, Arc<Refusals>, Option<SocketAddr>)>,
+    held: Option<Held>,
 }
+
+/// The table the token is in, the token, and what a revocation is counted in, for whom.
+type Held = (Arc<TokenTable>, Grant, Arc<Refusals>, Option<SocketAddr>);
 
 impl Binding {
     /// Resolves (with the status to end the stream with) once the stream's token is revoked;
