@@ -196,7 +196,7 @@ fn mutual_tls_refuses_strangers_and_binds_each_node_to_its_certificate() {
         // then it says where to look.
         assert!(
             t.to_lowercase().contains(&says.to_lowercase())
-                || t.contains("the collector's log names the refusal"),
+                || t.contains("its log names the refusal"),
             "{what}: {t}"
         );
     }

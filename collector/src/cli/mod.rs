@@ -99,10 +99,15 @@ fn timed_out(e: &tonic::Status) -> bool {
 /// A status carrying a transport error: its causes, and where to look.
 fn transport(e: &tonic::Status) -> anyhow::Error {
     let causes = std::error::Error::source(e).map(chain).unwrap_or_default();
+    let what = if causes.contains(e.message()) {
+        causes
+    } else {
+        format!("{}: {causes}", e.message())
+    };
     anyhow::anyhow!(
-        "{}: {causes} (with TLS: check --tls-ca, and that the client certificate is valid and \
-         signed by the collector's --tls-client-ca; the collector's log names the refusal)",
-        e.message()
+        "{what} (if the collector uses TLS, pass --tls-ca and an https:// address; if it \
+         requires client certificates (--tls-client-ca), --tls-cert and --tls-key from that CA, \
+         valid and unexpired; its log names the refusal)"
     )
 }
 
