@@ -178,11 +178,13 @@ def selftest():
 AGENT_KEYS = {
     "collector", "node_name", "labels", "interval", "state_dir", "metrics_listen",
     "log_format", "buffer_samples", "saturation_hold", "nvml_lib",
+    "tls_ca", "tls_cert", "tls_key", "token_file",
 }
 COLLECTOR_KEYS = {
     "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",
     "sample_interval", "window_samples", "alerts",
     "fleet_min_share", "fleet_min_nodes", "fleet_group_labels",
+    "tls_cert", "tls_key", "tls_client_ca", "auth_tokens", "insecure",
 }
 DURATION_KEYS = {"interval", "retention", "sample_interval"}
 DURATION = re.compile(r"^(\d+(ns|us|ms|s|m|h|d|w)\s*)+$")

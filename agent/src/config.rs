@@ -39,6 +39,17 @@ pub struct AgentConfig {
     pub saturation_hold: u32,
     pub metrics_listen: Listen,
     pub log_format: LogFormat,
+    /// CA certificate (PEM) that signed the collector's: TLS (docs/security.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's client certificate and key (PEM), for mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// File holding this node's token (`gpufleet token create NODE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     /// `--label` as a table: `[labels]` then `pool = "training"`.
     pub labels: Labels,
 }
@@ -59,6 +70,10 @@ impl Default for AgentConfig {
             saturation_hold: crate::detect::DEFAULT_SATURATION_HOLD,
             metrics_listen: Listen::Off,
             log_format: LogFormat::Human,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            token_file: None,
             labels: Labels::new(),
         }
     }
@@ -86,6 +101,25 @@ impl AgentConfig {
         }
         gpufleet_proto::collector_url(&self.collector)
             .map(|_| ())
-            .map_err(|e| format!("{e} (`collector` / --collector)"))
+            .map_err(|e| format!("{e} (`collector` / --collector)"))?;
+        self.credentials(None)
+            .check()
+            .map_err(|e| format!("{e} (`tls_ca`, `tls_cert`, `tls_key`)"))
+    }
+
+    /// How the uplink proves who it is: the TLS files and the token, from `token_file` or else
+    /// `env_token` (`GPUFLEET_TOKEN`).
+    pub fn credentials(&self, env_token: Option<String>) -> gpufleet_proto::client::Credentials {
+        use gpufleet_proto::client::{Credentials, TokenSource};
+        Credentials {
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            token: match (&self.token_file, env_token) {
+                (Some(f), _) => TokenSource::File(f.clone()),
+                (None, Some(t)) => TokenSource::Value(t),
+                (None, None) => TokenSource::None,
+            },
+        }
     }
 }

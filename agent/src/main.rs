@@ -123,6 +123,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("simulate", "simulate = 8"),
     ("scenario", "scenario = \"/etc/gpufleet/scenario.toml\""),
     ("state_dir", "state_dir = \"/var/lib/gpufleet-agent\""),
+    ("tls_ca", "tls_ca = \"/etc/gpufleet/tls/ca.pem\""),
+    ("tls_cert", "tls_cert = \"/etc/gpufleet/tls/node.pem\""),
+    ("tls_key", "tls_key = \"/etc/gpufleet/tls/node.key\""),
+    ("token_file", "token_file = \"/etc/gpufleet/token\""),
     ("labels", "pool = \"training\""),
 ];
 
@@ -160,6 +164,24 @@ struct RunArgs {
     /// Log format: `human`, or `json` (one object a line, for log shippers).
     #[arg(long, env = "GPUFLEET_LOG_FORMAT", default_value = "human")]
     log_format: LogFormat,
+    /// CA certificate (PEM) that signed the collector's: connect over TLS (https://).
+    #[arg(long, env = "GPUFLEET_TLS_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM), for a collector that requires one (mutual TLS);
+    /// its CN or a DNS SAN must be the node name. Re-read at every reconnect.
+    #[arg(long, env = "GPUFLEET_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "GPUFLEET_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+    /// File holding this node's token (`gpufleet token create NODE` on the collector host),
+    /// re-read at every reconnect; GPUFLEET_TOKEN gives the token itself instead.
+    #[arg(long, env = "GPUFLEET_TOKEN_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
 }
 
 fn as_display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
@@ -368,6 +390,7 @@ fn run(a: AgentConfig) -> Result<()> {
         let mut cfg = UplinkConfig::new(a.collector.clone());
         cfg.buffer_samples = a.buffer_samples;
         cfg.labels = a.labels.clone();
+        cfg.credentials = a.credentials(std::env::var("GPUFLEET_TOKEN").ok());
         let running = gpufleet_agent::spawn_exposed(agent, events, cfg, a.interval, exposition);
         shutdown_signal().await;
         tracing::info!("shutting down");

@@ -6,6 +6,7 @@
 //! reported in the next batch (`dropped_samples`), so the collector knows what it missed.
 
 use std::collections::VecDeque;
+use std::error::Error as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct UplinkConfig {
     pub max_backoff: Duration,
     /// The node's labels (`--label`), sent in every Hello; already checked.
     pub labels: Labels,
+    /// TLS files and token, read at every connect (docs/security.md).
+    pub credentials: gpufleet_proto::client::Credentials,
 }
 
 impl UplinkConfig {
@@ -49,6 +52,7 @@ impl UplinkConfig {
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
             labels: Labels::new(),
+            credentials: Default::default(),
         }
     }
 }
@@ -164,23 +168,22 @@ impl Uplink {
         pushed: &watch::Sender<Pushed>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> StreamEnd {
-        let url = match gpufleet_proto::collector_url(&self.config.collector) {
-            Ok(u) => u,
+        // Files are read at every connect: a rotated certificate or token needs no restart.
+        let (endpoint, token) = match self.config.credentials.endpoint(&self.config.collector) {
+            Ok((e, token)) => (
+                e.connect_timeout(self.config.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(20))
+                    .keep_alive_while_idle(true),
+                token,
+            ),
             Err(e) => return StreamEnd::Error(e),
-        };
-        let endpoint = match tonic::transport::Endpoint::from_shared(url) {
-            Ok(e) => e
-                .connect_timeout(self.config.connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_while_idle(true),
-            Err(e) => return StreamEnd::Error(format!("bad collector address: {e}")),
         };
         let channel = match endpoint.connect().await {
             Ok(c) => c,
-            Err(e) => return StreamEnd::Error(format!("cannot connect: {e}")),
+            Err(e) => return StreamEnd::Error(format!("cannot connect: {}", error_chain(&e))),
         };
-        let mut client = TelemetryClient::new(channel)
+        let mut client = TelemetryClient::with_interceptor(channel, token)
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(16 << 20);
         let (tx, rx) = mpsc::channel::<AgentMessage>(64);
@@ -203,6 +206,14 @@ impl Uplink {
             .await
         {
             Ok(r) => r.into_inner(),
+            Err(s) if self.config.credentials.tls_cert.is_some() && s.source().is_some() => {
+                // A refused client certificate can surface as a bare reset (TLS 1.3).
+                return StreamEnd::Error(format!(
+                    "{} (is the client certificate valid, and signed by the collector's \
+                     --tls-client-ca? the collector's log names the refusal)",
+                    status_text(&s)
+                ));
+            }
             Err(s) => return StreamEnd::Error(status_text(&s)),
         };
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -375,7 +386,26 @@ async fn send_batch(
 }
 
 fn status_text(s: &tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+    match std::error::Error::source(s) {
+        // A TLS refusal surfaces as the first call's transport error: say what it was.
+        Some(cause) => format!("{:?}: {}: {}", s.code(), s.message(), error_chain(cause)),
+        None => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+/// An error and its causes, `: `-separated ("transport error" alone says nothing).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 fn jitter(d: Duration) -> Duration {

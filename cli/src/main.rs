@@ -1,6 +1,6 @@
 //! `gpufleet` command line: the collector (`serve`), the ops CLI (`nodes`, `node`,
-//! `diagnose`, `audit`, `versions`, `changes`, `history`, `alerts`, `silence`) and the
-//! one-command `demo`.
+//! `diagnose`, `audit`, `versions`, `changes`, `history`, `alerts`, `silence`), the
+//! collector's tokens (`token`, on the collector host) and the one-command `demo`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +40,58 @@ struct CollectorArg {
         default_value = gpufleet_collector::DEFAULT_COLLECTOR_URL
     )]
     collector: String,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+}
+
+/// How the CLI proves who it is (docs/security.md).
+#[derive(clap::Args)]
+struct CredentialArgs {
+    /// CA certificate (PEM) that signed the collector's: connect over TLS (https://).
+    #[arg(long, env = "GPUFLEET_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for a collector that requires them (mutual TLS).
+    #[arg(long, env = "GPUFLEET_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "GPUFLEET_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
+    /// File holding a read or admin token (`gpufleet token create`); GPUFLEET_TOKEN gives the
+    /// token itself instead.
+    #[arg(long, env = "GPUFLEET_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    fn credentials(&self) -> Result<gpufleet_proto::client::Credentials> {
+        use gpufleet_proto::client::TokenSource;
+        let token = match (&self.token_file, std::env::var("GPUFLEET_TOKEN")) {
+            (Some(f), _) => TokenSource::File(f.clone()),
+            (None, Ok(t)) => TokenSource::Value(t),
+            (None, Err(std::env::VarError::NotPresent)) => TokenSource::None,
+            (None, Err(std::env::VarError::NotUnicode(_))) => {
+                anyhow::bail!("GPUFLEET_TOKEN is not valid UTF-8")
+            }
+        };
+        Ok(gpufleet_proto::client::Credentials {
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            token,
+        })
+    }
+}
+
+impl CollectorArg {
+    async fn connect(&self) -> Result<cli::Client> {
+        cli::connect_with(&self.collector, &self.credentials.credentials()?).await
+    }
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> Result<cli::Client> {
+        cli::connect_with(&self.collector, &self.credentials.credentials()?).await
+    }
 }
 
 #[derive(clap::Args)]
@@ -55,6 +107,8 @@ struct ClientArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
+    #[command(flatten)]
+    credentials: CredentialArgs,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +235,23 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The collector's bearer tokens (docs/security.md): run on the collector host, as the
+    /// collector's user; they are kept (hashed) in its database.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        /// The collector's config file, for its `data_dir`. Default:
+        /// /etc/gpufleet/collector.toml when it exists.
+        #[arg(long, env = "GPUFLEET_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The collector's data directory (default: the config's `data_dir`, else
+        /// /var/lib/gpufleet).
+        #[arg(long, env = "GPUFLEET_DATA_DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+        output: Output,
+    },
     /// Run a whole simulated fleet with injected faults on this machine and show the diagnosis.
     Demo {
         /// Scenario file (default: the built-in demo, scenarios/demo.toml).
@@ -199,6 +270,28 @@ enum Command {
 const DEFAULT_CHANGES_SINCE: &str = "24h";
 /// `gpufleet history NODE` looks this far back by default.
 const DEFAULT_HISTORY_SINCE: &str = "7d";
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token and print it, once. Default: node NAME's token, which may only stream as
+    /// that node.
+    Create {
+        name: String,
+        /// A token for the query service's reading calls (`gpufleet nodes`, dashboards).
+        #[arg(long, conflicts_with = "admin")]
+        read_only: bool,
+        /// A token that may also change state (silences, `node rm`, `alerts test`).
+        #[arg(long)]
+        admin: bool,
+        /// Replace the token of that name (the old one stops working at once).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Every token: name, scope, created, last used (never the token).
+    List,
+    /// Remove a token: calls with it are refused within a second, and its open stream ends.
+    Revoke { name: String },
+}
 
 #[derive(Subcommand)]
 enum NodeAction {
@@ -274,6 +367,10 @@ fn main() {
             .expect("the serve subcommand");
         **settings =
             resolve_serve_config(config.as_deref(), settings, serve).unwrap_or_else(|e| fail(e));
+        settings
+            .check()
+            .map_err(anyhow::Error::msg)
+            .unwrap_or_else(|e| fail(e));
         log_format = settings.log_format;
     }
     init_logging(log_format);
@@ -356,7 +453,7 @@ async fn run(command: Command) -> Result<i32> {
                 }
                 None => None,
             };
-            let mut c = cli::connect(&collector.collector).await?;
+            let mut c = collector.connect().await?;
             let a = cli::audit(&mut c, policy, &selector.to_string(), stale_after.into()).await?;
             match output {
                 AuditOutput::Table => print!("{}", audit_out::table_of(&a, UnixMs::now(), all)),
@@ -381,7 +478,7 @@ async fn run(command: Command) -> Result<i32> {
                     gpufleet_collector::compliance::fields::field_names()
                 );
             }
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let m = cli::versions(&mut c, &field, &selector.to_string()).await?;
             match client.output {
                 Output::Json => print_json(&m)?,
@@ -404,6 +501,9 @@ async fn run(command: Command) -> Result<i32> {
             config.alerts.webhooks.extend(alert_webhooks);
             config.alerts.check()?;
             let server = server::start(config).await?;
+            if let Some(tls) = server.auth.tls() {
+                tokio::spawn(reload_tls_on_sighup(tls.clone()));
+            }
             if let (Some(path), Some(p)) = (settings.policy, policy_file) {
                 tracing::info!("compliance: {}", p.describe());
                 server.evaluator.set_policy(Some(p));
@@ -423,7 +523,7 @@ async fn run(command: Command) -> Result<i32> {
             client,
         } => {
             let selector = gpufleet_model::Selector::parse(&selector)?;
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let changes = cli::changes(&mut c, None, Some(since), &selector.to_string()).await?;
             match client.output {
                 Output::Json => print_json(&changes)?,
@@ -439,7 +539,7 @@ async fn run(command: Command) -> Result<i32> {
             since,
             client,
         } => {
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let changes = cli::changes(&mut c, Some(&node), Some(since), "").await?;
             match client.output {
                 Output::Json => print_json(&changes)?,
@@ -455,7 +555,7 @@ async fn run(command: Command) -> Result<i32> {
             client,
             ..
         } => {
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let (delivered, answer) = cli::alerts::test_sink(&mut c, &sink).await?;
             match client.output {
                 Output::Json => print_json(&serde_json::json!({
@@ -472,7 +572,7 @@ async fn run(command: Command) -> Result<i32> {
             limit,
             client,
         } => {
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let now = UnixMs::now();
             if deliveries {
                 let d = cli::alerts::deliveries(&mut c, limit).await?;
@@ -490,7 +590,7 @@ async fn run(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Silence { action, client } => {
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let now = UnixMs::now();
             match action {
                 SilenceAction::Add {
@@ -536,8 +636,14 @@ async fn run(command: Command) -> Result<i32> {
         }
         Command::Nodes { selector, client } => {
             let selector = selector.unwrap_or_default();
-            let mut c = cli::connect(&client.collector).await?;
-            let nodes = cli::nodes(&mut c, &selector).await?;
+            let mut c = client.connect().await?;
+            let cli::NodeListing {
+                nodes,
+                security_warning,
+            } = cli::list_nodes(&mut c, &selector).await?;
+            if let Some(w) = security_warning {
+                eprintln!("warning: {w}");
+            }
             match client.output {
                 Output::Json => print_json(&nodes)?,
                 Output::Table if nodes.is_empty() && !selector.is_everything() => {
@@ -552,7 +658,7 @@ async fn run(command: Command) -> Result<i32> {
             client,
             ..
         } => {
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             cli::remove_node(&mut c, &name).await?;
             println!("node {name} removed");
             Ok(0)
@@ -560,7 +666,7 @@ async fn run(command: Command) -> Result<i32> {
         Command::Node { name, client, .. } => {
             let name =
                 name.context("name a node: `gpufleet node NAME` (or `gpufleet node rm NAME`)")?;
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let d = cli::node(&mut c, &name).await?;
             match client.output {
                 Output::Json => print_json(&d)?,
@@ -573,11 +679,68 @@ async fn run(command: Command) -> Result<i32> {
             since,
             client,
         } => {
-            let mut c = cli::connect(&client.collector).await?;
+            let mut c = client.connect().await?;
             let d = cli::diagnose(&mut c, node.as_deref(), since).await?;
             match client.output {
                 Output::Json => print_json(&d)?,
                 Output::Table => print!("{}", cli::render::diagnosis(&d)),
+            }
+            Ok(0)
+        }
+        Command::Token {
+            action,
+            config,
+            data_dir,
+            output,
+        } => {
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => {
+                    let file = ConfigFile::read_given_or_default(
+                        config.as_deref(),
+                        std::path::Path::new(collector_config::DEFAULT_PATH),
+                    )?;
+                    file.parse_as::<CollectorConfig>()?.data_dir
+                }
+            };
+            let mut store = cli::tokens::open(&data_dir)?;
+            match action {
+                TokenAction::Create {
+                    name,
+                    read_only,
+                    admin,
+                    replace,
+                } => {
+                    use gpufleet_collector::auth::tokens::Scope;
+                    let scope = match (read_only, admin) {
+                        (_, true) => Scope::Admin,
+                        (true, _) => Scope::Read,
+                        _ => Scope::Node,
+                    };
+                    let token = cli::tokens::create(&mut store, &name, scope, replace)?;
+                    match output {
+                        Output::Json => print_json(&serde_json::json!({
+                            "name": name, "scope": scope, "token": token
+                        }))?,
+                        Output::Table => println!("{token}"),
+                    }
+                    eprintln!(
+                        "{scope} token {name:?} stored (hashed) in {}; this is the only time it \
+                         is shown: put it in the client's --token-file (mode 0600)",
+                        store.path().display()
+                    );
+                }
+                TokenAction::List => {
+                    let list = store.list()?;
+                    match output {
+                        Output::Json => print_json(&list)?,
+                        Output::Table => print!("{}", cli::tokens::table_of(&list)),
+                    }
+                }
+                TokenAction::Revoke { name } => {
+                    store.revoke(&name)?;
+                    println!("token {name:?} revoked");
+                }
             }
             Ok(0)
         }
@@ -617,6 +780,25 @@ async fn reload_on_sighup(path: PathBuf, evaluator: Arc<gpufleet_collector::eval
                 evaluator.set_policy(Some(Arc::new(p)));
             }
             Err(e) => tracing::error!("{e}; keeping the policy in force"),
+        }
+    }
+}
+
+/// Re-reads the TLS certificate, key and client CA on every SIGHUP; new connections use them,
+/// open ones keep theirs. A bad file keeps the settings in force and says why.
+async fn reload_tls_on_sighup(tls: Arc<gpufleet_collector::auth::tls::ServerTls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: TLS certificates will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let files = tls.files().clone();
+        let t = tls.clone();
+        match tokio::task::spawn_blocking(move || t.reload()).await {
+            Ok(Ok(())) => tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded"),
+            Ok(Err(e)) => tracing::error!("{e}; keeping the TLS settings in force"),
+            Err(e) => tracing::error!("reloading TLS failed: {e}"),
         }
     }
 }

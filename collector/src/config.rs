@@ -27,6 +27,12 @@ pub const DEFAULT_WINDOW_SAMPLES: usize = 300;
 const EXAMPLES: &[(&str, &str)] = &[
     ("sample_interval", "sample_interval = \"1s\""),
     ("policy", "policy = \"/etc/gpufleet/policy.toml\""),
+    ("tls_cert", "tls_cert = \"/etc/gpufleet/tls/collector.pem\""),
+    ("tls_key", "tls_key = \"/etc/gpufleet/tls/collector.key\""),
+    (
+        "tls_client_ca",
+        "tls_client_ca = \"/etc/gpufleet/tls/ca.pem\"",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -77,6 +83,30 @@ pub struct CollectorConfig {
         default_value = "rack"
     )]
     pub fleet_group_labels: Vec<String>,
+    /// The collector's TLS certificate chain (PEM, leaf first); with `tls_key` agents and the
+    /// CLI connect with https:// (docs/security.md). Re-read on SIGHUP.
+    #[arg(long, env = "GPUFLEET_SERVE_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`. Re-read on SIGHUP.
+    #[arg(long, env = "GPUFLEET_SERVE_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign client certificates: every agent and CLI must present
+    /// one (mutual TLS), and an agent streams only as the node its certificate names (CN or a
+    /// DNS SAN). Needs `tls_cert`. Re-read on SIGHUP.
+    #[arg(long, env = "GPUFLEET_TLS_CLIENT_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require a bearer token (`gpufleet token create`) on every call but health checks: node
+    /// tokens stream as their node, read tokens query, admin tokens also change state.
+    #[arg(long, env = "GPUFLEET_AUTH_TOKENS")]
+    pub auth_tokens: bool,
+    /// Listen beyond loopback without client authentication (neither `tls_client_ca` nor
+    /// `auth_tokens`): anyone who reaches the port may stream as any node and read the
+    /// fleet. Without it such a collector refuses to start.
+    #[arg(long, env = "GPUFLEET_INSECURE")]
+    pub insecure: bool,
     /// `[alerts]`: sinks, routes, grouping and delivery (docs/alerts.md). File only; `gpufleet
     /// serve --alert-webhook URL` adds to `alerts.webhooks`.
     #[arg(skip)]
@@ -103,6 +133,11 @@ impl Default for CollectorConfig {
             fleet_min_share: DEFAULT_MIN_SHARE,
             fleet_min_nodes: DEFAULT_MIN_NODES,
             fleet_group_labels: vec!["rack".to_string()],
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_tokens: false,
+            insecure: false,
             alerts: Default::default(),
         }
     }
@@ -136,6 +171,27 @@ impl CollectorConfig {
         .expect("the collector's defaults serialize to TOML")
     }
 
+    /// Settings each fine alone but unusable together, named by key and flag.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err("tls_cert (--tls-cert) is set without tls_key (--tls-key)".into());
+            }
+            (None, Some(_)) => {
+                return Err("tls_key (--tls-key) is set without tls_cert (--tls-cert)".into());
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(
+                "tls_client_ca (--tls-client-ca) needs tls_cert and tls_key: client certificates \
+                 are only asked for over TLS"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// What [`crate::server::start`] needs.
     pub fn server_config(&self) -> ServerConfig {
         let mut config = ServerConfig::new(self.listen, self.data_dir.clone());
@@ -149,6 +205,18 @@ impl CollectorConfig {
         config.retention = self.retention;
         config.metrics_listen = self.metrics_listen.addr();
         config.alerts = self.alerts.clone();
+        config.auth = crate::auth::AuthConfig {
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::auth::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
+            tokens: self.auth_tokens,
+            insecure: self.insecure,
+        };
         config.engine.fleet_scope = FleetScopeConfig {
             min_share: self.fleet_min_share,
             min_nodes: self.fleet_min_nodes,

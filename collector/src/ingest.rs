@@ -19,6 +19,7 @@ use gpufleet_proto::v1::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Auth, Caller};
 use crate::fleet::Fleet;
 use crate::metrics::{IngestMetrics, Rejected};
 use crate::store::Write;
@@ -33,6 +34,8 @@ pub struct Ingest {
     /// agents reconnect (to this collector once it is back) instead of holding the shutdown.
     shutdown: watch::Receiver<bool>,
     metrics: IngestMetrics,
+    /// Binds each stream to its node (certificate or token); open unless [`Ingest::with_auth`].
+    auth: Arc<Auth>,
 }
 
 impl Ingest {
@@ -49,7 +52,14 @@ impl Ingest {
             sample_interval_ms,
             shutdown,
             metrics,
+            auth: Arc::new(Auth::open()),
         }
+    }
+
+    /// Checks every Hello against the caller's credentials (docs/security.md).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -90,6 +100,7 @@ impl Telemetry for Ingest {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             self.reject(
@@ -113,6 +124,8 @@ impl Telemetry for Ingest {
         })?;
         let node = hello.node.hostname.clone();
         let session = hello.session_id.clone();
+        // Before the node is claimed: a node's certificate or token streams as that node only.
+        let binding = self.auth.bind_stream(caller.as_ref(), &node)?;
         // Before anything is stored: a second agent must not overwrite a live node.
         let stream = self
             .fleet
@@ -158,6 +171,7 @@ impl Telemetry for Ingest {
                     _ = shutdown.wait_for(|stop| *stop) => {
                         Err(Status::unavailable("the collector is shutting down; reconnect later"))
                     }
+                    status = binding.revoked() => Err(status),
                 };
                 if let Err(status) = end {
                     tracing::warn!(%node, "closing stream: {}", status.message());

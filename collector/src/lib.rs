@@ -4,10 +4,12 @@
 //! Data flow: agents stream to [`ingest`], which validates at the wire boundary, commits to the
 //! [`store`] through the group-commit [`store::writer`], then acks and updates [`fleet`] state.
 //! [`query`] answers the CLI from fleet state and [`diagnose`], whose rules are pure; the
-//! [`evaluator`] stores finding transitions, which [`alerting`] routes to on-call.
+//! [`evaluator`] stores finding transitions, which [`alerting`] routes to on-call. [`auth`]
+//! decides who may stream and query (TLS, mutual TLS, tokens).
 
 pub mod alerting;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod compliance;
 pub mod config;

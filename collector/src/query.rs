@@ -34,6 +34,8 @@ pub struct QueryService {
     evaluator: Arc<Evaluator>,
     store: Arc<dyn Store>,
     alerting: Option<Arc<Alerting>>,
+    /// What `ListNodes` tells the CLI about an exposed collector (docs/security.md).
+    security_warning: Option<String>,
 }
 
 impl QueryService {
@@ -43,7 +45,15 @@ impl QueryService {
             evaluator,
             store,
             alerting: None,
+            security_warning: None,
         }
+    }
+
+    /// Sent with every node list (`serve --insecure` on a reachable address, tokens in clear
+    /// text), so `gpufleet nodes` shows it.
+    pub fn with_security_warning(mut self, warning: Option<String>) -> Self {
+        self.security_warning = warning;
+        self
     }
 
     /// Answers the alerting RPCs from `alerting` (its sinks; silences and deliveries are in
@@ -178,7 +188,10 @@ impl Query for QueryService {
                 .map(|n| api::summarize(n, &eval.firing).into())
                 .collect()
         });
-        Ok(Response::new(pb::ListNodesResponse { nodes }))
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes,
+            security_warning: self.security_warning.clone().unwrap_or_default(),
+        }))
     }
 
     async fn get_node(

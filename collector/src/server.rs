@@ -12,6 +12,7 @@ use gpufleet_proto::v1::{query_server::QueryServer, telemetry_server::TelemetryS
 use tokio::sync::oneshot;
 
 use crate::alerting::Alerting;
+use crate::auth::{Auth, AuthConfig, Exposure, layer::AuthLayer};
 use crate::diagnose::EngineConfig;
 use crate::evaluator::Evaluator;
 use crate::fleet::{Fleet, Window};
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     /// Where `/metrics` is served (`None`: nowhere). `gpufleet serve` defaults to
     /// [`crate::config::DEFAULT_METRICS_LISTEN`]; the library leaves it off.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS, client certificates, tokens, `--insecure` (docs/security.md). Default: none,
+    /// which [`start`] allows on loopback only.
+    pub auth: AuthConfig,
 }
 
 impl ServerConfig {
@@ -57,6 +61,7 @@ impl ServerConfig {
             retention: std::time::Duration::from_secs(7 * 24 * 3600),
             alerts: Default::default(),
             metrics_listen: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -71,6 +76,9 @@ pub struct RunningServer {
     pub metrics: Arc<Metrics>,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// Who may stream and query; its TLS settings reload with [`Auth::tls`].
+    pub auth: Arc<Auth>,
+    auth_refresh: Option<tokio::task::JoinHandle<()>>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     metrics_shutdown: Option<oneshot::Sender<()>>,
     evaluating: tokio::task::JoinHandle<()>,
@@ -83,7 +91,12 @@ pub struct RunningServer {
 
 impl RunningServer {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.auth.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Ends every agent stream, stops accepting connections and waits (at most a few seconds)
@@ -91,6 +104,14 @@ impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.evaluating.abort();
         self.pruning.abort();
+        if let Some(t) = &self.auth_refresh {
+            t.abort();
+        }
+        if let Some(tokens) = self.auth.tokens().cloned() {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || tokens.flush_usage()).await {
+                tracing::warn!("tokens' last use not recorded: {e}");
+            }
+        }
         // What the dispatcher had not finished is in the outbox; the next start resumes it.
         self.dispatching.abort();
         let _ = self.streams_shutdown.send(true);
@@ -130,6 +151,15 @@ fn spawn_retention(writer: Writer, retention: std::time::Duration) -> tokio::tas
 
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     use anyhow::Context;
+    // Before anything is created: an exposed collector without client authentication is a
+    // configuration error, not something to find out later.
+    if let Exposure::Warn(w) = config
+        .auth
+        .exposure(config.listen)
+        .map_err(anyhow::Error::msg)?
+    {
+        tracing::warn!("{w}");
+    }
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data directory {} (pass --data-dir DIR to use another)",
@@ -137,6 +167,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         )
     })?;
     let db = config.data_dir.join("gpufleet.db");
+    let token_db = db.clone();
     let store: Arc<dyn Store> =
         Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??);
     let fleet = Arc::new(Fleet::new(config.window));
@@ -152,6 +183,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let evaluator = Arc::new(Evaluator::new(fleet.clone(), config.engine));
     let metrics = Arc::new(Metrics::new(fleet.clone(), evaluator.clone()));
+    let auth_metrics = crate::metrics::auth::AuthMetrics::default();
+    auth_metrics.register(&metrics);
+    let auth_config = config.auth.clone();
+    let listen = config.listen;
+    let auth = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            Auth::load(&auth_config, listen, token_db, auth_metrics)
+        })
+        .await??,
+    );
+    let auth_refresh = auth.tokens().map(|t| t.clone().spawn_refresh());
     // Bound before anything starts, so a taken port fails the start with a clear error.
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(crate::metrics::http::bind(addr).await?),
@@ -201,32 +243,45 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let reflection_alpha = reflection_builder().build_v1alpha()?;
 
     let (streams_shutdown, streams_stop) = tokio::sync::watch::channel(false);
-    let telemetry = TelemetryServer::new(Ingest::new(
-        fleet.clone(),
-        writer,
-        config.sample_interval_ms,
-        streams_stop,
-        metrics.ingest.clone(),
-    ))
+    let telemetry = TelemetryServer::new(
+        Ingest::new(
+            fleet.clone(),
+            writer,
+            config.sample_interval_ms,
+            streams_stop,
+            metrics.ingest.clone(),
+        )
+        .with_auth(auth.clone()),
+    )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let query = QueryServer::new(
         QueryService::new(fleet.clone(), evaluator.clone(), store.clone())
-            .with_alerting(alerting.clone()),
+            .with_alerting(alerting.clone())
+            .with_security_warning(auth.warning().map(str::to_string)),
     );
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(reflection_alpha)
-            .add_service(telemetry)
-            .add_service(query)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = rx.await;
-            }),
-    );
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // Every call passes the authentication layer first (open when none is configured).
+        .layer(AuthLayer::new(auth.clone()))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(telemetry)
+        .add_service(query);
+    let stopped = async {
+        let _ = rx.await;
+    };
+    let task = match auth.tls() {
+        Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
+            crate::auth::tls::incoming(listener, tls.clone(), auth.refusals().clone()),
+            stopped,
+        )),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stopped,
+        )),
+    };
     for (name, kind) in alerting.sinks() {
         tracing::info!(sink = %name, kind, "alert sink");
     }
@@ -242,7 +297,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         }
         None => (None, None, None),
     };
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), nodes = fleet.len(), "gpufleet collector listening");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), nodes = fleet.len(), auth = %auth.describe(), "gpufleet collector listening");
     Ok(RunningServer {
         addr,
         fleet,
@@ -251,6 +306,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         alerting,
         metrics,
         metrics_addr,
+        auth,
+        auth_refresh,
         metrics_task,
         metrics_shutdown,
         evaluating,

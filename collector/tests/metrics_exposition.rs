@@ -144,6 +144,8 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
     metrics.register_collector(Box::new(gpufleet_collector::metrics::alerts::AlertSeries(
         alerting,
     )));
+    // Authentication registers its refusal counters as `gpufleet serve` does.
+    gpufleet_collector::metrics::auth::AuthMetrics::default().register(&metrics);
 
     fleet.on_hello(&hello("gpu-node-01", 2), T0);
     let node2 = hello("gpu-node-02", 1);

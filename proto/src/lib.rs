@@ -3,7 +3,10 @@
 //! documented field by field; this crate only re-exports the code generated from them.
 //!
 //! Generated types stay at the wire boundary: agent and collector convert them to the domain
-//! types of `gpufleet-model` once, with validation.
+//! types of `gpufleet-model` once, with validation. [`client`] is how both clients (agent and
+//! CLI) reach a collector: address, TLS and bearer token.
+
+pub mod client;
 
 /// Protocol major version this build speaks (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: build and locate the workspace's binaries and the fake NVML
 //! library, start them as real processes on loopback, and wait for conditions with a deadline.
 
+pub mod pki;
 pub mod receiver;
 
 pub use gpufleet_harness::agents::spawn_simulated_agent;
@@ -26,6 +27,31 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// `cargo` as the tests call it: without the variables cargo sets for a test process
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …). Build scripts that watch them (ring's does)
+/// would otherwise rerun here and again in the next `cargo test`, rebuilding everything above
+/// them twice per run.
+fn cargo() -> Command {
+    const SET_FOR_TESTS: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_") || SET_FOR_TESTS.contains(&k.as_ref()) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// Builds `gpufleet` and `gpufleet-agent` once per test process (cargo does nothing when they
 /// are fresh) and returns the directory holding them.
 pub fn binaries() -> &'static Path {
@@ -33,8 +59,7 @@ pub fn binaries() -> &'static Path {
     BUILT.get_or_init(|| {
         let dir = target_dir();
         let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = cargo();
         cmd.args([
             "build",
             "-q",
@@ -60,8 +85,7 @@ pub fn fake_nvml_lib() -> &'static Path {
     LIB.get_or_init(|| {
         let dir = target_dir();
         let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = cargo();
         cmd.args(["build", "-q", "-p", "fake-nvml"])
             .current_dir(repo_root());
         if profile == "release" {

@@ -3,16 +3,15 @@
 
 use anyhow::{Context, Result};
 use gpufleet_model::UnixMs;
-use gpufleet_proto::v1::{self as pb, query_client::QueryClient};
-use tonic::transport::Channel;
+use gpufleet_proto::v1 as pb;
 
 use super::render::table;
-use super::status;
+use super::{Client, status};
 use crate::alerting::outbox::Delivery;
 use crate::alerting::silence::Silence;
 use crate::api::AlertList;
 
-pub async fn list(c: &mut QueryClient<Channel>) -> Result<AlertList> {
+pub async fn list(c: &mut Client) -> Result<AlertList> {
     let r = c
         .list_alerts(pb::ListAlertsRequest {})
         .await
@@ -20,7 +19,7 @@ pub async fn list(c: &mut QueryClient<Channel>) -> Result<AlertList> {
     Ok(r.into_inner().into())
 }
 
-pub async fn deliveries(c: &mut QueryClient<Channel>, limit: u32) -> Result<Vec<Delivery>> {
+pub async fn deliveries(c: &mut Client, limit: u32) -> Result<Vec<Delivery>> {
     let r = c
         .list_deliveries(pb::ListDeliveriesRequest { limit })
         .await
@@ -41,7 +40,7 @@ pub struct SilenceRequest {
     pub comment: String,
 }
 
-pub async fn add_silence(c: &mut QueryClient<Channel>, s: SilenceRequest) -> Result<Silence> {
+pub async fn add_silence(c: &mut Client, s: SilenceRequest) -> Result<Silence> {
     let r = c
         .add_silence(pb::AddSilenceRequest {
             node: s.node,
@@ -58,7 +57,7 @@ pub async fn add_silence(c: &mut QueryClient<Channel>, s: SilenceRequest) -> Res
         .context("the collector answered without the silence")
 }
 
-pub async fn silences(c: &mut QueryClient<Channel>, include_expired: bool) -> Result<Vec<Silence>> {
+pub async fn silences(c: &mut Client, include_expired: bool) -> Result<Vec<Silence>> {
     let r = c
         .list_silences(pb::ListSilencesRequest { include_expired })
         .await
@@ -70,7 +69,7 @@ pub async fn silences(c: &mut QueryClient<Channel>, include_expired: bool) -> Re
         .collect())
 }
 
-pub async fn remove_silence(c: &mut QueryClient<Channel>, id: i64) -> Result<()> {
+pub async fn remove_silence(c: &mut Client, id: i64) -> Result<()> {
     c.remove_silence(pb::RemoveSilenceRequest { id })
         .await
         .map_err(status)?;
@@ -78,7 +77,7 @@ pub async fn remove_silence(c: &mut QueryClient<Channel>, id: i64) -> Result<()>
 }
 
 /// The receiver's answer to a test notification: (delivered, answer).
-pub async fn test_sink(c: &mut QueryClient<Channel>, sink: &str) -> Result<(bool, String)> {
+pub async fn test_sink(c: &mut Client, sink: &str) -> Result<(bool, String)> {
     let r = c
         .test_alert_sink(pb::TestAlertSinkRequest {
             sink: sink.to_string(),

@@ -11,6 +11,7 @@
 //! the [`Metrics`] is built first in `server::start` and handed to them.
 
 pub mod alerts;
+pub mod auth;
 pub mod compliance;
 pub mod findings;
 pub mod gpus;

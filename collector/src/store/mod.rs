@@ -7,6 +7,7 @@ use gpufleet_model::{Event, FindingRecord, Inventory, Labels, NodeIdentity, Samp
 mod alerts;
 pub mod chunk;
 pub mod sqlite;
+pub mod tokens;
 pub mod writer;
 
 #[derive(Debug, thiserror::Error)]

@@ -156,7 +156,8 @@ CREATE TABLE IF NOT EXISTS findings (
 CREATE INDEX IF NOT EXISTS findings_open ON findings(node, rule_id, gpu_index, resolved_at_ms);
 CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms);
 ",
-    alert_tables!()
+    alert_tables!(),
+    super::tokens::token_tables!()
 );
 
 /// The steps that bring a file made by an older gpufleet up to [`SCHEMA`]: `MIGRATIONS[i]`
@@ -167,7 +168,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nodes ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';",
     // 2 → 3: the alerting outbox.
     alert_tables!(),
-    // 3 → 4: samples in compressed chunks (`sample_head` until compacted, `sample_chunks`,
+    // 3 → 4: hashed bearer tokens (`gpufleet token`, docs/security.md).
+    super::tokens::token_tables!(),
+    // 4 → 5: samples in compressed chunks (`sample_head` until compacted, `sample_chunks`,
     // both new tables; rows of the old `samples` table are still read and pruned), and when a
     // node was last heard kept with its session instead of rewriting the node's row per batch.
     "ALTER TABLE sessions ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;",
@@ -194,19 +197,11 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let conn = open_connection(path)?;
+        let head = head_counts(&conn).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
-        };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        migrate(&mut conn, path)?;
-        let head = head_counts(&conn).map_err(open_err)?;
+        })?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             head: Mutex::new(head),
@@ -222,6 +217,25 @@ impl SqliteStore {
         // roll back), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A connection to the file at `path` (created if missing) in WAL mode with `synchronous=FULL`,
+/// the schema brought to [`SCHEMA_VERSION`]. The store's own, and that of the token table
+/// (`store/tokens.rs`), which `gpufleet token` opens beside a running collector.
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
 }
 
 /// Brings the file at `path` to [`SCHEMA_VERSION`] in one transaction (all or nothing): a new
