@@ -9,6 +9,7 @@ use gpufleet_model::{Event, GpuSample, HostInfo, HostSample, UnixMs};
 
 pub use gpufleet_model::GpuInventory;
 
+pub mod cadence;
 pub mod host;
 pub mod nvml;
 pub mod simulated;
@@ -34,6 +35,9 @@ pub trait GpuSource: Send {
     fn inventory_changed(&mut self, _now: UnixMs) -> bool {
         false
     }
+    /// How often counters and slow fields are read ([`cadence`]); between reads a sample
+    /// repeats their last values.
+    fn set_cadence(&mut self, cadence: cadence::Cadence);
 }
 
 /// The host side of a GPU server (the SCORN list: storage, CPUs, OS, RAM, NICs).

@@ -15,6 +15,7 @@
 //! - `events`: NVML's event set (Xid, ECC, ...) merged with `/dev/kmsg`.
 
 mod events;
+mod gpm;
 mod inventory;
 pub mod kmsg;
 mod sample;
@@ -30,6 +31,7 @@ use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::nvmlDevice_t;
 
+use super::cadence::{Cadence, Held};
 use super::{GpuInventory, GpuSource, SourceError};
 use kmsg::{DEV_KMSG, GpuByPci, KmsgReader};
 
@@ -39,18 +41,13 @@ const DEFAULT_LIB: &str = "libnvidia-ml.so.1";
 /// An NVML call slower than this is logged (once per GPU and field).
 const SLOW_CALL: Duration = Duration::from_millis(250);
 
-/// Readings that are slow and change rarely or only need a coarse rate are taken on every
-/// this-many samples, and the last reading is reported in between: PCIe throughput (the driver
-/// samples a ~20 ms window per direction) and applications clocks (a setting; ~1 ms each on an
-/// H100).
-const SLOW_EVERY: u64 = 10;
-
 pub struct NvmlSource {
     gpus: Vec<GpuSlot>,
     events: Option<events::EventWatch>,
     kmsg: Option<KmsgReader>,
     dedup: events::XidDedup,
-    samples_taken: u64,
+    /// Which fields are read every sample and which every `slow_interval` ([`super::cadence`]).
+    cadence: Cadence,
     proc_root: PathBuf,
     /// Declared last: the handles above belong to this NVML session.
     nvml: Nvml,
@@ -69,16 +66,10 @@ struct GpuSlot {
     unsupported: HashSet<Key>,
     /// Fields whose failure or slowness was already logged.
     logged: HashSet<Key>,
-    /// Last readings taken every [`SLOW_EVERY`] samples.
-    slow: SlowReadings,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct SlowReadings {
-    pcie_tx_kbps: Option<u32>,
-    pcie_rx_kbps: Option<u32>,
-    sm_clock_applications_mhz: Option<u32>,
-    memory_clock_applications_mhz: Option<u32>,
+    /// The slow fields as last read, repeated until they are due again.
+    held: Held,
+    /// GPM sample handles kept between reads.
+    gpm: gpm::GpmState,
 }
 
 /// A field of one GPU: its name and, for per-link fields, the link.
@@ -125,7 +116,7 @@ impl NvmlSource {
             events,
             kmsg,
             dedup: events::XidDedup::default(),
-            samples_taken: 0,
+            cadence: Cadence::default(),
             proc_root: PathBuf::from("/proc"),
             nvml,
         })
@@ -156,6 +147,9 @@ impl Drop for NvmlSource {
         if let Some(watch) = self.events.take() {
             watch.free(&self.nvml);
         }
+        for slot in &mut self.gpus {
+            slot.gpm.free(&self.nvml);
+        }
     }
 }
 
@@ -174,12 +168,10 @@ impl GpuSource for NvmlSource {
         Ok(GpuInventory { driver, gpus })
     }
 
-    fn sample(&mut self, _now: UnixMs) -> Vec<GpuSample> {
-        let read_slow = self.samples_taken % SLOW_EVERY == 0;
-        self.samples_taken += 1;
+    fn sample(&mut self, now: UnixMs) -> Vec<GpuSample> {
         self.gpus
             .iter_mut()
-            .map(|slot| sample::read_gpu(&self.nvml, slot, read_slow, &self.proc_root))
+            .map(|slot| sample::read_gpu(&self.nvml, slot, now, self.cadence, &self.proc_root))
             .collect()
     }
 
@@ -195,6 +187,10 @@ impl GpuSource for NvmlSource {
             out.extend(watch.poll(&self.nvml, &self.gpus, now));
         }
         self.dedup.filter(out, now)
+    }
+
+    fn set_cadence(&mut self, cadence: Cadence) {
+        self.cadence = cadence;
     }
 }
 
@@ -236,7 +232,8 @@ impl GpuSlot {
             last_info: None,
             unsupported: HashSet::new(),
             logged: HashSet::new(),
-            slow: SlowReadings::default(),
+            held: Held::default(),
+            gpm: gpm::GpmState::default(),
         }
     }
 
