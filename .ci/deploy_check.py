@@ -177,14 +177,15 @@ def selftest():
 # The contract: keys are the flags with `-` written `_`.
 AGENT_KEYS = {
     "collector", "node_name", "labels", "interval", "state_dir", "metrics_listen",
-    "log_format", "buffer_samples", "saturation_hold", "nvml_lib",
+    "log_format", "buffer_samples", "saturation_hold", "nvml_lib", "slow_interval",
+    "inventory_interval",
 }
 COLLECTOR_KEYS = {
     "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",
     "sample_interval", "window_samples", "alerts",
     "fleet_min_share", "fleet_min_nodes", "fleet_group_labels",
 }
-DURATION_KEYS = {"interval", "retention", "sample_interval"}
+DURATION_KEYS = {"interval", "retention", "sample_interval", "slow_interval", "inventory_interval"}
 DURATION = re.compile(r"^(\d+(ns|us|ms|s|m|h|d|w)\s*)+$")
 
 
