@@ -89,6 +89,11 @@ impl NodeAgent {
         self.gpu.set_cadence(cadence);
     }
 
+    /// Time the GPU source spent inside NVML so far (see [`GpuSource::read_time`]).
+    pub fn gpu_read_time(&self) -> std::time::Duration {
+        self.gpu.read_time()
+    }
+
     pub fn set_inventory_interval_ms(&mut self, ms: u64) {
         self.inventory_interval_ms = ms.max(1_000);
     }

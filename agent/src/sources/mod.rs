@@ -38,6 +38,11 @@ pub trait GpuSource: Send {
     /// How often counters and slow fields are read ([`cadence`]); between reads a sample
     /// repeats their last values.
     fn set_cadence(&mut self, cadence: cadence::Cadence);
+    /// Time spent inside the backend's own calls (NVML) since the source opened: the part of
+    /// the agent's cost that is the driver's, not the agent's. Zero for the simulator.
+    fn read_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// The host side of a GPU server (the SCORN list: storage, CPUs, OS, RAM, NICs).

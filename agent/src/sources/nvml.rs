@@ -70,6 +70,8 @@ struct GpuSlot {
     held: Held,
     /// GPM sample handles kept between reads.
     gpm: gpm::GpmState,
+    /// Time spent in NVML calls for this GPU so far.
+    nvml_time: Duration,
 }
 
 /// A field of one GPU: its name and, for per-link fields, the link.
@@ -192,6 +194,10 @@ impl GpuSource for NvmlSource {
     fn set_cadence(&mut self, cadence: Cadence) {
         self.cadence = cadence;
     }
+
+    fn read_time(&self) -> Duration {
+        self.gpus.iter().map(|g| g.nvml_time).sum()
+    }
 }
 
 /// Maps a failed `nvmlInit` to what the user should do about it.
@@ -234,6 +240,7 @@ impl GpuSlot {
             logged: HashSet::new(),
             held: Held::default(),
             gpm: gpm::GpmState::default(),
+            nvml_time: Duration::ZERO,
         }
     }
 
@@ -330,6 +337,7 @@ impl<'n, 's> Reader<'n, 's> {
         let started = Instant::now();
         let result = f(&self.device);
         let took = started.elapsed();
+        self.slot.nvml_time += took;
         if took > SLOW_CALL && self.slot.logged.insert(key) {
             tracing::warn!(
                 gpu = self.slot.index,
