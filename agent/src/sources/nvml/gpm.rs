@@ -74,7 +74,17 @@ pub(super) struct GpmState {
     spare: Option<RawGpmSample>,
     /// `nvmlGpmQueryDeviceSupport` answered (`Some(false)`: never asked again).
     supported: Option<bool>,
+    /// The `nvmlGpmMetricsGet` request (8 KiB, room for every metric NVML knows), allocated
+    /// and zeroed once: zeroing it per read was the agent's largest memset.
+    request: Option<Request>,
 }
+
+/// [`nvmlGpmMetricsGet_t`] on the heap; its pointers are the sample handles (see
+/// [`RawGpmSample`]) and the static metric names NVML fills in.
+pub(super) struct Request(Box<nvmlGpmMetricsGet_t>);
+
+// SAFETY: as for `RawGpmSample`: used by one thread at a time.
+unsafe impl Send for Request {}
 
 impl GpmState {
     /// Frees the sample handles (at shutdown, before NVML goes).
@@ -113,7 +123,13 @@ pub(super) fn read(r: &mut Reader, s: &mut GpuSample) {
     let prev = r.slot.gpm.prev.replace(cur);
     r.slot.gpm.spare = prev;
     let Some(prev) = prev else { return };
-    let Some(values) = r.read("gpm_metrics", |d| metrics(d.nvml(), prev, cur)) else {
+    let mut req = r.slot.gpm.request.take().unwrap_or_else(|| {
+        // SAFETY: plain C data (integers, doubles, null pointers) for which all-zero is valid.
+        Request(Box::new(unsafe { std::mem::zeroed() }))
+    });
+    let values = r.read("gpm_metrics", |d| metrics(d.nvml(), &mut req.0, prev, cur));
+    r.slot.gpm.request = Some(req);
+    let Some(values) = values else {
         return;
     };
     let pct = |i: usize| values[i].map(|v| v as f32);
@@ -159,6 +175,7 @@ fn sample_into(d: &nvml_wrapper::Device, h: RawGpmSample) -> Result<(), NvmlErro
 /// [`METRICS`] between `prev` and `cur`; a metric NVML refuses on its own is `None`.
 fn metrics(
     nvml: &Nvml,
+    req: &mut nvmlGpmMetricsGet_t,
     prev: RawGpmSample,
     cur: RawGpmSample,
 ) -> Result<[Option<f64>; METRICS.len()], NvmlError> {
@@ -167,18 +184,18 @@ fn metrics(
         .nvmlGpmMetricsGet
         .as_ref()
         .map_err(|e| NvmlError::FailedToLoadSymbol(e.to_string()))?;
-    // SAFETY: plain C data (integers, doubles, null pointers) for which all-zero is valid.
-    let mut req: nvmlGpmMetricsGet_t = unsafe { std::mem::zeroed() };
     req.version = NVML_GPM_METRICS_GET_VERSION;
     req.numMetrics = METRICS.len() as u32;
     req.sample1 = prev.0;
     req.sample2 = cur.0;
     for (slot, id) in req.metrics.iter_mut().zip(METRICS) {
         slot.metricId = id;
+        slot.nvmlReturn = nvmlReturn_enum_NVML_SUCCESS;
+        slot.value = 0.0;
     }
     // SAFETY: `req` is initialised as nvml.h asks; both samples are live handles of this
     // library, filled by `nvmlGpmSampleGet`.
-    nvml_try(unsafe { sym(&mut req) })?;
+    nvml_try(unsafe { sym(req) })?;
     Ok(std::array::from_fn(|i| {
         let m = &req.metrics[i];
         (m.nvmlReturn == nvmlReturn_enum_NVML_SUCCESS && m.value.is_finite()).then_some(m.value)
