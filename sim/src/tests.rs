@@ -924,24 +924,6 @@ fn every_scenario_file_parses() {
 }
 
 /// Prints what sampling one 8-GPU node and its host costs (no assertion: timings vary).
-#[test]
-fn sampling_cost() {
-    let s = scenario(
-        "name = \"p\"\n[[fault]]\nkind = \"thermal_throttle\"\ngpu = 3\nstart = \"10s\"\n",
-    );
-    for (label, sc) in [("healthy", None), ("one thermal fault", Some(s))] {
-        let (gpus, host) = node("h100", sc);
-        let n = 2_000;
-        let began = std::time::Instant::now();
-        for t in 0..n {
-            std::hint::black_box(gpus.sample(at(t)));
-            std::hint::black_box(host.sample(at(t)));
-        }
-        let per = began.elapsed() / n as u32;
-        println!("sampling one 8-GPU H100 node + host ({label}): {per:?} per sample");
-    }
-}
-
 /// The whole 1,000 × 8 fleet over a virtual hour, every second (run with `--release --ignored`).
 #[test]
 #[ignore = "slow: 1,000 nodes × 3,600 samples"]
