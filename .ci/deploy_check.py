@@ -177,8 +177,8 @@ def selftest():
 # The contract: keys are the flags with `-` written `_`.
 AGENT_KEYS = {
     "collector", "node_name", "labels", "interval", "state_dir", "metrics_listen",
-    "log_format", "buffer_samples", "saturation_hold", "nvml_lib",
-    "tls_ca", "tls_cert", "tls_key", "token_file",
+    "log_format", "buffer_samples", "saturation_hold", "nvml_lib", "slow_interval",
+    "inventory_interval", "tls_ca", "tls_cert", "tls_key", "token_file",
 }
 COLLECTOR_KEYS = {
     "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",
@@ -186,7 +186,7 @@ COLLECTOR_KEYS = {
     "fleet_min_share", "fleet_min_nodes", "fleet_group_labels",
     "tls_cert", "tls_key", "tls_client_ca", "auth_tokens", "insecure",
 }
-DURATION_KEYS = {"interval", "retention", "sample_interval"}
+DURATION_KEYS = {"interval", "retention", "sample_interval", "slow_interval", "inventory_interval"}
 DURATION = re.compile(r"^(\d+(ns|us|ms|s|m|h|d|w)\s*)+$")
 
 

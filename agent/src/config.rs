@@ -35,6 +35,10 @@ pub struct AgentConfig {
     pub collector: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub slow_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub inventory_interval: Duration,
     pub buffer_samples: usize,
     pub saturation_hold: u32,
     pub metrics_listen: Listen,
@@ -66,6 +70,8 @@ impl Default for AgentConfig {
             state_dir: None,
             collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
             interval: crate::DEFAULT_SAMPLE_INTERVAL,
+            slow_interval: crate::sources::cadence::DEFAULT_SLOW_INTERVAL,
+            inventory_interval: crate::sampler::DEFAULT_INVENTORY_INTERVAL,
             buffer_samples: DEFAULT_BUFFER_SAMPLES,
             saturation_hold: crate::detect::DEFAULT_SATURATION_HOLD,
             metrics_listen: Listen::Off,
@@ -91,6 +97,12 @@ impl AgentConfig {
             return Err(format!(
                 "interval {:?} is too short (`interval` / --interval): the agent samples at most every {:?}",
                 self.interval, MIN_SAMPLE_INTERVAL
+            ));
+        }
+        if self.inventory_interval < Duration::from_secs(1) {
+            return Err(format!(
+                "inventory_interval {:?} is too short (`inventory_interval` / --inventory-interval): at least 1s",
+                self.inventory_interval
             ));
         }
         if self.buffer_samples == 0 {

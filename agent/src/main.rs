@@ -11,6 +11,7 @@ use gpufleet_agent::detect::{self, Detector, saturation::Thresholds};
 use gpufleet_agent::exposition::{self, NodeExposition};
 use gpufleet_agent::probe::{self, ProbeReport};
 use gpufleet_agent::sampler::NodeAgent;
+use gpufleet_agent::sources::cadence;
 use gpufleet_agent::sources::simulated::{self, Scenario};
 use gpufleet_agent::uplink::UplinkConfig;
 use gpufleet_agent::{GpuBackend, identity, start_node};
@@ -152,6 +153,17 @@ struct RunArgs {
     #[arg(long, env = "GPUFLEET_INTERVAL", default_value_t = gpufleet_agent::DEFAULT_SAMPLE_INTERVAL.into())]
     #[serde(serialize_with = "as_display")]
     interval: humantime::Duration,
+    /// Time between reads of counters and slow fields (energy, violations, ECC, row
+    /// remapping, PCIe replays and throughput, NVLink, processes); samples in between repeat
+    /// their last values.
+    #[arg(long, env = "GPUFLEET_SLOW_INTERVAL", default_value_t = cadence::DEFAULT_SLOW_INTERVAL.into())]
+    #[serde(serialize_with = "as_display")]
+    slow_interval: humantime::Duration,
+    /// Time between full inventory reads (also read at once when a GPU or mode changes; the
+    /// collector may change it).
+    #[arg(long, default_value_t = gpufleet_agent::sampler::DEFAULT_INVENTORY_INTERVAL.into())]
+    #[serde(serialize_with = "as_display")]
+    inventory_interval: humantime::Duration,
     /// Samples kept while the collector is unreachable.
     #[arg(long, default_value_t = agent_config::DEFAULT_BUFFER_SAMPLES)]
     buffer_samples: usize,
@@ -362,7 +374,11 @@ fn build_agent(a: &AgentConfig, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_mo
 }
 
 fn run(a: AgentConfig) -> Result<()> {
-    let (agent, events) = build_agent(&a, a.saturation_hold)?;
+    let (mut agent, events) = build_agent(&a, a.saturation_hold)?;
+    agent.set_cadence(cadence::Cadence {
+        slow_interval: a.slow_interval,
+    });
+    agent.set_inventory_interval_ms(a.inventory_interval.as_millis() as u64);
     tracing::info!(
         node = %agent.identity().hostname,
         gpus = agent.inventory().gpus.len(),

@@ -11,6 +11,9 @@ use crate::sources::{GpuSource, HostSource, SourceError};
 
 /// Default period between full inventory reads (also read on change).
 pub const INVENTORY_INTERVAL_MS: u64 = 60_000;
+/// [`INVENTORY_INTERVAL_MS`] as the `inventory_interval` key's default.
+pub const DEFAULT_INVENTORY_INTERVAL: std::time::Duration =
+    std::time::Duration::from_millis(INVENTORY_INTERVAL_MS);
 
 pub struct NodeAgent {
     identity: NodeIdentity,
@@ -79,6 +82,16 @@ impl NodeAgent {
 
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    /// How often the GPU source reads counters and slow fields.
+    pub fn set_cadence(&mut self, cadence: crate::sources::cadence::Cadence) {
+        self.gpu.set_cadence(cadence);
+    }
+
+    /// Time the GPU source spent inside NVML so far (see [`GpuSource::read_time`]).
+    pub fn gpu_read_time(&self) -> std::time::Duration {
+        self.gpu.read_time()
     }
 
     pub fn set_inventory_interval_ms(&mut self, ms: u64) {

@@ -488,6 +488,21 @@ def node_detail(d):
     )
     d.add(
         timeseries(
+            "SM and tensor core activity (GPM)",
+            [
+                (f"DCGM_FI_PROF_SM_ACTIVE{{{GPU}}}", per_gpu + " SM"),
+                (f"DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{{{GPU}}}", per_gpu + " tensor"),
+            ],
+            unit="percentunit",
+            description="NVML GPM profiling (Hopper and later; empty on older GPUs). A busy GPU "
+            "with idle tensor cores runs its math on the FP32 pipes: a workload hint "
+            "(gpu.tensor_cores_idle).",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
             "PCIe replays",
             [(f"rate(DCGM_FI_DEV_PCIE_REPLAY_COUNTER{{{GPU}}}[$__rate_interval])", per_gpu)],
             unit="ops",

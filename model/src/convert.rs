@@ -519,6 +519,9 @@ mod tests {
             temperature_gpu_celsius: Some(0),
             power_usage_milliwatts: Some(350_000),
             clock_event_reasons: Some(0x40),
+            gpm_tensor_active_percent: Some(0.0),
+            gpm_sm_active_percent: Some(87.5),
+            gpm_nvlink_rx_bytes_per_second: Some(120_000_000_000),
             nvlinks: vec![NvLinkSample {
                 link: 1,
                 active: Some(false),

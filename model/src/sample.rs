@@ -71,6 +71,19 @@ pub struct GpuSample {
     pub remapped_rows_pending: Option<bool>,
     pub remapped_rows_failure: Option<bool>,
     pub performance_state: Option<u32>,
+    /// GPM profiling readings over the last interval (Hopper and later; see `sample.proto`).
+    pub gpm_graphics_active_percent: Option<f32>,
+    pub gpm_sm_active_percent: Option<f32>,
+    pub gpm_sm_occupancy_percent: Option<f32>,
+    pub gpm_tensor_active_percent: Option<f32>,
+    pub gpm_dram_active_percent: Option<f32>,
+    pub gpm_fp64_active_percent: Option<f32>,
+    pub gpm_fp32_active_percent: Option<f32>,
+    pub gpm_fp16_active_percent: Option<f32>,
+    pub gpm_pcie_tx_bytes_per_second: Option<u64>,
+    pub gpm_pcie_rx_bytes_per_second: Option<u64>,
+    pub gpm_nvlink_tx_bytes_per_second: Option<u64>,
+    pub gpm_nvlink_rx_bytes_per_second: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nvlinks: Vec<NvLinkSample>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -38,6 +38,8 @@ const F_FAN: u64 = 7;
 const F_PCIE_RX: u64 = 8;
 const F_PCIE_TX: u64 = 9;
 const F_MEM_FULL: u64 = 10;
+const F_GPM: u64 = 11;
+const F_NVLINK_RX: u64 = 12;
 const C_TEMP: u64 = 100;
 const C_POWER: u64 = 101;
 const C_MEM: u64 = 102;
@@ -164,6 +166,7 @@ impl GpuNode {
             pcie_width: p.pcie_width_max,
             traffic: 1.0,
             process: true,
+            tensor_share: 1.0,
             memory_full: false,
             lost: false,
             power_w: 0.0,
@@ -381,6 +384,12 @@ impl GpuNode {
         let c = self.counters(g, t);
         let counts = self.gpu_counters(g, t);
         let rows = p.row_remapping;
+        let gpm = p.has_gpm().then(|| {
+            gpm_metrics(&l, util, mem_util, rx, tx, p.nvlink_count, |f, k| {
+                n.gauss(f * 64 + k, tick)
+            })
+        });
+        let gpm = gpm.as_ref();
 
         GpuSample {
             index: g.index,
@@ -431,6 +440,18 @@ impl GpuNode {
             remapped_rows_pending: rows.then_some(counts.remap_pending),
             remapped_rows_failure: rows.then_some(counts.remap_failure),
             performance_state: Some(0),
+            gpm_graphics_active_percent: gpm.map(|m| m.graphics),
+            gpm_sm_active_percent: gpm.map(|m| m.sm_active),
+            gpm_sm_occupancy_percent: gpm.map(|m| m.sm_occupancy),
+            gpm_tensor_active_percent: gpm.map(|m| m.tensor),
+            gpm_dram_active_percent: gpm.map(|m| m.dram),
+            gpm_fp64_active_percent: gpm.map(|m| m.fp64),
+            gpm_fp32_active_percent: gpm.map(|m| m.fp32),
+            gpm_fp16_active_percent: gpm.map(|m| m.fp16),
+            gpm_pcie_tx_bytes_per_second: gpm.map(|m| m.pcie_tx),
+            gpm_pcie_rx_bytes_per_second: gpm.map(|m| m.pcie_rx),
+            gpm_nvlink_tx_bytes_per_second: gpm.map(|m| m.nvlink_tx),
+            gpm_nvlink_rx_bytes_per_second: gpm.map(|m| m.nvlink_rx),
             nvlinks: counts
                 .nvlinks
                 .iter()
@@ -594,6 +615,92 @@ impl GpuNode {
 
 /// Healthy training utilization, %, before noise.
 const TRAINING_UTIL: f64 = 98.6;
+
+/// GPM readings of one GPU over one interval.
+struct Gpm {
+    graphics: f32,
+    sm_active: f32,
+    sm_occupancy: f32,
+    tensor: f32,
+    dram: f32,
+    fp64: f32,
+    fp32: f32,
+    fp16: f32,
+    pcie_tx: u64,
+    pcie_rx: u64,
+    nvlink_tx: u64,
+    nvlink_rx: u64,
+}
+
+/// Mixed-precision training on an H100 as profilers show it, per unit of utilization: the
+/// graphics engine busy whenever a kernel runs, SMs busy most of that time at moderate
+/// occupancy, tensor pipes active about half of it, little FP32/FP16 pipe and no FP64 work.
+const TRAINING_SM_ACTIVE: f64 = 0.88;
+const TRAINING_OCCUPANCY: f64 = 0.42;
+const TRAINING_TENSOR: f64 = 0.48;
+const TRAINING_FP32: f64 = 0.12;
+const TRAINING_FP16: f64 = 0.09;
+/// An FP32 workload without tensor cores keeps its FP32 pipes this busy instead.
+const NO_TENSOR_FP32: f64 = 0.55;
+/// NVLink traffic of data-parallel training's all-reduce on an 8-GPU NVSwitch board, each
+/// direction, bytes/s at full utilization.
+const TRAINING_NVLINK_BYTES: f64 = 85e9;
+
+/// GPM metrics from the noise-free state `l`, the noisy utilization and PCIe readings, and
+/// `noise(field, k)`, a standard normal draw per metric.
+fn gpm_metrics(
+    l: &GpuLive,
+    util: f64,
+    mem_util: f64,
+    rx_kbps: f64,
+    tx_kbps: f64,
+    nvlinks: u32,
+    noise: impl Fn(u64, u64) -> f64,
+) -> Gpm {
+    let busy = util / 100.0;
+    let pct = |v: f64, k: u64, sigma: f64| {
+        if v <= 0.0 {
+            0.0
+        } else {
+            ((v + sigma * noise(F_GPM, k)).clamp(0.0, 100.0) * 100.0).round() as f32 / 100.0
+        }
+    };
+    let sm_active = 100.0 * busy * if l.process { TRAINING_SM_ACTIVE } else { 1.0 };
+    let tensor = if l.process {
+        100.0 * busy * TRAINING_TENSOR * l.tensor_share
+    } else {
+        0.0
+    };
+    let fp32_share =
+        TRAINING_FP32 + (NO_TENSOR_FP32 - TRAINING_FP32) * (1.0 - l.tensor_share.clamp(0.0, 1.0));
+    let (fp32, fp16) = if l.process {
+        (
+            100.0 * busy * fp32_share,
+            100.0 * busy * TRAINING_FP16 * l.tensor_share,
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let nvlink = if nvlinks == 0 || !l.process {
+        0.0
+    } else {
+        TRAINING_NVLINK_BYTES * busy * l.traffic.min(1.0) * (1.0 + 0.08 * noise(F_NVLINK_RX, 0))
+    };
+    Gpm {
+        graphics: pct(util * 0.995, 0, 0.2),
+        sm_active: pct(sm_active, 1, 1.0),
+        sm_occupancy: pct(sm_active * TRAINING_OCCUPANCY, 2, 0.8),
+        tensor: pct(tensor, 3, 1.2),
+        dram: pct(mem_util * 0.9, 4, 1.0),
+        fp64: if l.process && busy > 0.0 { 0.01 } else { 0.0 },
+        fp32: pct(fp32, 5, 0.6),
+        fp16: pct(fp16, 6, 0.4),
+        pcie_tx: (tx_kbps * 1024.0) as u64,
+        pcie_rx: (rx_kbps * 1024.0) as u64,
+        nvlink_tx: (nvlink * (1.0 + 0.02 * noise(F_NVLINK_RX, 1))).max(0.0) as u64,
+        nvlink_rx: nvlink.max(0.0) as u64,
+    }
+}
 
 fn xid_event(g: &GpuSim, xid: u32, at: UnixMs, fault: &str) -> Event {
     let info = gpufleet_model::xid::lookup(xid);

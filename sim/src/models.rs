@@ -54,6 +54,11 @@ pub struct GpuModelProfile {
 }
 
 impl GpuModelProfile {
+    /// NVML's GPM (profiling metrics) exists on Hopper and later.
+    pub fn has_gpm(&self) -> bool {
+        matches!(self.architecture, "Hopper" | "Blackwell")
+    }
+
     pub fn has_fans(&self) -> bool {
         self.fan_count > 0
     }

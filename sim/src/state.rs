@@ -33,6 +33,9 @@ pub struct GpuLive {
     /// Multiplies host↔device traffic.
     pub traffic: f64,
     pub process: bool,
+    /// The workload's use of the tensor cores, as a fraction of mixed-precision training's
+    /// (1.0); the rest of its math runs on the FP32 pipes.
+    pub tensor_share: f64,
     pub memory_full: bool,
     pub lost: bool,
     /// Set by `finish`.

@@ -8,8 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use gpufleet_agent::sources::cadence::{Cadence, DEFAULT_SLOW_INTERVAL};
 use gpufleet_agent::sources::nvml::NvmlSource;
 use gpufleet_agent::sources::nvml::kmsg::KmsgReader;
 use gpufleet_agent::sources::{GpuSource, SourceError};
@@ -45,6 +46,16 @@ fn open() -> NvmlSource {
 }
 
 const NOW: UnixMs = UnixMs(1_795_975_097_000);
+
+/// An `NvmlSource` that reads every field at every sample (slow fields included), for tests
+/// of what a read answers rather than of when it is read.
+fn open_reading_all() -> NvmlSource {
+    let mut src = open();
+    src.set_cadence(Cadence {
+        slow_interval: Duration::ZERO,
+    });
+    src
+}
 
 #[test]
 fn h100_node_reads_every_field() {
@@ -235,7 +246,7 @@ fn unsupported_and_forbidden_fields_are_absent_not_zero() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("calls.log");
     let _f = fake(&fixture("mixed-notsupported.json"), Some(&log));
-    let mut src = open();
+    let mut src = open_reading_all();
     let inv = src.inventory(NOW).unwrap();
     assert_eq!(inv.driver.cuda_driver_version, "12.2");
     let (a10, quadro) = (&inv.gpus[0], &inv.gpus[1]);
@@ -297,17 +308,26 @@ fn unsupported_and_forbidden_fields_are_absent_not_zero() {
         .collect();
     assert_eq!(flits, [Some(0), Some(3), Some(7), Some(7), Some(7)]);
 
-    // The A10 answers through one nvmlDeviceGetFieldValues call per sample; the Quadro refuses
-    // that call once and is then read field by field. Slow readings: first sample of ten.
+    // The A10 answers its counters through one nvmlDeviceGetFieldValues call per sample (its
+    // HBM temperature, NotSupported, is asked once); the Quadro refuses that call once and is
+    // then read field by field (its memory temperature once more, alone).
     drop(src);
     let calls = std::fs::read_to_string(&log).unwrap();
     let count = |f: &str| calls.lines().filter(|l| *l == f).count();
-    assert_eq!(count("nvmlDeviceGetFieldValues"), 5 + 2);
+    assert_eq!(count("nvmlDeviceGetFieldValues"), (1 + 5) + 2);
     assert_eq!(count("nvmlDeviceGetTotalEnergyConsumption"), 5);
     assert_eq!(count("nvmlDeviceGetViolationStatus"), 6 * 5);
     assert_eq!(count("nvmlDeviceGetPowerUsage"), 5 + 5);
-    assert_eq!(count("nvmlDeviceGetPcieThroughput"), 2 + 2);
-    assert_eq!(count("nvmlDeviceGetApplicationsClock"), 2 + 2);
+    assert_eq!(count("nvmlDeviceGetPcieThroughput"), 2 * 5 + 2 * 5);
+    assert_eq!(count("nvmlDeviceGetApplicationsClock"), 2 * 5 + 2 * 5);
+    // Neither GPU has GPM: asked once each, never sampled.
+    assert_eq!(count("nvmlGpmQueryDeviceSupport"), 2);
+    assert_eq!(count("nvmlGpmSampleGet"), 0);
+    assert!(
+        all.iter()
+            .flatten()
+            .all(|s| s.gpm_sm_active_percent.is_none())
+    );
 }
 
 /// A field that was NotSupported once is not asked again, in the batched field values and
@@ -330,7 +350,7 @@ fn not_supported_is_not_asked_again() {
     )
     .unwrap();
     let _f = fake(&fx, None);
-    let mut src = open();
+    let mut src = open_reading_all();
     let first = src.sample(NOW);
     for s in &first {
         assert_eq!(s.power_usage_milliwatts, None);
@@ -543,11 +563,12 @@ fn called_functions() -> BTreeSet<String> {
             let _f = fake(&fixture(name), Some(&log));
             let mut src = open();
             for round in 0..25 {
+                let now = NOW.plus_ms(round * 1000);
                 if round % 10 == 0 {
-                    src.inventory(NOW).unwrap();
+                    src.inventory(now).unwrap();
                 }
-                src.sample(NOW);
-                src.events(NOW);
+                src.sample(now);
+                src.events(now);
             }
         }
         let text = std::fs::read_to_string(&log).unwrap();
@@ -644,4 +665,127 @@ fn real_nvml_smoke() {
     );
     assert!(samples.iter().all(|s| s.temperature_gpu_celsius.is_some()));
     eprintln!("events: {:?}", src.events(UnixMs::now()));
+}
+
+/// GPM needs two samples: the first read takes one and reports nothing, every later read the
+/// metrics over the interval since the previous, in the units of `sample.proto`. The two
+/// sample buffers per GPU are allocated once and freed at shutdown.
+#[test]
+fn gpm_metrics_come_from_two_samples_an_interval_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let _f = fake(&fixture("h100-8gpu.json"), Some(&log));
+    let mut src = open();
+    let first = src.sample(NOW);
+    assert!(first.iter().all(|s| s.gpm_sm_active_percent.is_none()));
+    for round in 1..=5 {
+        for s in src.sample(NOW.plus_ms(round * 1000)) {
+            assert_eq!(s.gpm_graphics_active_percent, Some(97.5), "GPU {}", s.index);
+            assert_eq!(s.gpm_sm_active_percent, Some(86.2));
+            assert_eq!(s.gpm_sm_occupancy_percent, Some(36.4));
+            assert_eq!(s.gpm_tensor_active_percent, Some(47.1));
+            assert_eq!(s.gpm_dram_active_percent, Some(44.8));
+            assert_eq!(s.gpm_fp64_active_percent, Some(0.0), "a zero is a value");
+            assert_eq!(s.gpm_fp32_active_percent, Some(11.3));
+            assert_eq!(s.gpm_fp16_active_percent, Some(8.6));
+            assert_eq!(s.gpm_pcie_tx_bytes_per_second, Some(402 << 20));
+            assert_eq!(s.gpm_pcie_rx_bytes_per_second, Some(1220 << 20));
+            assert_eq!(s.gpm_nvlink_rx_bytes_per_second, Some(81_000 << 20));
+            assert_eq!(s.gpm_nvlink_tx_bytes_per_second, Some(80_500 << 20));
+        }
+    }
+    drop(src);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let count = |f: &str| calls.lines().filter(|l| *l == f).count();
+    assert_eq!(count("nvmlGpmQueryDeviceSupport"), 8);
+    assert_eq!(count("nvmlGpmSampleAlloc"), 8 * 2);
+    assert_eq!(count("nvmlGpmSampleGet"), 8 * 6);
+    assert_eq!(count("nvmlGpmMetricsGet"), 8 * 5);
+    assert_eq!(count("nvmlGpmSampleFree"), 8 * 2);
+}
+
+/// A GPM metric the GPU refuses alone is absent while the others read; a GPU that refuses
+/// GPM sampling (MIG mode on a Hopper) reads no GPM at all and is not asked again.
+#[test]
+fn gpm_refused_is_absent_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = dir.path().join("gpm.json");
+    std::fs::write(
+        &fx,
+        r#"{"gpus": [
+            {"gpm_any_tensor_util": {"error": "NOT_SUPPORTED"}},
+            {"gpm_supported": true, "mig_mode": true},
+            {"gpm_supported": {"error": "NO_PERMISSION"}}
+        ]}"#,
+    )
+    .unwrap();
+    let log = dir.path().join("calls.log");
+    let _f = fake(&fx, Some(&log));
+    let mut src = open();
+    for round in 0..4 {
+        let s = src.sample(NOW.plus_ms(round * 1000));
+        assert!(s.iter().all(|g| g.status == GpuStatus::Ok));
+        if round > 0 {
+            assert_eq!(s[0].gpm_tensor_active_percent, None);
+            assert_eq!(s[0].gpm_sm_active_percent, Some(86.2));
+        }
+        assert_eq!(s[1].gpm_sm_active_percent, None);
+        assert_eq!(s[2].gpm_sm_active_percent, None);
+        assert_eq!(s[2].temperature_gpu_celsius, Some(52));
+    }
+    drop(src);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let count = |f: &str| calls.lines().filter(|l| *l == f).count();
+    assert_eq!(count("nvmlGpmQueryDeviceSupport"), 3);
+    // GPU 0 every round, GPU 1 once (NotSupported is not asked again), GPU 2 never.
+    assert_eq!(count("nvmlGpmSampleGet"), 4 + 1);
+}
+
+/// What ships: counters and slow fields are read every `slow_interval` (10 s) and repeated in
+/// between; fast readings every sample.
+#[test]
+fn slow_fields_are_read_every_slow_interval_and_repeated_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = dir.path().join("counting.json");
+    std::fs::write(
+        &fx,
+        r#"{"gpus": [{"total_energy": [100, 200, 300], "temperature_gpu": [40, 41, 42, 43],
+                       "pcie_replay": [0, 5, 9]}]}"#,
+    )
+    .unwrap();
+    let log = dir.path().join("calls.log");
+    let _f = fake(&fx, Some(&log));
+    let mut src = open();
+    assert_eq!(DEFAULT_SLOW_INTERVAL, Duration::from_secs(10));
+    let mut seen = Vec::new();
+    for t in 0..25 {
+        let s = src.sample(NOW.plus_ms(t * 1000)).remove(0);
+        seen.push((
+            s.total_energy_millijoules,
+            s.pcie_replay_count,
+            s.temperature_gpu_celsius,
+            s.nvlinks.len(),
+            s.processes.len(),
+        ));
+    }
+    assert_eq!(seen[0], (Some(100), Some(0), Some(40), 18, 1));
+    assert_eq!(
+        seen[9],
+        (Some(100), Some(0), Some(43), 18, 1),
+        "held, not absent"
+    );
+    assert_eq!(seen[10], (Some(200), Some(5), Some(43), 18, 1));
+    assert_eq!(seen[20], (Some(300), Some(9), Some(43), 18, 1));
+    drop(src);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let count = |f: &str| calls.lines().filter(|l| *l == f).count();
+    // Read at 0, 10 and 20 s.
+    assert_eq!(count("nvmlDeviceGetNvLinkErrorCounter"), 3 * 18 * 4);
+    // (nvml-wrapper asks for the count, then the list.)
+    assert_eq!(count("nvmlDeviceGetComputeRunningProcesses_v3"), 3 * 2);
+    assert_eq!(count("nvmlDeviceGetTotalEccErrors"), 3 * 4);
+    assert_eq!(count("nvmlDeviceGetPcieThroughput"), 3 * 2);
+    // Every sample.
+    assert_eq!(count("nvmlDeviceGetTemperature"), 25);
+    assert_eq!(count("nvmlDeviceGetPowerUsage"), 25);
 }

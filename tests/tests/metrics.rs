@@ -153,6 +153,9 @@ fn prometheus_scrapes_the_fleet_and_dashboard_12239_queries_return_it() {
         r#"max(DCGM_FI_DEV_POWER_USAGE{Hostname=~"$Hostname", gpu=~"$gpu", JOB}) by (Hostname, gpu, uuid)"#,
         r#"max(DCGM_FI_DEV_SM_CLOCK{Hostname=~"$Hostname", gpu=~"$gpu", JOB} * 1000000) by (Hostname, UUID, gpu)"#,
         r#"max(DCGM_FI_DEV_FB_USED{Hostname=~"$Hostname", gpu=~"$gpu", JOB}) by (Hostname, gpu, GPU_I_ID, GPU_I_PROFILE)"#,
+        // The profiling panels, from NVML GPM on the simulated H100s.
+        r#"max(DCGM_FI_PROF_GR_ENGINE_ACTIVE{Hostname=~"$Hostname", gpu=~"$gpu", JOB}) by (Hostname, gpu, GPU_I_ID, GPU_I_PROFILE)"#,
+        r#"max(DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{Hostname=~"$Hostname", gpu=~"$gpu", JOB}) by (Hostname, gpu, GPU_I_ID, GPU_I_PROFILE)"#,
     ] {
         let q = all(panel).replace("JOB", job);
         let series = every_gpu(&prom, &q);

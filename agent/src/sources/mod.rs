@@ -9,6 +9,7 @@ use gpufleet_model::{Event, GpuSample, HostInfo, HostSample, UnixMs};
 
 pub use gpufleet_model::GpuInventory;
 
+pub mod cadence;
 pub mod host;
 pub mod nvml;
 pub mod simulated;
@@ -33,6 +34,14 @@ pub trait GpuSource: Send {
     /// inventory interval. Cheap; called every sample.
     fn inventory_changed(&mut self, _now: UnixMs) -> bool {
         false
+    }
+    /// How often counters and slow fields are read ([`cadence`]); between reads a sample
+    /// repeats their last values.
+    fn set_cadence(&mut self, cadence: cadence::Cadence);
+    /// Time spent inside the backend's own calls (NVML) since the source opened: the part of
+    /// the agent's cost that is the driver's, not the agent's. Zero for the simulator.
+    fn read_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 }
 

@@ -15,11 +15,13 @@
 //! - `events`: NVML's event set (Xid, ECC, ...) merged with `/dev/kmsg`.
 
 mod events;
+mod gpm;
 mod inventory;
 pub mod kmsg;
 mod sample;
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::nvmlDevice_t;
 
+use super::cadence::{Cadence, Held};
 use super::{GpuInventory, GpuSource, SourceError};
 use kmsg::{DEV_KMSG, GpuByPci, KmsgReader};
 
@@ -39,18 +42,13 @@ const DEFAULT_LIB: &str = "libnvidia-ml.so.1";
 /// An NVML call slower than this is logged (once per GPU and field).
 const SLOW_CALL: Duration = Duration::from_millis(250);
 
-/// Readings that are slow and change rarely or only need a coarse rate are taken on every
-/// this-many samples, and the last reading is reported in between: PCIe throughput (the driver
-/// samples a ~20 ms window per direction) and applications clocks (a setting; ~1 ms each on an
-/// H100).
-const SLOW_EVERY: u64 = 10;
-
 pub struct NvmlSource {
     gpus: Vec<GpuSlot>,
     events: Option<events::EventWatch>,
     kmsg: Option<KmsgReader>,
     dedup: events::XidDedup,
-    samples_taken: u64,
+    /// Which fields are read every sample and which every `slow_interval` ([`super::cadence`]).
+    cadence: Cadence,
     proc_root: PathBuf,
     /// Declared last: the handles above belong to this NVML session.
     nvml: Nvml,
@@ -66,23 +64,46 @@ struct GpuSlot {
     links: Option<Vec<u32>>,
     last_info: Option<gpufleet_model::GpuInfo>,
     /// Fields NVML does not support on this GPU: never asked again.
-    unsupported: HashSet<Key>,
+    unsupported: KeySet,
     /// Fields whose failure or slowness was already logged.
-    logged: HashSet<Key>,
-    /// Last readings taken every [`SLOW_EVERY`] samples.
-    slow: SlowReadings,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct SlowReadings {
-    pcie_tx_kbps: Option<u32>,
-    pcie_rx_kbps: Option<u32>,
-    sm_clock_applications_mhz: Option<u32>,
-    memory_clock_applications_mhz: Option<u32>,
+    logged: KeySet,
+    /// The slow fields as last read, repeated until they are due again.
+    held: Held,
+    /// GPM sample handles kept between reads.
+    gpm: gpm::GpmState,
+    /// Time spent in NVML calls for this GPU so far.
+    nvml_time: Duration,
 }
 
 /// A field of one GPU: its name and, for per-link fields, the link.
 type Key = (&'static str, u32);
+
+/// Fields of one GPU, looked up before every NVML read (about 100 per GPU-sample): hashed
+/// with FNV-1a, which costs a fraction of the default SipHash on these short keys (callgrind:
+/// SipHash was the agent's largest own cost per sample). Keys are our own field names, never
+/// outside input, so a DoS-resistant hash buys nothing here.
+type KeySet = HashSet<Key, BuildHasherDefault<Fnv>>;
+
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A device handle of this source's NVML session.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,7 +146,7 @@ impl NvmlSource {
             events,
             kmsg,
             dedup: events::XidDedup::default(),
-            samples_taken: 0,
+            cadence: Cadence::default(),
             proc_root: PathBuf::from("/proc"),
             nvml,
         })
@@ -156,6 +177,9 @@ impl Drop for NvmlSource {
         if let Some(watch) = self.events.take() {
             watch.free(&self.nvml);
         }
+        for slot in &mut self.gpus {
+            slot.gpm.free(&self.nvml);
+        }
     }
 }
 
@@ -174,12 +198,10 @@ impl GpuSource for NvmlSource {
         Ok(GpuInventory { driver, gpus })
     }
 
-    fn sample(&mut self, _now: UnixMs) -> Vec<GpuSample> {
-        let read_slow = self.samples_taken % SLOW_EVERY == 0;
-        self.samples_taken += 1;
+    fn sample(&mut self, now: UnixMs) -> Vec<GpuSample> {
         self.gpus
             .iter_mut()
-            .map(|slot| sample::read_gpu(&self.nvml, slot, read_slow, &self.proc_root))
+            .map(|slot| sample::read_gpu(&self.nvml, slot, now, self.cadence, &self.proc_root))
             .collect()
     }
 
@@ -195,6 +217,14 @@ impl GpuSource for NvmlSource {
             out.extend(watch.poll(&self.nvml, &self.gpus, now));
         }
         self.dedup.filter(out, now)
+    }
+
+    fn set_cadence(&mut self, cadence: Cadence) {
+        self.cadence = cadence;
+    }
+
+    fn read_time(&self) -> Duration {
+        self.gpus.iter().map(|g| g.nvml_time).sum()
     }
 }
 
@@ -234,9 +264,11 @@ impl GpuSlot {
             pci_bus_id: String::new(),
             links: None,
             last_info: None,
-            unsupported: HashSet::new(),
-            logged: HashSet::new(),
-            slow: SlowReadings::default(),
+            unsupported: KeySet::default(),
+            logged: KeySet::default(),
+            held: Held::default(),
+            gpm: gpm::GpmState::default(),
+            nvml_time: Duration::ZERO,
         }
     }
 
@@ -333,6 +365,7 @@ impl<'n, 's> Reader<'n, 's> {
         let started = Instant::now();
         let result = f(&self.device);
         let took = started.elapsed();
+        self.slot.nvml_time += took;
         if took > SLOW_CALL && self.slot.logged.insert(key) {
             tracing::warn!(
                 gpu = self.slot.index,

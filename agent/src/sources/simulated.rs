@@ -7,11 +7,26 @@ pub use gpufleet_sim::{
     Scenario, SimConfig, SimulatedGpus, SimulatedHost, model_by_name, model_list, models,
 };
 
+use super::cadence::{Cadence, HoldSlow};
 use super::{GpuSource, HostSource, SourceError};
 
+/// The simulated GPUs as the agent reads them: every field computed, then the read cadence
+/// applied as NVML readings apply it, so tests in virtual time see what ships.
+pub struct SimulatedSource {
+    gpus: SimulatedGpus,
+    hold: HoldSlow,
+}
+
 /// Builds a simulated node's GPU and host sources.
-pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedGpus, SimulatedHost), SourceError> {
-    Ok(gpufleet_sim::simulated_node(cfg)?)
+pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedSource, SimulatedHost), SourceError> {
+    let (gpus, host) = gpufleet_sim::simulated_node(cfg)?;
+    Ok((
+        SimulatedSource {
+            gpus,
+            hold: HoldSlow::default(),
+        },
+        host,
+    ))
 }
 
 impl From<gpufleet_sim::Error> for SourceError {
@@ -25,25 +40,31 @@ impl From<gpufleet_sim::Error> for SourceError {
     }
 }
 
-impl GpuSource for SimulatedGpus {
+impl GpuSource for SimulatedSource {
     fn kind(&self) -> &'static str {
         "simulated"
     }
 
     fn inventory(&mut self, now: UnixMs) -> Result<GpuInventory, SourceError> {
-        Ok(SimulatedGpus::inventory(self, now))
+        Ok(self.gpus.inventory(now))
     }
 
     fn sample(&mut self, now: UnixMs) -> Vec<GpuSample> {
-        SimulatedGpus::sample(self, now)
+        let mut s = self.gpus.sample(now);
+        self.hold.apply(&mut s, now);
+        s
     }
 
     fn events(&mut self, now: UnixMs) -> Vec<Event> {
-        SimulatedGpus::events(self, now)
+        self.gpus.events(now)
     }
 
     fn inventory_changed(&mut self, now: UnixMs) -> bool {
-        SimulatedGpus::inventory_changed(self, now)
+        self.gpus.inventory_changed(now)
+    }
+
+    fn set_cadence(&mut self, cadence: Cadence) {
+        self.hold.cadence = cadence;
     }
 }
 

@@ -131,7 +131,11 @@ columns!(gpu_cols: pb::GpuSample {
     retired_pages_double_bit, retired_pages_pending, remapped_rows_correctable,
     remapped_rows_uncorrectable, remapped_rows_pending, remapped_rows_failure,
     performance_state, violation_sync_boost_ns, violation_board_limit_ns,
-    violation_low_utilization_ns, violation_reliability_ns,
+    violation_low_utilization_ns, violation_reliability_ns, gpm_graphics_active_percent,
+    gpm_sm_active_percent, gpm_sm_occupancy_percent, gpm_tensor_active_percent,
+    gpm_dram_active_percent, gpm_fp64_active_percent, gpm_fp32_active_percent,
+    gpm_fp16_active_percent, gpm_pcie_tx_bytes_per_second, gpm_pcie_rx_bytes_per_second,
+    gpm_nvlink_tx_bytes_per_second, gpm_nvlink_rx_bytes_per_second,
 });
 columns!(nvlink_cols: pb::NvLinkSample {
     active, replay_errors, recovery_errors, crc_flit_errors, crc_data_errors,
@@ -674,10 +678,18 @@ mod tests {
         const NOT_NUMBERS: [u64; 6] = [1, 2, 3, 4, 48, 49];
         let mut wire = Vec::new();
         for tag in (1..=200u64).filter(|t| !NOT_NUMBERS.contains(t)) {
-            put_varint(&mut wire, tag << 3); // wire type 0: varint
-            put_varint(&mut wire, 1);
+            // Each field in the first wire type its type accepts: varint, 32-bit, 64-bit.
+            for (kind, value) in [(0u64, vec![1u8]), (5, vec![0, 0, 128, 63]), (1, vec![0; 8])] {
+                let mut field = Vec::new();
+                put_varint(&mut field, (tag << 3) | kind);
+                field.extend_from_slice(&value);
+                if pb::GpuSample::decode(field.as_slice()).is_ok() {
+                    wire.extend_from_slice(&field);
+                    break;
+                }
+            }
         }
-        let mut g = pb::GpuSample::decode(wire.as_slice()).expect("numeric fields are varints");
+        let mut g = pb::GpuSample::decode(wire.as_slice()).expect("every field decodes");
         let mut taken = Vec::new();
         gpu_cols::take(&mut g, &mut taken);
         assert_eq!(taken.len(), gpu_fields().len());

@@ -293,6 +293,18 @@ impl From<GpuSample> for pb::GpuSample {
             violation_board_limit_ns: v.violation_board_limit_ns,
             violation_low_utilization_ns: v.violation_low_utilization_ns,
             violation_reliability_ns: v.violation_reliability_ns,
+            gpm_graphics_active_percent: v.gpm_graphics_active_percent,
+            gpm_sm_active_percent: v.gpm_sm_active_percent,
+            gpm_sm_occupancy_percent: v.gpm_sm_occupancy_percent,
+            gpm_tensor_active_percent: v.gpm_tensor_active_percent,
+            gpm_dram_active_percent: v.gpm_dram_active_percent,
+            gpm_fp64_active_percent: v.gpm_fp64_active_percent,
+            gpm_fp32_active_percent: v.gpm_fp32_active_percent,
+            gpm_fp16_active_percent: v.gpm_fp16_active_percent,
+            gpm_pcie_tx_bytes_per_second: v.gpm_pcie_tx_bytes_per_second,
+            gpm_pcie_rx_bytes_per_second: v.gpm_pcie_rx_bytes_per_second,
+            gpm_nvlink_tx_bytes_per_second: v.gpm_nvlink_tx_bytes_per_second,
+            gpm_nvlink_rx_bytes_per_second: v.gpm_nvlink_rx_bytes_per_second,
         }
     }
 }
@@ -348,6 +360,18 @@ impl From<pb::GpuSample> for GpuSample {
             violation_board_limit_ns: v.violation_board_limit_ns,
             violation_low_utilization_ns: v.violation_low_utilization_ns,
             violation_reliability_ns: v.violation_reliability_ns,
+            gpm_graphics_active_percent: v.gpm_graphics_active_percent,
+            gpm_sm_active_percent: v.gpm_sm_active_percent,
+            gpm_sm_occupancy_percent: v.gpm_sm_occupancy_percent,
+            gpm_tensor_active_percent: v.gpm_tensor_active_percent,
+            gpm_dram_active_percent: v.gpm_dram_active_percent,
+            gpm_fp64_active_percent: v.gpm_fp64_active_percent,
+            gpm_fp32_active_percent: v.gpm_fp32_active_percent,
+            gpm_fp16_active_percent: v.gpm_fp16_active_percent,
+            gpm_pcie_tx_bytes_per_second: v.gpm_pcie_tx_bytes_per_second,
+            gpm_pcie_rx_bytes_per_second: v.gpm_pcie_rx_bytes_per_second,
+            gpm_nvlink_tx_bytes_per_second: v.gpm_nvlink_tx_bytes_per_second,
+            gpm_nvlink_rx_bytes_per_second: v.gpm_nvlink_rx_bytes_per_second,
         }
     }
 }

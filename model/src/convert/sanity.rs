@@ -136,6 +136,27 @@ pub fn sanitize_gpu(g: &mut GpuSample) -> u32 {
     within(&mut g.pcie_tx_kbps, 0, u32::MAX - 1, d);
     within(&mut g.pcie_rx_kbps, 0, u32::MAX - 1, d);
     within(&mut g.performance_state, 0, 15, d);
+    for p in [
+        &mut g.gpm_graphics_active_percent,
+        &mut g.gpm_sm_active_percent,
+        &mut g.gpm_sm_occupancy_percent,
+        &mut g.gpm_tensor_active_percent,
+        &mut g.gpm_dram_active_percent,
+        &mut g.gpm_fp64_active_percent,
+        &mut g.gpm_fp32_active_percent,
+        &mut g.gpm_fp16_active_percent,
+    ] {
+        // NaN fails every comparison, so `within` drops it too.
+        within(p, 0.0, 100.0, d);
+    }
+    for c in [
+        &mut g.gpm_pcie_tx_bytes_per_second,
+        &mut g.gpm_pcie_rx_bytes_per_second,
+        &mut g.gpm_nvlink_tx_bytes_per_second,
+        &mut g.gpm_nvlink_rx_bytes_per_second,
+    ] {
+        counter(c, d);
+    }
     for c in [
         &mut g.total_energy_millijoules,
         &mut g.memory_used_bytes,
@@ -241,6 +262,24 @@ mod tests {
                 "a big real counter stays",
                 |g| g.pcie_replay_count = Some(1 << 40),
                 |g| g.pcie_replay_count == Some(1 << 40),
+                0,
+            ),
+            (
+                "GPM activity above 100 %",
+                |g| g.gpm_tensor_active_percent = Some(250.0),
+                |g| g.gpm_tensor_active_percent.is_none(),
+                1,
+            ),
+            (
+                "GPM NaN",
+                |g| g.gpm_sm_active_percent = Some(f32::NAN),
+                |g| g.gpm_sm_active_percent.is_none(),
+                1,
+            ),
+            (
+                "GPM idle tensor cores are a value",
+                |g| g.gpm_tensor_active_percent = Some(0.0),
+                |g| g.gpm_tensor_active_percent == Some(0.0),
                 0,
             ),
             (

@@ -75,6 +75,11 @@ fn nvlink_sum(g: &GpuView, f: fn(&crate::NvLinkSample) -> Option<u64>) -> Option
     sum
 }
 
+/// A GPM percentage as DCGM's ratio, rounded to 4 decimals as dcgm-exporter prints them.
+fn ratio(percent: f32) -> Option<f64> {
+    Some((f64::from(percent) * 100.0).round() / 10_000.0)
+}
+
 macro_rules! field {
     ($name:literal, $kind:ident, $help:literal, |$g:ident| $e:expr) => {
         Field {
@@ -370,6 +375,79 @@ pub const FIELDS: &[Field] = &[
         "Total number of NVLink recovery errors.",
         |g| nvlink_sum(g, |l| l.recovery_errors)
     ),
+    // Profiling fields: NVML's GPM percentages as DCGM's 0-1 ratios.
+    field!(
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        Gauge,
+        "Ratio of time the graphics or compute engine was active (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_graphics_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_SM_ACTIVE",
+        Gauge,
+        "Ratio of time an SM had at least one warp assigned, averaged over SMs (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_sm_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_SM_OCCUPANCY",
+        Gauge,
+        "Ratio of resident warps to the SMs' maximum, averaged over SMs (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_sm_occupancy_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        Gauge,
+        "Ratio of cycles the tensor pipes were active (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_tensor_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        Gauge,
+        "Ratio of peak device memory bandwidth in use (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_dram_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_PIPE_FP64_ACTIVE",
+        Gauge,
+        "Ratio of cycles the FP64 pipes were active (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_fp64_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_PIPE_FP32_ACTIVE",
+        Gauge,
+        "Ratio of cycles the FP32 pipes were active (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_fp32_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_PIPE_FP16_ACTIVE",
+        Gauge,
+        "Ratio of cycles the FP16 pipes were active (0-1; from NVML GPM).",
+        |g| ratio(s(g)?.gpm_fp16_active_percent?)
+    ),
+    field!(
+        "DCGM_FI_PROF_PCIE_TX_BYTES",
+        Gauge,
+        "PCIe bytes transmitted per second (from NVML GPM).",
+        |g| Some(s(g)?.gpm_pcie_tx_bytes_per_second? as f64)
+    ),
+    field!(
+        "DCGM_FI_PROF_PCIE_RX_BYTES",
+        Gauge,
+        "PCIe bytes received per second (from NVML GPM).",
+        |g| Some(s(g)?.gpm_pcie_rx_bytes_per_second? as f64)
+    ),
+    field!(
+        "DCGM_FI_PROF_NVLINK_TX_BYTES",
+        Gauge,
+        "NVLink bytes transmitted per second, all links (from NVML GPM).",
+        |g| Some(s(g)?.gpm_nvlink_tx_bytes_per_second? as f64)
+    ),
+    field!(
+        "DCGM_FI_PROF_NVLINK_RX_BYTES",
+        Gauge,
+        "NVLink bytes received per second, all links (from NVML GPM).",
+        |g| Some(s(g)?.gpm_nvlink_rx_bytes_per_second? as f64)
+    ),
 ];
 
 /// gpufleet's own per-GPU Xid count, under the DCGM label set (so it joins with them).
@@ -443,7 +521,11 @@ mod tests {
         let n = names.len();
         names.dedup();
         assert_eq!(names.len(), n, "a DCGM name listed twice");
-        assert!(names.iter().all(|n| n.starts_with("DCGM_FI_DEV_")));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("DCGM_FI_DEV_") || n.starts_with("DCGM_FI_PROF_"))
+        );
     }
 
     #[test]
@@ -458,6 +540,8 @@ mod tests {
             memory_total_bytes: Some(8 << 20),
             violation_power_ns: Some(2_000),
             remapped_rows_correctable: Some(0),
+            gpm_tensor_active_percent: Some(0.0),
+            gpm_sm_active_percent: Some(87.25),
             ..Default::default()
         };
         let g = GpuView {
@@ -481,5 +565,16 @@ mod tests {
         assert_eq!(get("DCGM_FI_DEV_GPU_TEMP"), None, "absent is not zero");
         assert_eq!(get("DCGM_FI_DEV_XID_ERRORS"), Some(0.0));
         assert_eq!(get("DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL"), None);
+        assert_eq!(
+            get("DCGM_FI_PROF_SM_ACTIVE"),
+            Some(0.8725),
+            "a ratio, as DCGM's"
+        );
+        assert_eq!(
+            get("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"),
+            Some(0.0),
+            "idle tensor cores are a value"
+        );
+        assert_eq!(get("DCGM_FI_PROF_DRAM_ACTIVE"), None, "no GPM, no series");
     }
 }

@@ -35,7 +35,7 @@ fn catalog_names_are_unique_and_buildable() {
         info_of("applications_clocks", Some(0), "").name,
         "clocks_locked"
     );
-    assert_eq!(fault_kinds().len(), 26);
+    assert_eq!(fault_kinds().len(), 27);
 }
 
 #[test]
@@ -159,6 +159,8 @@ fn validate_for_checks_the_model() {
         ("nvlink_errors", "", None, l40s, Some("no NVLink")),
         ("fan_failure", "", None, h100, Some("no fans")),
         ("fan_failure", "", None, ada, None),
+        ("tensor_cores_idle", "", None, h100, None),
+        ("tensor_cores_idle", "", None, l40s, Some("GPM")),
         (
             "disk_full",
             "mount = \"/data\"",

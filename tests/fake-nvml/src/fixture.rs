@@ -20,6 +20,8 @@ pub enum Kind {
     Int,
     Bool,
     Str,
+    /// Any JSON number (GPM metrics).
+    Float,
     /// A list of `{"pid": u32, "used_memory": u64}`.
     Processes,
 }
@@ -134,6 +136,22 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ),
     // SingleBitEcc | DoubleBitEcc | PState | XidCriticalError | Clock
     ("supported_event_types", Kind::Int, "31"),
+    // GPM (nvmlGpm*): whether nvmlGpmQueryDeviceSupport says yes (false on pre-Hopper GPUs;
+    // an error makes the query itself fail), then what nvmlGpmMetricsGet answers per metric
+    // for a busy mixed-precision training job: percentages 0-100, traffic in MiB/s.
+    ("gpm_supported", Kind::Bool, "true"),
+    ("gpm_graphics_util", Kind::Float, "97.5"),
+    ("gpm_sm_util", Kind::Float, "86.2"),
+    ("gpm_sm_occupancy", Kind::Float, "36.4"),
+    ("gpm_any_tensor_util", Kind::Float, "47.1"),
+    ("gpm_dram_bw_util", Kind::Float, "44.8"),
+    ("gpm_fp64_util", Kind::Float, "0.0"),
+    ("gpm_fp32_util", Kind::Float, "11.3"),
+    ("gpm_fp16_util", Kind::Float, "8.6"),
+    ("gpm_pcie_tx_per_sec", Kind::Float, "402.0"),
+    ("gpm_pcie_rx_per_sec", Kind::Float, "1220.0"),
+    ("gpm_nvlink_total_rx_per_sec", Kind::Float, "81000.0"),
+    ("gpm_nvlink_total_tx_per_sec", Kind::Float, "80500.0"),
 ];
 
 /// System-wide fields (top level of a fixture).
@@ -371,6 +389,11 @@ impl Gpu {
         v.as_bool().ok_or_else(|| type_error(key, &v))
     }
 
+    pub fn f64(&mut self, key: &'static str) -> Result<f64, Ret> {
+        let v = self.read(key)?;
+        v.as_f64().ok_or_else(|| type_error(key, &v))
+    }
+
     pub fn u32(&mut self, key: &'static str) -> Result<u32, Ret> {
         Ok(self.u64(key)? as u32)
     }
@@ -543,6 +566,7 @@ fn parse_item(kind: Kind, v: &Value) -> Result<Item, String> {
         Kind::Int => v.is_u64() || v.is_i64(),
         Kind::Bool => v.is_boolean(),
         Kind::Str => v.is_string(),
+        Kind::Float => v.is_number(),
         Kind::Processes => v
             .as_array()
             .is_some_and(|list| list.iter().all(|p| p.get("pid").is_some_and(Value::is_u64))),

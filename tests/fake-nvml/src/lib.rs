@@ -28,6 +28,7 @@ use nvml_wrapper_sys::bindings::*;
 
 mod device;
 pub mod fixture;
+mod gpm;
 mod setters;
 
 use fixture::{Fixture, Gpu, Ret};
@@ -243,6 +244,7 @@ nvml_exports! {
                 driver.refs = 0;
                 driver.fixture = None;
                 driver.sets.clear();
+                gpm::reset();
                 *lock(&CALL_LOG) = None;
                 Ok(())
             }
@@ -388,7 +390,12 @@ pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
 
 /// Every function answered from fixture data (not the state-changing stubs).
 pub fn implemented() -> Vec<&'static str> {
-    let mut all: Vec<&str> = EXPORTED.iter().chain(device::EXPORTED).copied().collect();
+    let mut all: Vec<&str> = EXPORTED
+        .iter()
+        .chain(device::EXPORTED)
+        .chain(gpm::EXPORTED)
+        .copied()
+        .collect();
     all.push("nvmlErrorString");
     all.sort_unstable();
     all

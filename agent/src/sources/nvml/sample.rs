@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use gpufleet_model::{GpuProcess, GpuSample, GpuStatus, NvLinkSample};
+use gpufleet_model::{GpuProcess, GpuSample, GpuStatus, NvLinkSample, UnixMs};
 use nvml_wrapper::enum_wrappers::device::{
     Clock, EccCounter, MemoryError, PcieUtilCounter, PerformancePolicy, PerformanceState,
     RetirementCause, TemperatureSensor,
@@ -14,22 +14,31 @@ use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::sys_exports::field_id;
 use nvml_wrapper::{Device, Nvml};
 
+use super::super::cadence::Cadence;
+use super::gpm;
 use super::inventory::probe_links;
-use super::{GpuSlot, Reader, SlowReadings, sample_value};
+use super::{GpuSlot, Reader, sample_value};
 
+/// One reading of one GPU at `now`: the fast fields always, the slow ones when due (else
+/// their last values, see [`super::super::cadence`]).
 pub(super) fn read_gpu(
     nvml: &Nvml,
     slot: &mut GpuSlot,
-    read_slow: bool,
+    now: UnixMs,
+    cadence: Cadence,
     proc_root: &Path,
 ) -> GpuSample {
     let device = match slot.device(nvml) {
         Ok(d) => d,
-        Err(e) => return slot.failed(&e),
+        Err(e) => {
+            slot.held.reset();
+            return slot.failed(&e);
+        }
     };
     let index = slot.index;
     let need_uuid = slot.uuid.is_empty();
     let need_links = slot.links.is_none();
+    let slow_due = slot.held.due(now, cadence);
     let mut r = Reader::new(device, slot);
     let uuid = if need_uuid {
         r.read("uuid", |d| d.uuid())
@@ -38,22 +47,19 @@ pub(super) fn read_gpu(
     };
     let found_links = need_links.then(|| probe_links(&mut r));
 
-    let counters = read_counters(&mut r);
     let memory = r.read("memory_info", |d| d.memory_info());
     let utilization = r.read("utilization_rates", |d| d.utilization_rates());
-    let remapped = r.read("remapped_rows", remapped_rows);
     let mut s = GpuSample {
         index,
         status: GpuStatus::Ok,
         temperature_gpu_celsius: r
             .read("temperature_gpu", |d| d.temperature(TemperatureSensor::Gpu))
             .map(|t| t as i32),
-        temperature_memory_celsius: counters.temperature_memory_celsius,
+        temperature_memory_celsius: read_memory_temperature(&mut r),
         fan_speed_percent: r.read("fan_speed", |d| d.fan_speed(0)),
         power_usage_milliwatts: r.read("power_usage", |d| d.power_usage()),
         power_limit_enforced_milliwatts: r
             .read("power_limit_enforced", |d| d.enforced_power_limit()),
-        total_energy_millijoules: counters.total_energy_millijoules,
         memory_used_bytes: memory.as_ref().map(|m| m.used),
         memory_total_bytes: memory.as_ref().map(|m| m.total),
         bar1_used_bytes: r
@@ -73,79 +79,102 @@ pub(super) fn read_gpu(
         clock_event_reasons: r
             .read("clock_event_reasons", |d| d.current_throttle_reasons())
             .map(|b| b.bits()),
-        violation_power_ns: counters.violations[0],
-        violation_thermal_ns: counters.violations[1],
-        violation_sync_boost_ns: counters.violations[2],
-        violation_board_limit_ns: counters.violations[3],
-        violation_low_utilization_ns: counters.violations[4],
-        violation_reliability_ns: counters.violations[5],
         pcie_link_gen: r.read("pcie_gen", |d| d.current_pcie_link_gen()),
         pcie_link_width: r.read("pcie_width", |d| d.current_pcie_link_width()),
-        pcie_replay_count: counters.pcie_replay_count,
-        ecc_corrected_volatile: ecc(
-            &mut r,
-            "ecc_corrected_volatile",
-            MemoryError::Corrected,
-            EccCounter::Volatile,
-        ),
-        ecc_uncorrected_volatile: ecc(
-            &mut r,
-            "ecc_uncorrected_volatile",
-            MemoryError::Uncorrected,
-            EccCounter::Volatile,
-        ),
-        ecc_corrected_aggregate: ecc(
-            &mut r,
-            "ecc_corrected_aggregate",
-            MemoryError::Corrected,
-            EccCounter::Aggregate,
-        ),
-        ecc_uncorrected_aggregate: ecc(
-            &mut r,
-            "ecc_uncorrected_aggregate",
-            MemoryError::Uncorrected,
-            EccCounter::Aggregate,
-        ),
-        retired_pages_single_bit: r
-            .read("retired_pages_sbe", |d| {
-                d.retired_pages(RetirementCause::MultipleSingleBitEccErrors)
-            })
-            .map(|p| p.len() as u32),
-        retired_pages_double_bit: r
-            .read("retired_pages_dbe", |d| {
-                d.retired_pages(RetirementCause::DoubleBitEccError)
-            })
-            .map(|p| p.len() as u32),
-        retired_pages_pending: r.read("retired_pages_pending", |d| d.are_pages_pending_retired()),
-        remapped_rows_correctable: remapped.map(|r| r.correctable),
-        remapped_rows_uncorrectable: remapped.map(|r| r.uncorrectable),
-        remapped_rows_pending: remapped.map(|r| r.pending),
-        remapped_rows_failure: remapped.map(|r| r.failure),
         performance_state: r
             .read("performance_state", |d| d.performance_state())
             .and_then(pstate_number),
         ..Default::default()
     };
-    if read_slow {
-        r.slot.slow = SlowReadings {
-            pcie_tx_kbps: r.read("pcie_tx", |d| d.pcie_throughput(PcieUtilCounter::Send)),
-            pcie_rx_kbps: r.read("pcie_rx", |d| d.pcie_throughput(PcieUtilCounter::Receive)),
-            sm_clock_applications_mhz: r.read("app_clock_sm", |d| d.applications_clock(Clock::SM)),
-            memory_clock_applications_mhz: r
-                .read("app_clock_mem", |d| d.applications_clock(Clock::Memory)),
-        };
+    gpm::read(&mut r, &mut s);
+    let links = found_links.as_ref().or(r.slot.links.as_ref()).cloned();
+    if slow_due {
+        read_slow(
+            &mut r,
+            &mut s,
+            links.as_deref().unwrap_or_default(),
+            proc_root,
+        );
     }
-    let slow = r.slot.slow;
-    s.pcie_tx_kbps = slow.pcie_tx_kbps;
-    s.pcie_rx_kbps = slow.pcie_rx_kbps;
-    s.sm_clock_applications_mhz = slow.sm_clock_applications_mhz;
-    s.memory_clock_applications_mhz = slow.memory_clock_applications_mhz;
 
-    let links = found_links
-        .clone()
-        .or_else(|| r.slot.links.clone())
-        .unwrap_or_default();
-    s.nvlinks = links.iter().map(|&l| read_link(&mut r, l)).collect();
+    let lost = r.lost;
+    if let Some(u) = uuid {
+        slot.uuid = u;
+    }
+    if !lost && found_links.is_some() {
+        slot.links = found_links;
+    }
+    if lost {
+        slot.held.reset();
+        return slot.failed(&NvmlError::GpuLost);
+    }
+    if slow_due {
+        slot.held.keep(&s, now);
+    } else {
+        slot.held.restore(&mut s);
+    }
+    s.uuid.clone_from(&slot.uuid);
+    s
+}
+
+/// The fields read every `slow_interval`: counters, ECC and row remapping, PCIe throughput,
+/// applications clocks, NVLinks and processes.
+fn read_slow(r: &mut Reader, s: &mut GpuSample, links: &[u32], proc_root: &Path) {
+    let counters = read_counters(r);
+    s.total_energy_millijoules = counters.total_energy_millijoules;
+    s.violation_power_ns = counters.violations[0];
+    s.violation_thermal_ns = counters.violations[1];
+    s.violation_sync_boost_ns = counters.violations[2];
+    s.violation_board_limit_ns = counters.violations[3];
+    s.violation_low_utilization_ns = counters.violations[4];
+    s.violation_reliability_ns = counters.violations[5];
+    s.pcie_replay_count = counters.pcie_replay_count;
+    s.ecc_corrected_volatile = ecc(
+        r,
+        "ecc_corrected_volatile",
+        MemoryError::Corrected,
+        EccCounter::Volatile,
+    );
+    s.ecc_uncorrected_volatile = ecc(
+        r,
+        "ecc_uncorrected_volatile",
+        MemoryError::Uncorrected,
+        EccCounter::Volatile,
+    );
+    s.ecc_corrected_aggregate = ecc(
+        r,
+        "ecc_corrected_aggregate",
+        MemoryError::Corrected,
+        EccCounter::Aggregate,
+    );
+    s.ecc_uncorrected_aggregate = ecc(
+        r,
+        "ecc_uncorrected_aggregate",
+        MemoryError::Uncorrected,
+        EccCounter::Aggregate,
+    );
+    s.retired_pages_single_bit = r
+        .read("retired_pages_sbe", |d| {
+            d.retired_pages(RetirementCause::MultipleSingleBitEccErrors)
+        })
+        .map(|p| p.len() as u32);
+    s.retired_pages_double_bit = r
+        .read("retired_pages_dbe", |d| {
+            d.retired_pages(RetirementCause::DoubleBitEccError)
+        })
+        .map(|p| p.len() as u32);
+    s.retired_pages_pending = r.read("retired_pages_pending", |d| d.are_pages_pending_retired());
+    let remapped = r.read("remapped_rows", remapped_rows);
+    s.remapped_rows_correctable = remapped.map(|r| r.correctable);
+    s.remapped_rows_uncorrectable = remapped.map(|r| r.uncorrectable);
+    s.remapped_rows_pending = remapped.map(|r| r.pending);
+    s.remapped_rows_failure = remapped.map(|r| r.failure);
+    s.pcie_tx_kbps = r.read("pcie_tx", |d| d.pcie_throughput(PcieUtilCounter::Send));
+    s.pcie_rx_kbps = r.read("pcie_rx", |d| d.pcie_throughput(PcieUtilCounter::Receive));
+    s.sm_clock_applications_mhz = r.read("app_clock_sm", |d| d.applications_clock(Clock::SM));
+    s.memory_clock_applications_mhz =
+        r.read("app_clock_mem", |d| d.applications_clock(Clock::Memory));
+    s.nvlinks = links.iter().map(|&l| read_link(r, l)).collect();
     s.processes = r
         .read("processes", |d| d.running_compute_processes())
         .unwrap_or_default()
@@ -159,19 +188,20 @@ pub(super) fn read_gpu(
             },
         })
         .collect();
+}
 
-    let lost = r.lost;
-    if let Some(u) = uuid {
-        slot.uuid = u;
+/// HBM temperature: no nvmlDeviceGetTemperature sensor has it; it is only a field value.
+fn read_memory_temperature(r: &mut Reader) -> Option<i32> {
+    if let Some(values) = r.read_fields(&[MEMORY_TEMP]) {
+        return values.first().map(|(_, v)| *v as i32);
     }
-    if !lost && found_links.is_some() {
-        slot.links = found_links;
-    }
-    if lost {
-        return slot.failed(&NvmlError::GpuLost);
-    }
-    s.uuid.clone_from(&slot.uuid);
-    s
+    r.read(MEMORY_TEMP.0, |d| {
+        let mut v = d.field_values_for(&[FieldId(MEMORY_TEMP.1)])?;
+        Ok(sample_value(
+            v.pop().ok_or(NvmlError::NotSupported)??.value?,
+        ))
+    })
+    .map(|v| v as i32)
 }
 
 fn ecc(
@@ -199,9 +229,11 @@ fn read_link(r: &mut Reader, link: u32) -> NvLinkSample {
     }
 }
 
-/// Counters and readings that `nvmlDeviceGetFieldValues` serves in one call. One by one they
-/// cost a driver round trip each (the six violation counters ~0.7 ms each on an H100).
-const BATCHED: [(&str, u32); 9] = [
+const MEMORY_TEMP: (&str, u32) = ("temperature_memory", field_id::NVML_FI_DEV_MEMORY_TEMP);
+
+/// Counters that `nvmlDeviceGetFieldValues` serves in one call. One by one they cost a driver
+/// round trip each (the six violation counters ~0.7 ms each on an H100).
+const BATCHED: [(&str, u32); 8] = [
     ("violation_power", field_id::NVML_FI_DEV_PERF_POLICY_POWER),
     (
         "violation_thermal",
@@ -223,8 +255,6 @@ const BATCHED: [(&str, u32); 9] = [
         "violation_reliability",
         field_id::NVML_FI_DEV_PERF_POLICY_RELIABILITY,
     ),
-    // HBM temperature has no nvmlDeviceGetTemperature sensor; it is only a field value.
-    ("temperature_memory", field_id::NVML_FI_DEV_MEMORY_TEMP),
     (
         "total_energy",
         field_id::NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
@@ -244,7 +274,6 @@ const POLICIES: [PerformancePolicy; 6] = [
 struct Counters {
     /// In the order of [`POLICIES`].
     violations: [Option<u64>; 6],
-    temperature_memory_celsius: Option<i32>,
     total_energy_millijoules: Option<u64>,
     pcie_replay_count: Option<u64>,
 }
@@ -256,7 +285,6 @@ fn read_counters(r: &mut Reader) -> Counters {
         let violations = std::array::from_fn(|i| get(BATCHED[i].0).map(|v| v as u64));
         return Counters {
             violations,
-            temperature_memory_celsius: get("temperature_memory").map(|v| v as i32),
             total_energy_millijoules: get("total_energy").map(|v| v as u64),
             pcie_replay_count: get("pcie_replay").map(|v| v as u64),
         };
@@ -269,14 +297,6 @@ fn read_counters(r: &mut Reader) -> Counters {
     }
     Counters {
         violations,
-        temperature_memory_celsius: r
-            .read("temperature_memory", |d| {
-                let mut v = d.field_values_for(&[FieldId(field_id::NVML_FI_DEV_MEMORY_TEMP)])?;
-                Ok(sample_value(
-                    v.pop().ok_or(NvmlError::NotSupported)??.value?,
-                ))
-            })
-            .map(|v| v as i32),
         total_energy_millijoules: r.read("total_energy", |d| d.total_energy_consumption()),
         pcie_replay_count: r
             .read("pcie_replay", |d| d.pcie_replay_counter())

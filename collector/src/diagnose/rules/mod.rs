@@ -57,6 +57,7 @@ rules! {
     memory::MemoryExhausted,
     hung::GpuHung,
     idle::IdleWithProcess,
+    tensor_idle::TensorCoresIdle,
     persistence::PersistenceOff,
     version_drift::VersionDrift,
     node_drift::NodeDrift,
