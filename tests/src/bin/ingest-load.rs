@@ -143,32 +143,37 @@ impl Shared {
     }
 }
 
-async fn run_node(
+/// One simulated node: which it is, where it sends, and its timing.
+struct NodeTask {
     i: usize,
     url: String,
     template: Arc<Template>,
     gpus: usize,
     interval: Duration,
+    /// Offset of this node's first tick, so the fleet's sends spread over the interval.
     phase: Duration,
     shared: Arc<Shared>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    if let Err(e) = node_stream(i, &url, &template, gpus, interval, phase, &shared, stop).await {
-        shared.error(format!("node {i}: {e}"));
+}
+
+async fn run_node(task: NodeTask, stop: tokio::sync::watch::Receiver<bool>) {
+    if let Err(e) = node_stream(&task, stop).await {
+        task.shared.error(format!("node {}: {e}", task.i));
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn node_stream(
-    i: usize,
-    url: &str,
-    template: &Template,
-    gpus: usize,
-    interval: Duration,
-    phase: Duration,
-    shared: &Shared,
+    task: &NodeTask,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let NodeTask {
+        i,
+        ref url,
+        ref template,
+        gpus,
+        interval,
+        phase,
+        ref shared,
+    } = *task;
     let name = format!("load-{i:05}");
     let uuids: Vec<String> = (0..gpus).map(|g| gpu_uuid(i, g)).collect();
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
@@ -421,16 +426,16 @@ fn main() -> anyhow::Result<()> {
         let gap = Duration::from_secs_f64(1.0 / args.connect_rate.max(1) as f64);
         for i in 0..args.nodes {
             let phase = args.interval.mul_f64(i as f64 / args.nodes as f64);
-            tasks.push(tokio::spawn(run_node(
+            let task = NodeTask {
                 i,
-                url.clone(),
-                templates[i % TEMPLATES].clone(),
+                url: url.clone(),
+                template: templates[i % TEMPLATES].clone(),
                 gpus,
-                args.interval,
+                interval: args.interval,
                 phase,
-                shared.clone(),
-                stop_rx.clone(),
-            )));
+                shared: shared.clone(),
+            };
+            tasks.push(tokio::spawn(run_node(task, stop_rx.clone())));
             if i % 100 == 99 {
                 tokio::time::sleep(gap * 100).await;
             }
