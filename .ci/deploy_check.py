@@ -177,7 +177,7 @@ def selftest():
 # The contract: keys are the flags with `-` written `_`.
 AGENT_KEYS = {
     "collector", "node_name", "labels", "interval", "state_dir", "metrics_listen",
-    "log_format", "buffer_samples", "saturation_hold", "nvml_lib", "slow_interval",
+    "log_format", "buffer_samples", "spool_max_bytes", "saturation_hold", "nvml_lib", "slow_interval",
     "inventory_interval", "tls_ca", "tls_cert", "tls_key", "token_file",
 }
 COLLECTOR_KEYS = {

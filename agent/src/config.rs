@@ -40,6 +40,8 @@ pub struct AgentConfig {
     #[serde(with = "humantime_serde")]
     pub inventory_interval: Duration,
     pub buffer_samples: usize,
+    /// Cap on the on-disk spool under `state_dir` (bytes; 0: no spool, memory only).
+    pub spool_max_bytes: u64,
     pub saturation_hold: u32,
     pub metrics_listen: Listen,
     pub log_format: LogFormat,
@@ -73,6 +75,7 @@ impl Default for AgentConfig {
             slow_interval: crate::sources::cadence::DEFAULT_SLOW_INTERVAL,
             inventory_interval: crate::sampler::DEFAULT_INVENTORY_INTERVAL,
             buffer_samples: DEFAULT_BUFFER_SAMPLES,
+            spool_max_bytes: crate::spool::DEFAULT_SPOOL_MAX_BYTES,
             saturation_hold: crate::detect::DEFAULT_SATURATION_HOLD,
             metrics_listen: Listen::Off,
             log_format: LogFormat::Human,
@@ -110,6 +113,13 @@ impl AgentConfig {
                 "buffer_samples is 0 (`buffer_samples` / --buffer-samples): keep at least one sample for when the collector is away"
                     .into(),
             );
+        }
+        if self.spool_max_bytes != 0 && self.spool_max_bytes < crate::spool::MIN_SPOOL_MAX_BYTES {
+            return Err(format!(
+                "spool_max_bytes {} is too small (`spool_max_bytes` / --spool-max-bytes): at least {} bytes, or 0 for no spool",
+                self.spool_max_bytes,
+                crate::spool::MIN_SPOOL_MAX_BYTES
+            ));
         }
         gpufleet_proto::collector_url(&self.collector)
             .map(|_| ())

@@ -130,9 +130,29 @@ impl Collector for Series {
                 "Samples dropped because the buffer for an unreachable collector was full.",
                 stats.dropped_samples.load(Relaxed),
             ),
+            (
+                "gpufleet_agent_spool_errors",
+                "Spool writes that failed; the spool is off until the agent restarts.",
+                stats.spool_errors.load(Relaxed),
+            ),
         ] {
             enc.encode_descriptor(name, help, None, MetricType::Counter)?
                 .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
+        for (name, help, v) in [
+            (
+                "gpufleet_agent_spool_bytes",
+                "Bytes the on-disk spool holds (batches the collector has not acknowledged).",
+                stats.spool_bytes.load(Relaxed) as i64,
+            ),
+            (
+                "gpufleet_agent_spool_recovered_batches",
+                "Batches read back from the spool when the agent started.",
+                stats.spool_recovered_batches.load(Relaxed) as i64,
+            ),
+        ] {
+            enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&v)?;
         }
         process::encode(&mut enc)
     }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod probe;
 pub mod sampler;
 pub mod sources;
+pub mod spool;
 pub mod uplink;
 
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use gpufleet_agent::probe::{self, ProbeReport};
 use gpufleet_agent::sampler::NodeAgent;
 use gpufleet_agent::sources::cadence;
 use gpufleet_agent::sources::simulated::{self, Scenario};
-use gpufleet_agent::uplink::UplinkConfig;
+use gpufleet_agent::uplink::{SpoolConfig, UplinkConfig};
 use gpufleet_agent::{GpuBackend, identity, start_node};
 use gpufleet_model::config_file::{self, ConfigFile, Listen, LogFormat};
 use gpufleet_model::labels::{LabelError, parse_labels};
@@ -167,6 +167,10 @@ struct RunArgs {
     /// Samples kept while the collector is unreachable.
     #[arg(long, default_value_t = agent_config::DEFAULT_BUFFER_SAMPLES)]
     buffer_samples: usize,
+    /// Cap in bytes on the on-disk spool in the state dir (`<state_dir>/spool`): what was not
+    /// acknowledged survives a restart; over the cap the oldest goes, counted. 0: no spool.
+    #[arg(long, default_value_t = gpufleet_agent::spool::DEFAULT_SPOOL_MAX_BYTES)]
+    spool_max_bytes: u64,
     /// Samples a saturation must hold before it is reported.
     #[arg(long, default_value_t = detect::DEFAULT_SATURATION_HOLD)]
     saturation_hold: u32,
@@ -373,6 +377,23 @@ fn build_agent(a: &AgentConfig, hold: u32) -> Result<(NodeAgent, Vec<gpufleet_mo
     Ok(start_node(identity, &backend, detector, now)?)
 }
 
+/// The spool lives in the state dir; none without one, or with `spool_max_bytes = 0`.
+fn spool(a: &AgentConfig) -> Option<SpoolConfig> {
+    if a.spool_max_bytes == 0 {
+        return None;
+    }
+    let Some(dir) = state_dir(a) else {
+        tracing::warn!(
+            "no spool: without a state dir (--state-dir) what the collector has not acknowledged is lost if the agent restarts"
+        );
+        return None;
+    };
+    Some(SpoolConfig {
+        dir: dir.join("spool"),
+        max_bytes: a.spool_max_bytes,
+    })
+}
+
 fn run(a: AgentConfig) -> Result<()> {
     let (mut agent, events) = build_agent(&a, a.saturation_hold)?;
     agent.set_cadence(cadence::Cadence {
@@ -405,6 +426,7 @@ fn run(a: AgentConfig) -> Result<()> {
         };
         let mut cfg = UplinkConfig::new(a.collector.clone());
         cfg.buffer_samples = a.buffer_samples;
+        cfg.spool = spool(&a);
         cfg.labels = a.labels.clone();
         cfg.credentials = a.credentials(std::env::var("GPUFLEET_TOKEN").ok());
         let running = gpufleet_agent::spawn_exposed(agent, events, cfg, a.interval, exposition);

@@ -4,6 +4,10 @@
 //! Invariant: a batch leaves the buffer only when the collector acknowledged it as durably
 //! stored, or when the buffer overflows — then the oldest goes and the drop is counted and
 //! reported in the next batch (`dropped_samples`), so the collector knows what it missed.
+//!
+//! With a spool ([`crate::spool`]), every change to the buffer is also written to disk, and a
+//! restarted agent starts from what the spool held: same session, same sequence numbers, so
+//! the collector stores each batch once.
 
 use std::collections::VecDeque;
 use std::error::Error as _;
@@ -11,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::spool::Spool;
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::{Event, Inventory, Labels, NodeIdentity, Sample};
 use gpufleet_proto::v1::{
@@ -25,6 +30,19 @@ pub struct UplinkStats {
     pub batches_sent: AtomicU64,
     pub acked_sequence: AtomicU64,
     pub dropped_samples: AtomicU64,
+    /// Bytes the spool holds on disk.
+    pub spool_bytes: AtomicU64,
+    /// Spool writes that failed (the spool is then off until the agent restarts).
+    pub spool_errors: AtomicU64,
+    /// Batches read back from the spool at start.
+    pub spool_recovered_batches: AtomicU64,
+}
+
+/// Where the spool lives and how big it may grow (`state_dir`/spool, `spool_max_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub dir: std::path::PathBuf,
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +59,8 @@ pub struct UplinkConfig {
     pub labels: Labels,
     /// TLS files and token, read at every connect (docs/security.md).
     pub credentials: gpufleet_proto::client::Credentials,
+    /// The on-disk spool (`None`: the buffer is in memory only).
+    pub spool: Option<SpoolConfig>,
 }
 
 impl UplinkConfig {
@@ -53,6 +73,7 @@ impl UplinkConfig {
             max_backoff: Duration::from_secs(30),
             labels: Labels::new(),
             credentials: Default::default(),
+            spool: None,
         }
     }
 }
@@ -86,6 +107,7 @@ pub struct Uplink {
     dropped_samples: u64,
     dropped_events: u64,
     stats: Arc<UplinkStats>,
+    spool: Option<Spool>,
 }
 
 enum StreamEnd {
@@ -101,7 +123,7 @@ impl Uplink {
         inventory: Inventory,
         stats: Arc<UplinkStats>,
     ) -> Self {
-        Uplink {
+        let mut up = Uplink {
             config,
             identity,
             session_id: uuid::Uuid::new_v4().to_string(),
@@ -114,7 +136,82 @@ impl Uplink {
             dropped_samples: 0,
             dropped_events: 0,
             stats,
+            spool: None,
+        };
+        if let Some(sc) = up.config.spool.clone() {
+            up.open_spool(&sc);
         }
+        up
+    }
+
+    /// Opens the spool and starts from what it held. A spool that cannot be opened is
+    /// logged and left off: the agent still samples and streams, from memory.
+    fn open_spool(&mut self, sc: &SpoolConfig) {
+        let (spool, rec) = match Spool::open(&sc.dir, sc.max_bytes, &self.session_id) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("{e}; buffering in memory only, nothing survives a restart");
+                self.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        for d in &rec.damaged {
+            tracing::warn!("spool: {d}");
+        }
+        self.session_id = spool.session_id().to_string();
+        self.next_sequence = rec.next_sequence;
+        self.dropped_samples = rec.dropped_samples;
+        self.dropped_events = rec.dropped_events;
+        let recovered = rec.batches.len();
+        self.stats
+            .spool_recovered_batches
+            .store(recovered as u64, Ordering::Relaxed);
+        for b in rec.batches.into_iter().chain(rec.open) {
+            self.pending_samples += b.samples.len();
+            self.pending.push_back(b);
+        }
+        if recovered > 0 || self.pending_samples > 0 {
+            tracing::info!(
+                dir = %sc.dir.display(),
+                session = %self.session_id,
+                "spool: {recovered} batches and {} samples in all from before the restart, sent when connected",
+                self.pending_samples
+            );
+        }
+        self.stats
+            .spool_bytes
+            .store(spool.bytes(), Ordering::Relaxed);
+        self.spool = Some(spool);
+        self.enforce_bound();
+    }
+
+    /// Runs a spool write; a failure turns the spool off (logged once, counted).
+    fn spooled<T>(
+        &mut self,
+        f: impl FnOnce(&mut Spool) -> Result<T, crate::spool::SpoolError>,
+    ) -> Option<T> {
+        let spool = self.spool.as_mut()?;
+        match f(spool) {
+            Ok(v) => {
+                self.stats
+                    .spool_bytes
+                    .store(spool.bytes(), Ordering::Relaxed);
+                Some(v)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{e}; the spool is off until the agent restarts, buffering in memory only"
+                );
+                self.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                self.spool = None;
+                None
+            }
+        }
+    }
+
+    /// Session id the batches go under (kept across restarts by the spool).
+    pub fn session_id(&self) -> &str {
+        &self.session_id
     }
 
     /// Runs until `shutdown` turns true: connects, streams, reconnects with backoff.
@@ -136,7 +233,10 @@ impl Uplink {
                 backoff = Duration::from_millis(250);
             }
             match end {
-                StreamEnd::Shutdown => return,
+                StreamEnd::Shutdown => {
+                    self.sync_spool();
+                    return;
+                }
                 StreamEnd::Error(e) => {
                     tracing::warn!(
                         collector = %self.config.collector,
@@ -151,10 +251,16 @@ impl Uplink {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => {
+                        self.sync_spool();
+                        return;
+                    }
                     u = updates.recv() => match u {
                         Some(u) => self.absorb(u),
-                        None => return,
+                        None => {
+                            self.sync_spool();
+                            return;
+                        }
                     },
                 }
             }
@@ -239,10 +345,14 @@ impl Uplink {
                             },
                         }
                     }
+                    self.sync_spool();
                     return StreamEnd::Shutdown;
                 }
                 u = updates.recv() => {
-                    let Some(u) = u else { return StreamEnd::Shutdown };
+                    let Some(u) = u else {
+                        self.sync_spool();
+                        return StreamEnd::Shutdown;
+                    };
                     self.absorb(u);
                     // Drain whatever else is ready into the same batch.
                     while self.open_batch_samples() < self.config.max_batch_samples {
@@ -303,6 +413,15 @@ impl Uplink {
         if self.open_batch_samples() >= self.config.max_batch_samples {
             self.seal();
         }
+        if self.spool.is_some() {
+            let tick = Batch {
+                samples: vec![u.sample.clone()],
+                events: u.events.clone(),
+                inventory: u.inventory.clone(),
+                ..Default::default()
+            };
+            self.spooled(|s| s.tick(&tick));
+        }
         let open = match self.pending.back_mut() {
             Some(b) if b.sequence == 0 => b,
             _ => {
@@ -337,10 +456,40 @@ impl Uplink {
         b.sequence = seq;
         b.dropped_samples = dropped.0;
         b.dropped_events = dropped.1;
+        let sealed = b.clone();
         self.dropped_samples = 0;
         self.dropped_events = 0;
         self.next_sequence += 1;
-        Some(b.clone())
+        if let Some(Some(cap)) = self.spooled(|s| s.seal(seq, dropped.0, dropped.1)) {
+            self.on_spool_cap(cap);
+        }
+        Some(sealed)
+    }
+
+    /// The spool dropped its oldest batches to stay under its cap: they go from memory too,
+    /// counted like any other drop.
+    fn on_spool_cap(&mut self, cap: crate::spool::CapDrop) {
+        while let Some(front) = self.pending.front() {
+            if front.sequence == 0 || front.sequence > cap.through {
+                break;
+            }
+            let old = self.pending.pop_front().expect("front exists");
+            self.pending_samples -= old.samples.len();
+        }
+        self.dropped_samples += cap.samples;
+        self.dropped_events += cap.events;
+        self.stats
+            .dropped_samples
+            .fetch_add(cap.samples, Ordering::Relaxed);
+        tracing::warn!(
+            "spool full (spool_max_bytes): dropped the oldest {} samples, through batch {}",
+            cap.samples,
+            cap.through
+        );
+    }
+
+    fn sync_spool(&mut self) {
+        self.spooled(|s| s.sync());
     }
 
     fn ack(&mut self, stored: u64) {
@@ -355,10 +504,12 @@ impl Uplink {
                 break;
             }
         }
+        self.spooled(|s| s.released(stored));
     }
 
     /// Drops the oldest batches while over the buffer bound, counting what was lost.
     fn enforce_bound(&mut self) {
+        let mut dropped = (0u64, 0u64, 0u64);
         while self.pending_samples > self.config.buffer_samples && self.pending.len() > 1 {
             if let Some(old) = self.pending.pop_front() {
                 self.pending_samples -= old.samples.len();
@@ -367,7 +518,13 @@ impl Uplink {
                 self.stats
                     .dropped_samples
                     .fetch_add(old.samples.len() as u64, Ordering::Relaxed);
+                dropped.0 = dropped.0.max(old.sequence);
+                dropped.1 += old.samples.len() as u64;
+                dropped.2 += old.events.len() as u64;
             }
+        }
+        if dropped.1 > 0 || dropped.2 > 0 {
+            self.spooled(|s| s.dropped(dropped.0, dropped.1, dropped.2));
         }
     }
 }
@@ -420,6 +577,22 @@ mod tests {
     fn uplink(buffer: usize) -> Uplink {
         let mut c = UplinkConfig::new("http://127.0.0.1:1");
         c.buffer_samples = buffer;
+        Uplink::new(
+            c,
+            NodeIdentity::default(),
+            "simulated",
+            Inventory::default(),
+            Arc::default(),
+        )
+    }
+
+    fn spooled_uplink(buffer: usize, dir: &std::path::Path) -> Uplink {
+        let mut c = UplinkConfig::new("http://127.0.0.1:1");
+        c.buffer_samples = buffer;
+        c.spool = Some(SpoolConfig {
+            dir: dir.to_path_buf(),
+            max_bytes: crate::spool::DEFAULT_SPOOL_MAX_BYTES,
+        });
         Uplink::new(
             c,
             NodeIdentity::default(),
@@ -484,6 +657,63 @@ mod tests {
         assert!(u.unsent().is_empty());
         u.seal();
         assert_eq!(u.unsent().len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_agent_resumes_its_session_from_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = spooled_uplink(100, dir.path());
+        let session = u.session_id().to_string();
+        for t in 1..=3 {
+            u.absorb(update(t));
+            u.seal();
+        }
+        u.ack(1);
+        u.absorb(update(4)); // open, not sealed
+        drop(u); // killed: no shutdown, no sync
+
+        let mut u = spooled_uplink(100, dir.path());
+        assert_eq!(u.session_id(), session);
+        let seqs: Vec<u64> = u.pending.iter().map(|b| b.sequence).collect();
+        assert_eq!(seqs, [2, 3, 0], "batches 2 and 3 owed, the open one kept");
+        assert_eq!(u.pending_samples, 3);
+        assert_eq!(u.stats.spool_recovered_batches.load(Ordering::Relaxed), 2);
+        u.absorb(update(5));
+        let b = u.seal().unwrap();
+        assert_eq!(b.sequence, 4, "numbering goes on");
+        let ts: Vec<i64> = b.samples.iter().map(|s| s.timestamp.0).collect();
+        assert_eq!(ts, [4, 5]);
+        // Everything acknowledged: a further restart has nothing to send.
+        u.ack(4);
+        drop(u);
+        let u = spooled_uplink(100, dir.path());
+        assert!(u.pending.is_empty());
+        assert_eq!(u.next_sequence, 5);
+    }
+
+    #[test]
+    fn drops_of_the_memory_bound_are_reported_once_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = spooled_uplink(3, dir.path());
+        for t in 1..=5 {
+            u.absorb(update(t));
+            u.seal();
+        }
+        assert_eq!(u.stats.dropped_samples.load(Ordering::Relaxed), 2);
+        drop(u);
+        let mut u = spooled_uplink(3, dir.path());
+        assert_eq!(u.pending_samples, 3);
+        assert_eq!(u.pending.front().unwrap().sequence, 3);
+        assert_eq!(
+            u.stats.dropped_samples.load(Ordering::Relaxed),
+            0,
+            "not counted again"
+        );
+        u.absorb(update(6));
+        let b = u.seal().unwrap();
+        // The drop of batch 2 was reported in batch 3 (sealed before the restart); batch 1's
+        // in batch 2. Nothing new was dropped since, except what batch 6 pushed out.
+        assert_eq!(b.dropped_samples, 1);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct NodeSummary {
     pub worst_severity: Option<Severity>,
     pub gpus_unhealthy: u32,
     pub labels: gpufleet_model::Labels,
+    /// Samples and events the node's agent dropped (buffer or spool full while the collector
+    /// was unreachable), over the node's life.
+    #[serde(default)]
+    pub dropped_samples: u64,
+    #[serde(default)]
+    pub dropped_events: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -91,6 +97,8 @@ pub fn summarize(n: &NodeState, findings: &[Finding]) -> NodeSummary {
             .map(|s| s.gpus.iter().filter(|g| g.status != GpuStatus::Ok).count() as u32)
             .unwrap_or(0),
         labels: n.labels.clone(),
+        dropped_samples: n.dropped_samples,
+        dropped_events: n.dropped_events,
     }
 }
 
@@ -115,6 +123,8 @@ impl From<NodeSummary> for pb::NodeSummary {
                 .unwrap_or(0),
             gpus_unhealthy: v.gpus_unhealthy,
             labels: v.labels.into_iter().collect(),
+            dropped_samples: v.dropped_samples,
+            dropped_events: v.dropped_events,
         }
     }
 }
@@ -138,6 +148,8 @@ impl From<pb::NodeSummary> for NodeSummary {
             worst_severity: (worst != pb::Severity::Unspecified).then(|| worst.into()),
             gpus_unhealthy: v.gpus_unhealthy,
             labels: v.labels.into_iter().collect(),
+            dropped_samples: v.dropped_samples,
+            dropped_events: v.dropped_events,
         }
     }
 }

@@ -44,8 +44,12 @@ pub struct NodeState {
     pub history: VecDeque<Sample>,
     /// Recent events, oldest first.
     pub events: VecDeque<Event>,
-    /// Samples the agent reported it had to drop.
+    /// Samples and events the agent reported it had to drop (its buffer or spool full while
+    /// the collector was away), over the node's life (restored from the store).
     pub dropped_samples: u64,
+    pub dropped_events: u64,
+    /// Highest batch sequence of `session` seen, so a re-sent batch is not counted twice.
+    pub last_sequence: u64,
     /// Every GPU (by UUID) any inventory of this node has listed, so a GPU that stops being
     /// enumerated at all (dead after a reboot) is still known to be missing.
     pub known_gpus: BTreeMap<String, GpuInfo>,
@@ -94,6 +98,8 @@ impl NodeState {
             history: self.history.back().cloned().into_iter().collect(),
             events: VecDeque::new(),
             dropped_samples: self.dropped_samples,
+            dropped_events: self.dropped_events,
+            last_sequence: self.last_sequence,
             known_gpus: BTreeMap::new(),
             xid_events: self.xid_events.clone(),
             last_xid: self.last_xid.clone(),
@@ -168,6 +174,8 @@ impl Fleet {
                     inventory: s.inventory,
                     first_seen: s.first_seen,
                     last_seen: s.last_seen,
+                    dropped_samples: s.dropped_samples,
+                    dropped_events: s.dropped_events,
                     ..Default::default()
                 },
             );
@@ -197,6 +205,9 @@ impl Fleet {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         n.connected = true;
+        if n.session != hello.session_id {
+            n.last_sequence = 0;
+        }
         n.session = hello.session_id.clone();
         n.stream = stream;
         Ok(stream)
@@ -224,6 +235,9 @@ impl Fleet {
         n.gpu_source = hello.gpu_source.clone();
         n.remember_gpus(&hello.inventory);
         n.inventory = hello.inventory.clone();
+        if n.session != hello.session_id {
+            n.last_sequence = 0;
+        }
         n.session = hello.session_id.clone();
         n.connected = true;
         n.last_seen = now;
@@ -242,7 +256,11 @@ impl Fleet {
             n.remember_gpus(inv);
             n.inventory = inv.clone();
         }
-        n.dropped_samples += batch.dropped_samples;
+        if batch.sequence > n.last_sequence {
+            n.last_sequence = batch.sequence;
+            n.dropped_samples += batch.dropped_samples;
+            n.dropped_events += batch.dropped_events;
+        }
         for s in &batch.samples {
             // Samples re-sent after a reconnect may already be here.
             if n.history.back().is_some_and(|l| l.timestamp >= s.timestamp) {
@@ -376,9 +394,12 @@ mod tests {
             inventory: Inventory::default(),
             first_seen: UnixMs(1),
             last_seen: UnixMs(2),
+            dropped_samples: 7,
+            dropped_events: 1,
         }]);
         let n = restarted.node("n1").unwrap();
         assert_eq!(n.labels, hello.labels);
+        assert_eq!((n.dropped_samples, n.dropped_events), (7, 1));
         assert!(!n.connected);
     }
 }

@@ -236,6 +236,16 @@ pub fn node(d: &NodeDetail, now: UnixMs) -> String {
             format_labels(&s.labels)
         },
     );
+    if s.dropped_samples > 0 || s.dropped_events > 0 {
+        out.insert_str(
+            out.len() - 1,
+            &format!(
+                "Lost by the agent: {} samples, {} events (its buffer or spool was full while the \
+                 collector was unreachable; raise buffer_samples / spool_max_bytes)\n",
+                s.dropped_samples, s.dropped_events
+            ),
+        );
+    }
     let mut t = table();
     t.set_header([
         "GPU",

@@ -39,6 +39,9 @@ pub struct StoredNode {
     pub inventory: Inventory,
     pub first_seen: UnixMs,
     pub last_seen: UnixMs,
+    /// Samples and events the node's agent reported dropping, over the node's life.
+    pub dropped_samples: u64,
+    pub dropped_events: u64,
 }
 
 /// One write: a `Hello` (node + inventory) or a batch from an agent session.

@@ -97,7 +97,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     inventory_json TEXT NOT NULL,
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
-    labels_json TEXT NOT NULL DEFAULT '{}'
+    labels_json TEXT NOT NULL DEFAULT '{}',
+    dropped_samples INTEGER NOT NULL DEFAULT 0,
+    dropped_events INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS inventories (
     node TEXT NOT NULL,
@@ -174,6 +176,10 @@ const MIGRATIONS: &[&str] = &[
     // both new tables; rows of the old `samples` table are still read and pruned), and when a
     // node was last heard kept with its session instead of rewriting the node's row per batch.
     "ALTER TABLE sessions ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;",
+    // 5 → 6: what the node's agent reported dropping (its buffer or spool overflowed while
+    // the collector was unreachable), summed over the node's life.
+    "ALTER TABLE nodes ADD COLUMN dropped_samples INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE nodes ADD COLUMN dropped_events INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The version [`SCHEMA`] is, kept in `meta.schema_version`. An older file is migrated on open;
@@ -366,6 +372,17 @@ fn apply_batch(
             "UPDATE nodes SET inventory_json = ?2 WHERE name = ?1",
             params![node, json(inv)],
         )?;
+    }
+    if batch.dropped_samples > 0 || batch.dropped_events > 0 {
+        tx.prepare_cached(
+            "UPDATE nodes SET dropped_samples = dropped_samples + ?2,
+                dropped_events = dropped_events + ?3 WHERE name = ?1",
+        )?
+        .execute(params![
+            node,
+            batch.dropped_samples.min(i64::MAX as u64) as i64,
+            batch.dropped_events.min(i64::MAX as u64) as i64
+        ])?;
     }
     tx.prepare_cached(
         "INSERT INTO sessions(node, session, last_sequence, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
@@ -680,7 +697,7 @@ impl Store for SqliteStore {
                     first_seen_ms,
                     MAX(last_seen_ms, COALESCE(
                         (SELECT MAX(s.last_seen_ms) FROM sessions s WHERE s.node = nodes.name), 0)),
-                    labels_json FROM nodes ORDER BY name",
+                    labels_json, dropped_samples, dropped_events FROM nodes ORDER BY name",
         )?;
         let rows = q.query_map([], |r| {
             Ok((
@@ -695,11 +712,12 @@ impl Store for SqliteStore {
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, String>(8)?,
+                (r.get::<_, i64>(9)?, r.get::<_, i64>(10)?),
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (identity, agent_version, gpu_source, inv, first, last, labels) = row?;
+            let (identity, agent_version, gpu_source, inv, first, last, labels, dropped) = row?;
             out.push(StoredNode {
                 inventory: from_json(&format!("inventory of {}", identity.hostname), &inv)?,
                 labels: from_json(&format!("labels of {}", identity.hostname), &labels)?,
@@ -708,6 +726,8 @@ impl Store for SqliteStore {
                 gpu_source,
                 first_seen: UnixMs(first),
                 last_seen: UnixMs(last),
+                dropped_samples: dropped.0.max(0) as u64,
+                dropped_events: dropped.1.max(0) as u64,
             });
         }
         Ok(out)
@@ -973,6 +993,31 @@ mod tests {
         s.apply(&[Write::RemoveNode { name: "n1".into() }]).unwrap();
         assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_chunks"), 0);
         assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_head"), 0);
+    }
+
+    #[test]
+    fn drops_the_agent_reports_are_summed_once_per_batch_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.apply(&[Write::Hello {
+                hello: Box::new(hello("n1", "550.54.15")),
+                at: UnixMs(5),
+            }])
+            .unwrap();
+            let mut b = batch(1, 100);
+            b.dropped_samples = 40;
+            b.dropped_events = 2;
+            s.apply(&[write_batch("n1", b.clone())]).unwrap();
+            // Re-sent after a lost ack: stored once, counted once.
+            s.apply(&[write_batch("n1", b)]).unwrap();
+            let mut b = batch(2, 200);
+            b.dropped_samples = 2;
+            s.apply(&[write_batch("n1", b)]).unwrap();
+        }
+        let n = &SqliteStore::open(&path).unwrap().nodes().unwrap()[0];
+        assert_eq!((n.dropped_samples, n.dropped_events), (42, 2));
     }
 
     #[test]
