@@ -221,7 +221,7 @@ impl Uplink {
         pushed: watch::Sender<Pushed>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = FIRST_BACKOFF.min(self.config.max_backoff);
         loop {
             if *shutdown.borrow() {
                 return;
@@ -230,7 +230,7 @@ impl Uplink {
             let end = self.stream_once(&mut updates, &pushed, &mut shutdown).await;
             if self.stats.connects.load(Ordering::Relaxed) > connects_before {
                 // It was connected: start the backoff over.
-                backoff = Duration::from_millis(250);
+                backoff = FIRST_BACKOFF.min(self.config.max_backoff);
             }
             match end {
                 StreamEnd::Shutdown => {
@@ -240,13 +240,13 @@ impl Uplink {
                 StreamEnd::Error(e) => {
                     tracing::warn!(
                         collector = %self.config.collector,
-                        "stream to collector ended: {e}; retrying in {backoff:?} ({} batches buffered)",
+                        "stream to collector ended: {e}; retrying within {backoff:?} ({} batches buffered)",
                         self.pending.len()
                     );
                 }
             }
             // Keep buffering while waiting to reconnect.
-            let sleep = tokio::time::sleep(jitter(backoff));
+            let sleep = tokio::time::sleep(full_jitter(backoff));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
@@ -565,9 +565,17 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn jitter(d: Duration) -> Duration {
-    let f: f64 = rand::random::<f64>() * 0.4 + 0.8;
-    d.mul_f64(f)
+/// The first wait before reconnecting; it doubles per failed attempt up to `max_backoff`.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The shortest wait before reconnecting.
+const MIN_WAIT: Duration = Duration::from_millis(100);
+
+/// "Full jitter": a wait drawn uniformly between [`MIN_WAIT`] and `MIN_WAIT + backoff`. When a
+/// collector restarts, its 10,000 agents lose their streams in the same instant; with full
+/// jitter their first attempts spread evenly over the first second (and the retries of those
+/// refused over the next two, four, ...) instead of arriving together.
+fn full_jitter(backoff: Duration) -> Duration {
+    MIN_WAIT + backoff.mul_f64(rand::random::<f64>())
 }
 
 #[cfg(test)]
@@ -610,6 +618,20 @@ mod tests {
             },
             events: vec![],
             inventory: None,
+        }
+    }
+
+    #[test]
+    fn reconnect_waits_spread_over_the_whole_backoff() {
+        let b = Duration::from_secs(4);
+        let waits: Vec<Duration> = (0..2_000).map(|_| full_jitter(b)).collect();
+        assert!(waits.iter().all(|w| *w >= MIN_WAIT && *w <= MIN_WAIT + b));
+        // Each quarter of the range gets a fair share: no herd at either end.
+        for q in 0..4u32 {
+            let lo = MIN_WAIT + b * q / 4;
+            let hi = MIN_WAIT + b * (q + 1) / 4;
+            let n = waits.iter().filter(|w| **w >= lo && **w < hi).count();
+            assert!((350..650).contains(&n), "quarter {q}: {n} of 2000");
         }
     }
 
