@@ -131,6 +131,11 @@ impl Collector for Series {
                 stats.dropped_samples.load(Relaxed),
             ),
             (
+                "gpufleet_agent_samples",
+                "Samples taken since the agent started.",
+                stats.samples.load(Relaxed),
+            ),
+            (
                 "gpufleet_agent_spool_errors",
                 "Spool writes that failed; the spool is off until the agent restarts.",
                 stats.spool_errors.load(Relaxed),
@@ -144,6 +149,11 @@ impl Collector for Series {
                 "gpufleet_agent_spool_bytes",
                 "Bytes the on-disk spool holds (batches the collector has not acknowledged).",
                 stats.spool_bytes.load(Relaxed) as i64,
+            ),
+            (
+                "gpufleet_agent_buffered_samples",
+                "Samples held for the collector, not yet acknowledged.",
+                stats.buffered_samples.load(Relaxed) as i64,
             ),
             (
                 "gpufleet_agent_spool_recovered_batches",

@@ -427,12 +427,27 @@ fn run(a: AgentConfig) -> Result<()> {
         let mut cfg = UplinkConfig::new(a.collector.clone());
         cfg.buffer_samples = a.buffer_samples;
         cfg.spool = spool(&a);
+        let cfg_spooled = cfg.spool.is_some();
         cfg.labels = a.labels.clone();
         cfg.credentials = a.credentials(std::env::var("GPUFLEET_TOKEN").ok());
         let running = gpufleet_agent::spawn_exposed(agent, events, cfg, a.interval, exposition);
         shutdown_signal().await;
         tracing::info!("shutting down");
+        let stats = running.stats.clone();
         running.stop().await;
+        use std::sync::atomic::Ordering::Relaxed;
+        // One line a supervisor (or a test) can check against the collector's count.
+        tracing::info!(
+            "stopped: {} samples taken this run, {} not yet acknowledged{}, {} dropped",
+            stats.samples.load(Relaxed),
+            stats.buffered_samples.load(Relaxed),
+            if cfg_spooled {
+                " (kept in the spool)"
+            } else {
+                ""
+            },
+            stats.dropped_samples.load(Relaxed),
+        );
         Ok(())
     })
 }

@@ -104,21 +104,35 @@ pub struct Recovered {
 pub struct CapDrop {
     /// Every batch up to this sequence is gone.
     pub through: u64,
+    /// Samples and events lost with them.
     pub samples: u64,
     pub events: u64,
+    /// Earlier drops those batches were to report: they must ride in a later batch.
+    pub carried_samples: u64,
+    pub carried_events: u64,
+}
+
+/// A sealed batch's bookkeeping: what it holds and what drops it reports.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    sequence: u64,
+    samples: u64,
+    events: u64,
+    reports_samples: u64,
+    reports_events: u64,
 }
 
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
     bytes: u64,
-    /// Sealed batches in this segment: (sequence, samples, events).
-    batches: Vec<(u64, u64, u64)>,
+    /// Sealed batches in this segment.
+    batches: Vec<Held>,
 }
 
 impl Segment {
     fn last_sequence(&self) -> u64 {
-        self.batches.last().map(|b| b.0).unwrap_or(0)
+        self.batches.last().map(|b| b.sequence).unwrap_or(0)
     }
 }
 
@@ -135,8 +149,11 @@ pub struct Spool {
     file: File,
     next_index: u64,
     released: u64,
-    /// Ticks written to the current segment since its last seal: (samples, events).
-    open_ticks: (u64, u64),
+    /// Ticks written to the current segment since its last seal: (samples, events, bytes).
+    open_ticks: (u64, u64, u64),
+    /// Batches up to this one are on the live stream, awaiting their ack: the cap leaves
+    /// them alone (the collector will store them; dropping them would count them lost).
+    in_flight: u64,
 }
 
 impl Spool {
@@ -209,10 +226,11 @@ impl Spool {
             file,
             next_index: next_index + 1,
             released,
+            in_flight: 0,
             open_ticks: rec
                 .open
                 .as_ref()
-                .map(|b| (b.samples.len() as u64, b.events.len() as u64))
+                .map(|b| (b.samples.len() as u64, b.events.len() as u64, 0))
                 .unwrap_or_default(),
         };
         spool.delete_released();
@@ -232,11 +250,23 @@ impl Spool {
         &self.dir
     }
 
+    /// The open batch has grown to a segment's worth of bytes: seal it, so that the cap
+    /// drops a slice of the backlog, never the whole of one huge batch.
+    pub fn wants_seal(&self) -> bool {
+        self.open_ticks.2 >= self.segment_bytes / 2
+    }
+
+    /// Batches up to `sequence` were sent on the live stream (0: no stream).
+    pub fn in_flight(&mut self, sequence: u64) {
+        self.in_flight = sequence;
+    }
+
     /// Adds a tick's sample, events and inventory to the open batch.
     pub fn tick(&mut self, tick: &Batch) -> Result<(), SpoolError> {
         let payload = pb::Batch::from(tick.clone()).encode_to_vec();
         self.open_ticks.0 += tick.samples.len() as u64;
         self.open_ticks.1 += tick.events.len() as u64;
+        self.open_ticks.2 += payload.len() as u64;
         self.append(Kind::Tick, &payload)
     }
 
@@ -252,8 +282,14 @@ impl Spool {
             p.extend_from_slice(&v.to_le_bytes());
         }
         self.append(Kind::Seal, &p)?;
-        let (samples, events) = std::mem::take(&mut self.open_ticks);
-        self.current.batches.push((sequence, samples, events));
+        let (samples, events, _) = std::mem::take(&mut self.open_ticks);
+        self.current.batches.push(Held {
+            sequence,
+            samples,
+            events,
+            reports_samples: dropped_samples,
+            reports_events: dropped_events,
+        });
         if self.current.bytes >= self.segment_bytes {
             self.rotate()?;
         }
@@ -341,15 +377,23 @@ impl Spool {
     fn enforce_cap(&mut self) -> Option<CapDrop> {
         let mut drop = CapDrop::default();
         while self.bytes() > self.max_bytes {
-            let Some(s) = self.closed.pop_front() else {
-                break;
+            let sent = |f: &Segment| {
+                f.batches
+                    .iter()
+                    .any(|b| b.sequence > self.released && b.sequence <= self.in_flight)
             };
-            for &(seq, samples, events) in &s.batches {
-                if seq > self.released {
-                    drop.samples += samples;
-                    drop.events += events;
+            if self.closed.front().is_none_or(sent) {
+                break;
+            }
+            let s = self.closed.pop_front().expect("front exists");
+            for b in &s.batches {
+                if b.sequence > self.released {
+                    drop.samples += b.samples;
+                    drop.events += b.events;
+                    drop.carried_samples += b.reports_samples;
+                    drop.carried_events += b.reports_events;
                 }
-                drop.through = drop.through.max(seq);
+                drop.through = drop.through.max(b.sequence);
             }
             if let Err(e) = fs::remove_file(&s.path) {
                 tracing::warn!("cannot remove the spool segment {}: {e}", s.path.display());
@@ -361,7 +405,11 @@ impl Spool {
         self.released = self.released.max(drop.through);
         // Recorded so that a restart neither replays nor counts them twice.
         let mut p = Vec::with_capacity(24);
-        for v in [drop.through, drop.samples, drop.events] {
+        for v in [
+            drop.through,
+            drop.samples + drop.carried_samples,
+            drop.events + drop.carried_events,
+        ] {
             p.extend_from_slice(&v.to_le_bytes());
         }
         if let Err(e) = self.append(Kind::Dropped, &p) {
@@ -523,7 +571,13 @@ fn read_segment(
                     rec.dropped_samples = 0;
                     rec.dropped_events = 0;
                     rec.batches.push(b);
-                    segment.batches.push((seq, open_counts.0, open_counts.1));
+                    segment.batches.push(Held {
+                        sequence: seq,
+                        samples: open_counts.0,
+                        events: open_counts.1,
+                        reports_samples: ds,
+                        reports_events: de,
+                    });
                     open_counts = (0, 0);
                     *max_sealed = (*max_sealed).max(seq);
                     true
@@ -727,7 +781,7 @@ mod tests {
                 dropped.through = d.through;
                 dropped.samples += d.samples;
                 dropped.events += d.events;
-                unreported = d.samples;
+                unreported = d.samples + d.carried_samples;
             }
         }
         assert!(s.bytes() <= MIN_SPOOL_MAX_BYTES + s.segment_bytes + 20_000);
@@ -744,8 +798,41 @@ mod tests {
             rec.dropped_samples, unreported,
             "the cap's drops since the last batch are still owed to the collector"
         );
+        // Nothing lost silently: what the kept batches report plus what is still owed is
+        // every sample the cap dropped (reports riding in dropped batches were carried on).
         let reported: u64 = rec.batches.iter().map(|b| b.dropped_samples).sum();
-        assert!(reported <= dropped.samples);
+        assert_eq!(reported + rec.dropped_samples, dropped.samples);
+    }
+
+    #[test]
+    fn the_cap_never_drops_batches_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), MIN_SPOOL_MAX_BYTES, "s").unwrap();
+        let tick = |t| Batch {
+            samples: vec![Sample {
+                timestamp: UnixMs(t),
+                ..Default::default()
+            }],
+            events: events(10),
+            ..Default::default()
+        };
+        for seq in 1..=20u64 {
+            s.tick(&tick(seq as i64)).unwrap();
+            assert_eq!(s.seal(seq, 0, 0).unwrap(), None);
+        }
+        // All 20 sent on the stream; more arrive while their acks are outstanding.
+        s.in_flight(20);
+        for seq in 21..=60u64 {
+            s.tick(&tick(seq as i64)).unwrap();
+            if let Some(d) = s.seal(seq, 0, 0).unwrap() {
+                panic!("dropped {d:?} while batches up to 20 were in flight");
+            }
+        }
+        // The stream ends: the cap applies again.
+        s.in_flight(0);
+        s.tick(&tick(61)).unwrap();
+        let d = s.seal(61, 0, 0).unwrap().expect("over the cap");
+        assert!(d.through >= 1 && d.samples > 0);
     }
 
     #[test]

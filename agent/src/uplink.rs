@@ -30,6 +30,10 @@ pub struct UplinkStats {
     pub batches_sent: AtomicU64,
     pub acked_sequence: AtomicU64,
     pub dropped_samples: AtomicU64,
+    /// Samples taken by the sampler and handed to the uplink, this run.
+    pub samples: AtomicU64,
+    /// Samples held for the collector (sent or not, not yet acknowledged).
+    pub buffered_samples: AtomicU64,
     /// Bytes the spool holds on disk.
     pub spool_bytes: AtomicU64,
     /// Spool writes that failed (the spool is then off until the agent restarts).
@@ -183,6 +187,7 @@ impl Uplink {
             .store(spool.bytes(), Ordering::Relaxed);
         self.spool = Some(spool);
         self.enforce_bound();
+        self.publish_buffered();
     }
 
     /// Runs a spool write; a failure turns the spool off (logged once, counted).
@@ -228,6 +233,11 @@ impl Uplink {
             }
             let connects_before = self.stats.connects.load(Ordering::Relaxed);
             let end = self.stream_once(&mut updates, &pushed, &mut shutdown).await;
+            // Nothing is in flight any more: what was sent and not acknowledged is owed again.
+            self.sent_through = 0;
+            if let Some(s) = self.spool.as_mut() {
+                s.in_flight(0);
+            }
             if self.stats.connects.load(Ordering::Relaxed) > connects_before {
                 // It was connected: start the backoff over.
                 backoff = FIRST_BACKOFF.min(self.config.max_backoff);
@@ -402,6 +412,10 @@ impl Uplink {
         if let Some(last) = out.last() {
             self.sent_through = last.sequence;
         }
+        let through = self.sent_through;
+        if let Some(s) = self.spool.as_mut() {
+            s.in_flight(through);
+        }
         out
     }
 
@@ -410,7 +424,8 @@ impl Uplink {
     /// batches of at most `max_batch_samples` — each one the collector accepts — and the bound
     /// can drop the oldest of them.
     fn absorb(&mut self, u: Update) {
-        if self.open_batch_samples() >= self.config.max_batch_samples {
+        let spool_full = self.spool.as_ref().is_some_and(Spool::wants_seal);
+        if self.open_batch_samples() >= self.config.max_batch_samples || spool_full {
             self.seal();
         }
         if self.spool.is_some() {
@@ -438,7 +453,15 @@ impl Uplink {
             self.inventory = inv;
         }
         self.pending_samples += 1;
+        self.stats.samples.fetch_add(1, Ordering::Relaxed);
         self.enforce_bound();
+        self.publish_buffered();
+    }
+
+    fn publish_buffered(&self) {
+        self.stats
+            .buffered_samples
+            .store(self.pending_samples as u64, Ordering::Relaxed);
     }
 
     fn open_batch_samples(&self) -> usize {
@@ -476,8 +499,10 @@ impl Uplink {
             let old = self.pending.pop_front().expect("front exists");
             self.pending_samples -= old.samples.len();
         }
-        self.dropped_samples += cap.samples;
-        self.dropped_events += cap.events;
+        // With them go the drops they were to report: those ride in the next batch.
+        self.dropped_samples += cap.samples + cap.carried_samples;
+        self.dropped_events += cap.events + cap.carried_events;
+        self.publish_buffered();
         self.stats
             .dropped_samples
             .fetch_add(cap.samples, Ordering::Relaxed);
@@ -505,6 +530,7 @@ impl Uplink {
             }
         }
         self.spooled(|s| s.released(stored));
+        self.publish_buffered();
     }
 
     /// Drops the oldest batches while over the buffer bound, counting what was lost.
@@ -513,14 +539,17 @@ impl Uplink {
         while self.pending_samples > self.config.buffer_samples && self.pending.len() > 1 {
             if let Some(old) = self.pending.pop_front() {
                 self.pending_samples -= old.samples.len();
-                self.dropped_samples += old.samples.len() as u64;
-                self.dropped_events += old.events.len() as u64;
+                // Lost: its samples and events, and the earlier drops it was to report.
+                let samples = old.samples.len() as u64 + old.dropped_samples;
+                let events = old.events.len() as u64 + old.dropped_events;
+                self.dropped_samples += samples;
+                self.dropped_events += events;
                 self.stats
                     .dropped_samples
                     .fetch_add(old.samples.len() as u64, Ordering::Relaxed);
                 dropped.0 = dropped.0.max(old.sequence);
-                dropped.1 += old.samples.len() as u64;
-                dropped.2 += old.events.len() as u64;
+                dropped.1 += samples;
+                dropped.2 += events;
             }
         }
         if dropped.1 > 0 || dropped.2 > 0 {
@@ -733,9 +762,22 @@ mod tests {
         );
         u.absorb(update(6));
         let b = u.seal().unwrap();
-        // The drop of batch 2 was reported in batch 3 (sealed before the restart); batch 1's
-        // in batch 2. Nothing new was dropped since, except what batch 6 pushed out.
+        // Batches 4 and 5 (kept) report the drops of 1 and 2; the new sample pushes out
+        // batch 3, which reported nothing, so batch 6 reports just that one sample.
         assert_eq!(b.dropped_samples, 1);
+    }
+
+    #[test]
+    fn a_drop_report_riding_in_a_dropped_batch_is_carried_to_the_next() {
+        let mut u = uplink(1);
+        u.absorb(update(1));
+        u.seal();
+        u.absorb(update(2)); // pushes out batch 1
+        assert_eq!(u.seal().unwrap().dropped_samples, 1);
+        u.absorb(update(3)); // pushes out batch 2, and its report of batch 1
+        let b = u.seal().unwrap();
+        assert_eq!(b.dropped_samples, 2, "the collector learns of both");
+        assert_eq!(u.stats.dropped_samples.load(Ordering::Relaxed), 2);
     }
 
     #[test]
