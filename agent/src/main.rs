@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: sample on an interval and stream to the collector.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read everything once and print it (no collector needed).
     Probe(ProbeArgs),
     /// List the GPU models `--simulate` can play.
