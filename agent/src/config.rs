@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub seed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// Where sysfs and procfs are mounted (the host parts read under them).
+    pub sysfs_root: PathBuf,
+    pub procfs_root: PathBuf,
     pub collector: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -70,6 +73,8 @@ impl Default for AgentConfig {
             scenario: None,
             seed: DEFAULT_SEED,
             state_dir: None,
+            sysfs_root: "/sys".into(),
+            procfs_root: "/proc".into(),
             collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
             interval: crate::DEFAULT_SAMPLE_INTERVAL,
             slow_interval: crate::sources::cadence::DEFAULT_SLOW_INTERVAL,

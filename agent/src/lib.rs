@@ -31,8 +31,12 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Which GPU backend to read, and how.
 #[derive(Debug, Clone)]
 pub enum GpuBackend {
-    /// The real driver through NVML; `lib` overrides the library path.
-    Nvml { lib: Option<PathBuf> },
+    /// The real driver through NVML; `lib` overrides the library path. The host is read
+    /// through sysinfo and the kernel's files under `roots`.
+    Nvml {
+        lib: Option<PathBuf>,
+        roots: sources::HostRoots,
+    },
     /// Simulated GPUs and host.
     Simulated {
         gpus: u32,
@@ -55,9 +59,9 @@ pub fn open_sources(
     now: UnixMs,
 ) -> Result<Sources, SourceError> {
     match backend {
-        GpuBackend::Nvml { lib } => Ok(Sources {
+        GpuBackend::Nvml { lib, roots } => Ok(Sources {
             gpu: Box::new(sources::nvml::NvmlSource::open(lib.as_deref())?),
-            host: Box::new(sources::host::SysinfoHost::new()?),
+            host: Box::new(sources::host::SysinfoHost::new(roots)?),
         }),
         GpuBackend::Simulated {
             gpus,

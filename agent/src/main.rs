@@ -68,6 +68,13 @@ struct SourceArgs {
     /// when simulating).
     #[arg(long, env = "GPUFLEET_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Where the kernel's sysfs is mounted: InfiniBand and the other host parts are read
+    /// under it (a copy or a fixture tree for testing, as node_exporter's --path.sysfs).
+    #[arg(long, default_value = "/sys")]
+    sysfs_root: PathBuf,
+    /// Where procfs is mounted (/proc/net/dev and the other host parts).
+    #[arg(long, default_value = "/proc")]
+    procfs_root: PathBuf,
 }
 
 /// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
@@ -339,6 +346,10 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
         }
         None => GpuBackend::Nvml {
             lib: a.nvml_lib.clone(),
+            roots: gpufleet_agent::sources::HostRoots {
+                sysfs: a.sysfs_root.clone(),
+                procfs: a.procfs_root.clone(),
+            },
         },
     })
 }

@@ -81,6 +81,21 @@ pub struct HostInfo {
     pub nics: Vec<NicInfo>,
     pub disks: Vec<DiskInfo>,
     pub uptime_seconds: u64,
+    /// RDMA devices (InfiniBand HCAs, RoCE NICs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ib_devices: Vec<IbDeviceInfo>,
+}
+
+/// One RDMA device from `/sys/class/infiniband/DEVICE`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IbDeviceInfo {
+    pub name: String,
+    pub fw_version: String,
+    pub board_id: String,
+    pub hca_type: String,
+    pub pci_address: String,
+    pub numa_node: Option<i32>,
+    pub ports: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -20,10 +20,12 @@ pub mod xid;
 pub use event::{Event, EventKind, Severity};
 pub use finding::{Evidence, Finding, FindingRecord, FindingState, FleetScope};
 pub use inventory::{
-    DiskInfo, DriverInfo, GpuInfo, GpuInventory, HostInfo, Inventory, NicInfo, NodeIdentity,
+    DiskInfo, DriverInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo, Inventory, NicInfo,
+    NodeIdentity,
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
-    DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, NicSample, NvLinkSample, Sample,
+    DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, IbPortSample, NicSample,
+    NvLinkSample, Sample,
 };
 pub use time::UnixMs;

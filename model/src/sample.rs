@@ -136,6 +136,49 @@ pub struct HostSample {
     pub disks: Vec<DiskSample>,
     pub nics: Vec<NicSample>,
     pub uptime_seconds: u64,
+    /// Every port of every RDMA device (InfiniBand HCAs, RoCE NICs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ib_ports: Vec<IbPortSample>,
+}
+
+/// One port of an RDMA device (`/sys/class/infiniband/DEVICE/ports/PORT`). Counters are
+/// cumulative since the driver loaded.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct IbPortSample {
+    pub device: String,
+    pub port: u32,
+    /// `ACTIVE`, `DOWN`, `INIT`, `ARMED`, …
+    pub state: String,
+    /// `LinkUp`, `Disabled`, `Polling`, …
+    pub phys_state: String,
+    /// `InfiniBand` or `Ethernet` (RoCE).
+    pub link_layer: String,
+    pub rate_gbps: Option<f64>,
+    pub symbol_errors: Option<u64>,
+    pub link_downed: Option<u64>,
+    pub rcv_errors: Option<u64>,
+    pub xmit_discards: Option<u64>,
+    pub excessive_buffer_overrun_errors: Option<u64>,
+    pub link_error_recovery: Option<u64>,
+    pub local_link_integrity_errors: Option<u64>,
+    pub rcv_data_bytes: Option<u64>,
+    pub xmit_data_bytes: Option<u64>,
+}
+
+impl IbPortSample {
+    /// `mlx5_0/1`: how findings and metrics name the port.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.device, self.port)
+    }
+
+    pub fn is_infiniband(&self) -> bool {
+        self.link_layer.eq_ignore_ascii_case("infiniband")
+    }
+
+    /// Logically and physically up.
+    pub fn is_up(&self) -> bool {
+        self.state.eq_ignore_ascii_case("active") && self.phys_state.eq_ignore_ascii_case("linkup")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

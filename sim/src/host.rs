@@ -2,7 +2,9 @@
 //! healthy background load, changed by the node-scoped faults (CPU saturation, RAM pressure,
 //! full disk, NIC saturation and errors, kernel change).
 
-use gpufleet_model::{DiskInfo, DiskSample, HostInfo, HostSample, NicInfo, NicSample};
+use gpufleet_model::{
+    DiskInfo, DiskSample, HostInfo, HostSample, IbDeviceInfo, IbPortSample, NicInfo, NicSample,
+};
 
 use crate::faults::Fault;
 use crate::hosts::HostProfile;
@@ -163,7 +165,90 @@ impl HostSim {
                 })
                 .collect(),
             uptime_seconds: self.uptime_s(&h, t),
+            ib_devices: self
+                .hcas(&h)
+                .map(|(i, name, nic)| {
+                    let ndr = nic.speed_mbps >= 400_000;
+                    IbDeviceInfo {
+                        // ConnectX-7 (NDR) or ConnectX-6 (HDR), as NVIDIA's systems ship them.
+                        fw_version: if ndr { "28.39.1002" } else { "20.39.1002" }.to_string(),
+                        board_id: if ndr {
+                            "MT_0000000838"
+                        } else {
+                            "MT_0000000223"
+                        }
+                        .to_string(),
+                        hca_type: if ndr { "MT4129" } else { "MT4123" }.to_string(),
+                        pci_address: pci_of(nic.name),
+                        numa_node: Some(if i < self.fabric_nics() / 2 { 0 } else { 1 }),
+                        ports: 1,
+                        name,
+                    }
+                })
+                .collect(),
         }
+    }
+
+    fn fabric_nics(&self) -> usize {
+        self.profile.nics.iter().filter(|n| n.fabric).count()
+    }
+
+    /// The host's InfiniBand HCAs still enumerated: one single-port HCA per fabric NIC,
+    /// `mlx5_0`, `mlx5_1`, … in the profile's order.
+    fn hcas<'s>(
+        &'s self,
+        h: &'s HostLive<'_>,
+    ) -> impl Iterator<Item = (usize, String, &'static crate::hosts::NicSpec)> + 's {
+        self.profile
+            .nics
+            .iter()
+            .filter(|n| n.fabric)
+            .enumerate()
+            .map(|(i, nic)| (i, crate::faults::hca_name(i), nic))
+            .filter(|(_, name, _)| !h.ib_missing.iter().any(|m| targets(*m, name)))
+    }
+
+    fn ib_ports(&self, h: &HostLive<'_>, t: i64) -> Vec<IbPortSample> {
+        self.hcas(h)
+            .map(|(_, name, nic)| {
+                let down = h
+                    .ib_down
+                    .iter()
+                    .find(|(m, _)| targets(*m, &name))
+                    .map(|d| d.1);
+                let rate = h
+                    .ib_rate_gbps
+                    .iter()
+                    .find(|(m, _)| targets(*m, &name))
+                    .map_or(nic.speed_mbps as f64 / 1000.0, |r| r.1);
+                let symbol_errors = h
+                    .ib_symbol_errors
+                    .iter()
+                    .filter(|(m, _)| targets(*m, &name))
+                    .map(|(_, c)| c)
+                    .sum();
+                // Data moves at about 2 GB/s each way on average, and stops while down.
+                let moving_s = down.unwrap_or(t).max(0) as u64 / 1000;
+                let data = (self.uptime0_s + moving_s) * 2_000_000_000;
+                IbPortSample {
+                    port: 1,
+                    state: if down.is_some() { "DOWN" } else { "ACTIVE" }.into(),
+                    phys_state: if down.is_some() { "Disabled" } else { "LinkUp" }.into(),
+                    link_layer: "InfiniBand".into(),
+                    rate_gbps: Some(rate),
+                    symbol_errors: Some(symbol_errors),
+                    link_downed: Some(u64::from(down.is_some())),
+                    rcv_errors: Some(0),
+                    xmit_discards: Some(0),
+                    excessive_buffer_overrun_errors: Some(0),
+                    link_error_recovery: Some(0),
+                    local_link_integrity_errors: Some(0),
+                    rcv_data_bytes: Some(data),
+                    xmit_data_bytes: Some(data + data / 97),
+                    device: name,
+                }
+            })
+            .collect()
     }
 
     /// Load average over the `k`th of [`LOAD_TAUS_S`](crate::state::LOAD_TAUS_S): the
@@ -270,6 +355,22 @@ impl HostSim {
             disks,
             nics,
             uptime_seconds: self.uptime_s(&h, t),
+            ib_ports: self.ib_ports(&h, t),
         }
     }
+}
+
+/// A fault aimed at `target` (`None`: the first HCA) hits HCA `name`.
+fn targets(target: Option<&str>, name: &str) -> bool {
+    target.unwrap_or("mlx5_0") == name
+}
+
+/// `ibp24s0` (the netdev name udev gives the HCA in PCI bus 24) → `0000:18:00.0`.
+fn pci_of(netdev: &str) -> String {
+    let bus = netdev
+        .strip_prefix("ibp")
+        .and_then(|r| r.split('s').next())
+        .and_then(|b| b.parse::<u32>().ok())
+        .unwrap_or(0);
+    format!("0000:{bus:02x}:00.0")
 }

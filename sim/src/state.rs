@@ -203,6 +203,14 @@ pub struct HostLive<'a> {
     pub nic_errors: Vec<(Option<&'a str>, u64)>,
     /// Offset (ms) of the latest reboot a fault caused, if any.
     pub last_boot: Option<i64>,
+    /// InfiniBand HCAs (kernel names, `None`: the first) whose port is down, and since when.
+    pub ib_down: Vec<(Option<&'a str>, i64)>,
+    /// HCAs whose link trained at a lower rate, Gb/s.
+    pub ib_rate_gbps: Vec<(Option<&'a str>, f64)>,
+    /// Symbol errors per HCA so far.
+    pub ib_symbol_errors: Vec<(Option<&'a str>, u64)>,
+    /// HCAs no longer enumerated (dead card, fallen off the bus).
+    pub ib_missing: Vec<Option<&'a str>>,
 }
 
 /// Host facts that hold for the node's whole life once a scenario names a fault.

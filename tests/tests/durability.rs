@@ -121,9 +121,20 @@ fn collector_kills_and_an_outage_lose_nothing(kills: usize, outage: Duration) {
     let mut collector = serve(port, data.path());
     assert!(wait_for(Duration::from_secs(20), || up(port).then_some(())).is_some());
     let names: Vec<String> = (0..4).map(|i| format!("durable-{i}")).collect();
+    let metrics: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let mut agents: Vec<Proc> = names
         .iter()
-        .map(|n| spawn_agent(n, port, &states.path().join(n), 8, &[]))
+        .zip(&metrics)
+        .map(|(n, m)| {
+            let listen = format!("127.0.0.1:{m}");
+            spawn_agent(
+                n,
+                port,
+                &states.path().join(n),
+                8,
+                &["--metrics-listen", &listen],
+            )
+        })
         .collect();
     assert!(
         wait_for(Duration::from_secs(30), || all_connected(port, &names)
@@ -156,8 +167,20 @@ fn collector_kills_and_an_outage_lose_nothing(kills: usize, outage: Duration) {
         collector.log()
     );
     eprintln!("all agents back {:?} after the restart", back.elapsed());
-    // Let the re-sent backlog land, then stop the agents (they wait for their last acks).
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the re-sent backlog land (the collector paces each node at
+    // limits.max_samples_per_second), then stop the agents (they wait for their last acks).
+    let drained = wait_for(Duration::from_secs(300), || {
+        metrics
+            .iter()
+            .all(|m| scrape(*m, "gpufleet_agent_buffered_samples").is_some_and(|b| b <= 1))
+            .then_some(())
+    });
+    assert!(
+        drained.is_some(),
+        "the backlog never drained:\n{}",
+        collector.log()
+    );
+    eprintln!("backlog drained {:?} after the restart", back.elapsed());
     let mut counts = Vec::new();
     for a in &mut agents {
         assert!(a.terminate(Duration::from_secs(15)).is_some());

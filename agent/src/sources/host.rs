@@ -34,10 +34,14 @@ pub struct SysinfoHost {
     networks: Networks,
     proc_root: PathBuf,
     last_net_read: Option<UnixMs>,
+    parts: Vec<Box<dyn super::HostPart>>,
+    /// Parts that failed at the last read, and why.
+    unavailable: Vec<(&'static str, String)>,
 }
 
 impl SysinfoHost {
-    pub fn new() -> Result<Self, SourceError> {
+    /// The host through sysinfo and `/proc`, plus every [`super::host_parts`] under `roots`.
+    pub fn new(roots: &super::HostRoots) -> Result<Self, SourceError> {
         let err = |what: &str, e: sysinfo::Error| {
             SourceError::Other(format!("cannot read host {what} through sysinfo: {e:?}"))
         };
@@ -51,8 +55,10 @@ impl SysinfoHost {
             system,
             disks: Disks::new_with_refreshed_list().map_err(|e| err("disks", e))?,
             networks: Networks::new_with_refreshed_list().map_err(|e| err("networks", e))?,
-            proc_root: PathBuf::from("/proc"),
+            proc_root: roots.procfs.clone(),
             last_net_read: None,
+            parts: super::host_parts(roots),
+            unavailable: Vec::new(),
         })
     }
 
@@ -75,7 +81,7 @@ impl HostSource for SysinfoHost {
     fn info(&mut self, _now: UnixMs) -> HostInfo {
         self.system.refresh_cpu_all();
         let cpus = self.system.cpus();
-        HostInfo {
+        let mut info = HostInfo {
             os_name: System::long_os_version().unwrap_or_default(),
             kernel_version: System::kernel_version().unwrap_or_default(),
             cpu_model: cpus
@@ -105,7 +111,19 @@ impl HostSource for SysinfoHost {
                 })
                 .collect(),
             uptime_seconds: System::uptime().unwrap_or_default(),
+            ib_devices: Vec::new(),
+        };
+        self.unavailable.clear();
+        for part in &mut self.parts {
+            if let Err(why) = part.info(&mut info) {
+                self.unavailable.push((part.name(), why));
+            }
         }
+        info
+    }
+
+    fn unavailable(&self) -> Vec<(&'static str, String)> {
+        self.unavailable.clone()
     }
 
     fn sample(&mut self, now: UnixMs) -> HostSample {
@@ -126,7 +144,7 @@ impl HostSource for SysinfoHost {
             Some(s) => (bytes as f64 / s) as u64,
             None => 0,
         };
-        HostSample {
+        let mut sample = HostSample {
             cpu_percent: Some(self.system.global_cpu_usage()),
             cpu_per_core_percent: self.system.cpus().iter().map(|c| c.usage()).collect(),
             load_average_1m: load.as_ref().map(|l| l.one),
@@ -162,7 +180,15 @@ impl HostSource for SysinfoHost {
                 })
                 .collect(),
             uptime_seconds: System::uptime().unwrap_or_default(),
+            ib_ports: Vec::new(),
+        };
+        self.unavailable.clear();
+        for part in &mut self.parts {
+            if let Err(why) = part.sample(now, &mut sample) {
+                self.unavailable.push((part.name(), why));
+            }
         }
+        sample
     }
 }
 
@@ -224,7 +250,7 @@ garbage line\n";
 
     #[test]
     fn reads_this_host() {
-        let mut h = SysinfoHost::new().expect("sysinfo works on Linux");
+        let mut h = SysinfoHost::new(&Default::default()).expect("sysinfo works on Linux");
         let info = h.info(UnixMs(1));
         assert!(info.cpu_logical_cores > 0);
         assert!(info.memory_total_bytes > 0);

@@ -11,6 +11,7 @@ pub use gpufleet_model::GpuInventory;
 
 pub mod cadence;
 pub mod host;
+pub mod infiniband;
 pub mod nvml;
 pub mod simulated;
 
@@ -49,6 +50,44 @@ pub trait GpuSource: Send {
 pub trait HostSource: Send {
     fn info(&mut self, now: UnixMs) -> HostInfo;
     fn sample(&mut self, now: UnixMs) -> HostSample;
+    /// Parts of the host that could not be read at the last read, and why (for `probe`).
+    fn unavailable(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// One part of the host read from sysfs or procfs beyond what sysinfo gives (InfiniBand, …).
+/// Each part fails alone: an error means "this part is unavailable here, and why" — the
+/// rest of the sample goes on. Listed once, in [`host_parts`].
+pub trait HostPart: Send {
+    /// Short name shown by `probe`, e.g. `infiniband`.
+    fn name(&self) -> &'static str;
+    /// Adds this part's inventory to `info`.
+    fn info(&mut self, info: &mut HostInfo) -> Result<(), String>;
+    /// Adds this part's readings to `sample`.
+    fn sample(&mut self, now: UnixMs, sample: &mut HostSample) -> Result<(), String>;
+}
+
+/// Where the host parts read the kernel's files: `/sys` and `/proc` on a real host, fixture
+/// trees in tests (`--sysfs-root`, `--procfs-root`), as node_exporter does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoots {
+    pub sysfs: std::path::PathBuf,
+    pub procfs: std::path::PathBuf,
+}
+
+impl Default for HostRoots {
+    fn default() -> Self {
+        HostRoots {
+            sysfs: "/sys".into(),
+            procfs: "/proc".into(),
+        }
+    }
+}
+
+/// Every host part, in the order `probe` shows them: the one place a part is registered.
+pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
+    vec![Box::new(infiniband::InfiniBand::new(&roots.sysfs))]
 }
 
 #[derive(Debug, thiserror::Error)]

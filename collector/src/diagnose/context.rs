@@ -17,6 +17,9 @@ pub struct FleetContext {
     pub vbios: HashMap<String, Majority>,
     /// Per GPU product name: clocks and power of its busy, unthrottled GPUs right now.
     pub peers: HashMap<String, peers::PeerStats>,
+    /// Per GPU product name: the usual number of InfiniBand ports of its nodes (among nodes
+    /// that have any), against which a node missing an HCA is judged.
+    pub ib_ports: HashMap<String, Majority>,
     pub nodes: usize,
     /// The compliance policy in force (`serve --policy`), if any.
     pub policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
@@ -72,10 +75,37 @@ impl FleetContext {
                 .filter_map(|(m, v)| Some((m.to_string(), majority(v.into_iter())?)))
                 .collect(),
             peers: peers::by_model(nodes),
+            ib_ports: ib_port_majorities(nodes),
             nodes: nodes.len(),
             policy: None,
         }
     }
+}
+
+/// The GPU product a node is grouped by (its first GPU's name).
+pub fn gpu_model(n: &NodeState) -> Option<&str> {
+    n.inventory.gpus.first().map(|g| g.name.as_str())
+}
+
+/// InfiniBand-layer ports in a node's latest sample.
+pub fn ib_port_count(n: &NodeState) -> usize {
+    n.latest()
+        .map(|s| s.host.ib_ports.iter().filter(|p| p.is_infiniband()).count())
+        .unwrap_or(0)
+}
+
+fn ib_port_majorities(nodes: &[&NodeState]) -> HashMap<String, Majority> {
+    let mut counts: HashMap<&str, Vec<String>> = HashMap::new();
+    for n in nodes {
+        let c = ib_port_count(n);
+        if let (Some(model), true) = (gpu_model(n), c > 0) {
+            counts.entry(model).or_default().push(c.to_string());
+        }
+    }
+    counts
+        .into_iter()
+        .filter_map(|(m, v)| Some((m.to_string(), majority(v.iter().map(String::as_str))?)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -392,6 +392,7 @@ impl From<HostSample> for pb::HostSample {
             disks: v.disks.into_iter().map(Into::into).collect(),
             nics: v.nics.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
+            ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -412,6 +413,7 @@ impl From<pb::HostSample> for HostSample {
             disks: v.disks.into_iter().map(Into::into).collect(),
             nics: v.nics.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
+            ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -429,6 +431,7 @@ impl From<HostInfo> for pb::HostInfo {
             nics: v.nics.into_iter().map(Into::into).collect(),
             disks: v.disks.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
+            ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -446,6 +449,55 @@ impl From<pb::HostInfo> for HostInfo {
             nics: v.nics.into_iter().map(Into::into).collect(),
             disks: v.disks.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
+            ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
         }
     }
 }
+
+macro_rules! ib_port_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    device: v.device,
+                    port: v.port,
+                    state: v.state,
+                    phys_state: v.phys_state,
+                    link_layer: v.link_layer,
+                    rate_gbps: v.rate_gbps,
+                    symbol_errors: v.symbol_errors,
+                    link_downed: v.link_downed,
+                    rcv_errors: v.rcv_errors,
+                    xmit_discards: v.xmit_discards,
+                    excessive_buffer_overrun_errors: v.excessive_buffer_overrun_errors,
+                    link_error_recovery: v.link_error_recovery,
+                    local_link_integrity_errors: v.local_link_integrity_errors,
+                    rcv_data_bytes: v.rcv_data_bytes,
+                    xmit_data_bytes: v.xmit_data_bytes,
+                }
+            }
+        }
+    };
+}
+ib_port_fields!(IbPortSample => pb::IbPortSample);
+ib_port_fields!(pb::IbPortSample => IbPortSample);
+
+macro_rules! ib_device_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    name: v.name,
+                    fw_version: v.fw_version,
+                    board_id: v.board_id,
+                    hca_type: v.hca_type,
+                    pci_address: v.pci_address,
+                    numa_node: v.numa_node,
+                    ports: v.ports,
+                }
+            }
+        }
+    };
+}
+ib_device_fields!(IbDeviceInfo => pb::IbDeviceInfo);
+ib_device_fields!(pb::IbDeviceInfo => IbDeviceInfo);

@@ -200,6 +200,27 @@ pub fn sanitize_host(h: &mut HostSample) -> u32 {
         // NaN fails every comparison, so `within` drops it too.
         within(l, 0.0, 1e6, &mut n);
     }
+    for p in &mut h.ib_ports {
+        // The fastest InfiniBand generation today signals at 800 Gb/s per port (XDR).
+        within(&mut p.rate_gbps, 0.0, 10_000.0, &mut n);
+        for c in [
+            &mut p.symbol_errors,
+            &mut p.link_downed,
+            &mut p.rcv_errors,
+            &mut p.xmit_discards,
+            &mut p.excessive_buffer_overrun_errors,
+            &mut p.link_error_recovery,
+            &mut p.local_link_integrity_errors,
+            &mut p.rcv_data_bytes,
+            &mut p.xmit_data_bytes,
+        ] {
+            // u64::MAX is how a missing counter reads through some drivers.
+            if *c == Some(u64::MAX) {
+                *c = None;
+                n += 1;
+            }
+        }
+    }
     let before = h.cpu_per_core_percent.len();
     h.cpu_per_core_percent.retain(|c| (0.0..=100.0).contains(c));
     n + (before - h.cpu_per_core_percent.len()) as u32

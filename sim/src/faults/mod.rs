@@ -21,6 +21,7 @@ use crate::state::{
 };
 
 mod clocks;
+mod fabric;
 mod host;
 mod memory;
 mod nvlink;
@@ -32,6 +33,7 @@ mod workload;
 mod xid;
 
 pub use crate::state::Direction;
+pub use fabric::hca_name;
 
 /// Every family's kinds, in documentation order: the one list a new family joins.
 static FAMILIES: &[&[FaultKindInfo]] = &[
@@ -45,6 +47,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     versions::KINDS,
     workload::KINDS,
     host::KINDS,
+    fabric::KINDS,
 ];
 
 /// Where a fault kind acts.

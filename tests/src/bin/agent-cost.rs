@@ -76,7 +76,7 @@ fn main() {
     let gpu = NvmlSource::open(Some(lib))
         .expect("NvmlSource opens the fake library")
         .with_kmsg(None);
-    let host = SysinfoHost::new().expect("host source");
+    let host = SysinfoHost::new(&Default::default()).expect("host source");
     let identity = NodeIdentity {
         hostname: "bench-node".into(),
         ..Default::default()

@@ -63,6 +63,7 @@ rules! {
     node_drift::NodeDrift,
     host::HostSaturation,
     nic_errors::NicErrors,
+    infiniband::InfiniBand,
     swap::Swapping,
     compliance::Compliance,
 }
