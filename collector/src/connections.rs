@@ -33,8 +33,8 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// A connection that has sent no byte by then is closed (`limits.hello_timeout`).
     pub first_byte: Duration,
-    /// A connection that has sent nothing for this long is closed
-    /// (`limits.idle_stream_timeout`; live clients answer the collector's HTTP/2 pings).
+    /// A connection that has sent nothing for this long is closed (`limits.idle_stream_timeout`
+    /// + `limits.hello_timeout`; live clients answer the collector's HTTP/2 pings).
     pub idle: Duration,
 }
 

@@ -47,8 +47,9 @@ pub struct LimitsConfig {
     /// and counted. Keep it below the process's file-descriptor limit (`LimitNOFILE`).
     pub max_connections: usize,
     /// A stream that has sent nothing for this long (after its Hello) is ended with
-    /// DEADLINE_EXCEEDED; so is a connection that has sent not a byte (agents ping every
-    /// 20 s). Keep it several times the longest agent sample interval.
+    /// DEADLINE_EXCEEDED; a connection that has sent not a byte for this long plus
+    /// `hello_timeout` is closed (agents ping every 20 s). Keep it several times the longest
+    /// agent sample interval.
     #[serde(with = "humantime_serde")]
     pub idle_stream_timeout: Duration,
     /// A stream whose Hello has not come by then is ended with DEADLINE_EXCEEDED; a connection

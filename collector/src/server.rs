@@ -285,7 +285,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let conn_limits = crate::connections::ConnLimits {
         max_connections: config.limits.max_connections,
         first_byte: config.limits.hello_timeout,
-        idle: config.limits.idle_stream_timeout,
+        // Longer than a stream's, so a silent agent gets its stream's DEADLINE_EXCEEDED
+        // before its connection goes.
+        idle: config.limits.idle_stream_timeout + config.limits.hello_timeout,
     };
     let task = match auth.tls() {
         Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(

@@ -223,7 +223,7 @@ async fn silent_connections_and_streams_without_hello_are_closed_while_an_agent_
     });
 
     // 2,000 TCP connections that never send a byte.
-    let opened = Instant::now();
+    let started = Instant::now();
     let mut silent = Vec::with_capacity(IDLE_TCP);
     for _ in 0..IDLE_TCP {
         silent.push(
@@ -232,6 +232,8 @@ async fn silent_connections_and_streams_without_hello_are_closed_while_an_agent_
                 .expect("connect"),
         );
     }
+    let opened = Instant::now();
+    let opening = opened - started;
     // HTTP/2 connections whose streams never send their Hello.
     let mut hello_less = Vec::new();
     for _ in 0..CHANNELS {
@@ -256,6 +258,7 @@ async fn silent_connections_and_streams_without_hello_are_closed_while_an_agent_
     // Every silent connection is closed by the collector (EOF or reset).
     let closed = futures_closed(silent, Duration::from_secs(30)).await;
     assert_eq!(closed, IDLE_TCP, "silent connections closed");
+    // The last silent connection goes `hello_timeout` (2 s) after it came, or a bit more.
     let closed_after = opened.elapsed();
     for h in hello_less {
         let s = h.await.unwrap();
@@ -274,9 +277,10 @@ async fn silent_connections_and_streams_without_hello_are_closed_while_an_agent_
         .expect("the real agent was served throughout");
     println!(
         "RSS {rss_before} KiB before, {rss_peak} KiB with {IDLE_TCP} silent connections and {} \
-         Hello-less streams, {rss_after} KiB after; all closed {:.1} s after opening; the agent \
-         had {batches} batches acked",
+         Hello-less streams, {rss_after} KiB after; opened in {:.1} s, the last closed {:.1} s \
+         after it was opened; the agent had {batches} batches acked",
         CHANNELS * STREAMS_PER_CHANNEL,
+        opening.as_secs_f64(),
         closed_after.as_secs_f64()
     );
     assert!(batches >= 8, "{batches} batches acked");
@@ -469,6 +473,42 @@ async fn past_max_streams_a_stream_gets_resource_exhausted_until_one_closes() {
     .expect("a stream is accepted once another closed");
     c.acked(batch(2, 1), 2).await.unwrap();
     b.acked(batch(2, 1), 2).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_silent_after_its_hello_is_ended_with_a_status_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
+    config.limits = LimitsConfig {
+        hello_timeout: Duration::from_secs(1),
+        idle_stream_timeout: Duration::from_secs(2),
+        ..LimitsConfig::default()
+    };
+    let server = server::start(config).await.unwrap();
+    let mut quiet = Agent::open(&server.url(), hello("quiet")).await.unwrap();
+    quiet.acked(batch(1, 1), 1).await.unwrap();
+    let s = match tokio::time::timeout(Duration::from_secs(20), quiet.rx.message()).await {
+        Ok(Err(s)) => s,
+        other => panic!("expected the stream to be ended, got {other:?}"),
+    };
+    assert_eq!(s.code(), tonic::Code::DeadlineExceeded, "{s:?}");
+    assert!(
+        s.message().contains("limits.idle_stream_timeout"),
+        "{}",
+        s.message()
+    );
+    assert_eq!(
+        server
+            .metrics
+            .ingest
+            .streams_refused(StreamRefused::IdleTimeout),
+        1
+    );
+    let gone = wait_for(Duration::from_secs(5), || {
+        (!server.fleet.node("quiet").unwrap().connected).then_some(())
+    });
+    assert!(gone.is_some(), "the node is shown disconnected");
     server.stop().await.unwrap();
 }
 
