@@ -190,7 +190,8 @@ impl LimitsConfig {
         let values = toml::Table::try_from(LimitsConfig::default())
             .expect("the limits' defaults serialize to TOML");
         let mut out = String::from(
-            "# How much any one client may take of the collector (docs/limits.md).\n[limits]\n",
+            "# How much any one client may take of the collector (docs/limits.md); file only, \
+             no flags.\n[limits]\n",
         );
         for (key, doc) in KEY_DOCS {
             out.push_str(&format!("# {doc}\n{key} = {}\n", values[*key]));

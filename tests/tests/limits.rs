@@ -177,7 +177,10 @@ fn cpu_time(pid: u32) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lowered_limit_in_the_config_refuses_past_it_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (_collector, url, _) = serve_limited(dir.path(), "max_gpus_per_node = 4\nmax_labels = 2\n");
+    let (_collector, url, _) = serve_limited(
+        dir.path(),
+        "max_gpus_per_node = 4\nmax_labels = 2\nmax_message_bytes = 65536\n",
+    );
     let s = refusal(&url, vec![hello_with_gpus("eight", 8)]).await;
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     assert!(
@@ -188,6 +191,28 @@ async fn a_lowered_limit_in_the_config_refuses_past_it_and_names_the_key() {
     // Within the limit: served.
     let mut four = Agent::open(&url, hello_with_gpus("four", 4)).await.unwrap();
     four.acked(batch(1, 1), 1).await.unwrap();
+    // A message past the lowered max_message_bytes (80 KB > 64 KiB).
+    let big = pb::Batch {
+        sequence: 1,
+        events: (0..10)
+            .map(|_| pb::Event {
+                message: "x".repeat(8_000),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let s = refusal(
+        &url,
+        vec![
+            hello("big"),
+            AgentMessage {
+                msg: Some(agent_message::Msg::Batch(big)),
+            },
+        ],
+    )
+    .await;
+    assert_eq!(s.code(), tonic::Code::OutOfRange, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
