@@ -183,7 +183,7 @@ AGENT_KEYS = {
 }
 COLLECTOR_KEYS = {
     "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",
-    "sample_interval", "window_samples", "alerts",
+    "sample_interval", "window_samples", "alerts", "limits",
     "fleet_min_share", "fleet_min_nodes", "fleet_group_labels",
     "tls_cert", "tls_key", "tls_client_ca", "auth_tokens", "insecure",
 }

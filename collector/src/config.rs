@@ -112,6 +112,11 @@ pub struct CollectorConfig {
     #[arg(skip)]
     #[serde(skip_serializing)]
     pub alerts: crate::alerting::config::AlertsConfig,
+    /// `[limits]`: message, batch, GPU, string and label limits, samples per second per node,
+    /// streams, connections and time-outs (docs/limits.md). File only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for CollectorConfig {
@@ -139,6 +144,7 @@ impl Default for CollectorConfig {
             auth_tokens: false,
             insecure: false,
             alerts: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -166,13 +172,15 @@ impl CollectorConfig {
         .map(|text| {
             text + "\n# Alert sinks and routes: an [alerts] table, documented in docs/alerts.md, e.g.\n\
                     # [alerts]\n\
-                    # webhooks = [\"https://hooks.example.com/gpufleet\"]\n"
+                    # webhooks = [\"https://hooks.example.com/gpufleet\"]\n\n"
+                + &crate::limits::LimitsConfig::default_table()
         })
         .expect("the collector's defaults serialize to TOML")
     }
 
     /// Settings each fine alone but unusable together, named by key and flag.
     pub fn check(&self) -> Result<(), String> {
+        self.limits.check()?;
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => {
                 return Err("tls_cert (--tls-cert) is set without tls_key (--tls-key)".into());
@@ -205,6 +213,7 @@ impl CollectorConfig {
         config.retention = self.retention;
         config.metrics_listen = self.metrics_listen.addr();
         config.alerts = self.alerts.clone();
+        config.limits = self.limits.clone();
         config.auth = crate::auth::AuthConfig {
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(crate::auth::tls::TlsFiles {
@@ -323,6 +332,35 @@ mod tests {
         assert_eq!(c.metrics_listen, Listen::Off);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.server_config().metrics_listen, None);
+    }
+
+    #[test]
+    fn the_limits_table_reaches_the_server_and_bad_values_name_the_key() {
+        let file = ConfigFile::parse(
+            "listen = \"127.0.0.1:7000\"\n[limits]\nmax_gpus_per_node = 4\nmax_streams = 10\n",
+            "collector.toml",
+        )
+        .unwrap();
+        let c: CollectorConfig =
+            CollectorConfig::resolve(&file, &CollectorConfig::default(), |_| false).unwrap();
+        c.check().unwrap();
+        let server = c.server_config();
+        assert_eq!(server.limits.max_gpus_per_node, 4);
+        assert_eq!(server.limits.max_streams, 10);
+        assert_eq!(
+            server.limits.hello_timeout,
+            crate::limits::LimitsConfig::default().hello_timeout
+        );
+        let bad = ConfigFile::parse("[limits]\nmax_connections = 0\n", "collector.toml").unwrap();
+        let c: CollectorConfig =
+            CollectorConfig::resolve(&bad, &CollectorConfig::default(), |_| false).unwrap();
+        let e = c.check().unwrap_err();
+        assert!(e.contains("limits.max_connections"), "{e}");
+        let typo = ConfigFile::parse("\n[limits]\nmax_conections = 5\n", "collector.toml").unwrap();
+        let e =
+            CollectorConfig::resolve(&typo, &CollectorConfig::default(), |_| false).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("max_conections"), "{e}");
     }
 
     #[test]

@@ -4,23 +4,32 @@
 //! Invariant: an `Ack` for sequence N is sent only after batch N is committed to the store.
 //! A malformed message ends the stream with INVALID_ARGUMENT and a message naming the
 //! problem; nothing a peer sends can panic the collector.
+//!
+//! `[limits]` (docs/limits.md): at most `max_streams` streams at once (more get
+//! RESOURCE_EXHAUSTED), the Hello within `hello_timeout` and then a message at least every
+//! `idle_stream_timeout` (else DEADLINE_EXCEEDED), and a stream sending more than
+//! `max_samples_per_second` is read more slowly (backpressure) rather than refused.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use gpufleet_model::UnixMs;
+use gpufleet_model::convert::WireLimits;
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_proto::PROTOCOL_VERSION;
 use gpufleet_proto::v1::{
     self as pb, AgentMessage, CollectorMessage, agent_message, collector_message,
     telemetry_server::Telemetry,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Auth, Caller};
 use crate::fleet::Fleet;
+use crate::limits::{LimitsConfig, RateBucket};
+use crate::metrics::ingest::StreamRefused;
 use crate::metrics::{IngestMetrics, Rejected};
 use crate::store::Write;
 use crate::store::writer::Writer;
@@ -36,6 +45,43 @@ pub struct Ingest {
     metrics: IngestMetrics,
     /// Binds each stream to its node (certificate or token); open unless [`Ingest::with_auth`].
     auth: Arc<Auth>,
+    limits: StreamLimits,
+    /// One permit per open stream (`limits.max_streams`).
+    streams: Arc<Semaphore>,
+}
+
+/// What each stream is held to (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    wire: WireLimits,
+    max_streams: usize,
+    hello_timeout: Duration,
+    idle_timeout: Duration,
+    samples_per_second: u32,
+}
+
+impl From<&LimitsConfig> for StreamLimits {
+    fn from(l: &LimitsConfig) -> Self {
+        StreamLimits {
+            wire: l.wire(),
+            max_streams: l.max_streams,
+            hello_timeout: l.hello_timeout,
+            idle_timeout: l.idle_stream_timeout,
+            samples_per_second: l.max_samples_per_second,
+        }
+    }
+}
+
+/// A stream's place among `max_streams`, and in `gpufleet_streams_open`.
+struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: IngestMetrics,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.metrics.streams_open.dec();
+    }
 }
 
 impl Ingest {
@@ -53,7 +99,16 @@ impl Ingest {
             shutdown,
             metrics,
             auth: Arc::new(Auth::open()),
+            limits: StreamLimits::from(&LimitsConfig::default()),
+            streams: Arc::new(Semaphore::new(LimitsConfig::default().max_streams)),
         }
+    }
+
+    /// Holds every stream to `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: &LimitsConfig) -> Self {
+        self.limits = StreamLimits::from(limits);
+        self.streams = Arc::new(Semaphore::new(limits.max_streams));
+        self
     }
 
     /// Checks every Hello against the caller's credentials (docs/security.md).
@@ -101,13 +156,37 @@ impl Telemetry for Ingest {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let caller = request.extensions().get::<Caller>().cloned();
+        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+            self.metrics.stream_refused(StreamRefused::MaxStreams);
+            return Err(Status::resource_exhausted(format!(
+                "the collector has {} telemetry streams open, its limit (limits.max_streams): \
+                 retry later, or raise limits.max_streams",
+                self.limits.max_streams
+            )));
+        };
+        self.metrics.streams_open.inc();
+        let slot = StreamSlot {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        };
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
-            self.reject(
-                Rejected::Protocol,
-                Status::invalid_argument("stream ended before the Hello message"),
-            )
-        })?;
+        let hello_timeout = self.limits.hello_timeout;
+        let first = tokio::time::timeout(hello_timeout, inbound.message())
+            .await
+            .map_err(|_| {
+                self.metrics.stream_refused(StreamRefused::HelloTimeout);
+                Status::deadline_exceeded(format!(
+                    "no Hello within {} (limits.hello_timeout): an agent sends its Hello as the \
+                     stream's first message",
+                    humantime::format_duration(hello_timeout)
+                ))
+            })??
+            .ok_or_else(|| {
+                self.reject(
+                    Rejected::Protocol,
+                    Status::invalid_argument("stream ended before the Hello message"),
+                )
+            })?;
         let Some(agent_message::Msg::Hello(hello)) = first.msg else {
             return Err(self.reject(
                 Rejected::Protocol,
@@ -116,7 +195,7 @@ impl Telemetry for Ingest {
         };
         check_version(hello.protocol_version)
             .map_err(|s| self.reject(Rejected::ProtocolVersion, s))?;
-        let hello = Hello::try_from(hello).map_err(|e| {
+        let hello = Hello::from_wire(hello, &self.limits.wire).map_err(|e| {
             self.reject(
                 Rejected::Invalid,
                 Status::invalid_argument(format!("invalid Hello: {e}")),
@@ -159,15 +238,20 @@ impl Telemetry for Ingest {
                 }))
                 .await;
         }
+        let ctx = StreamCtx {
+            fleet: self.fleet.clone(),
+            writer: self.writer.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits,
+        };
         let fleet = self.fleet.clone();
-        let writer = self.writer.clone();
         let mut shutdown = self.shutdown.clone();
-        let metrics = self.metrics.clone();
         let span = tracing::info_span!("agent", %node, %peer);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let _slot = slot;
                 let end = tokio::select! {
-                    end = pump(&mut inbound, &tx, &fleet, &writer, &node, &session, &metrics) => end,
+                    end = pump(&mut inbound, &tx, &ctx, &node, &session) => end,
                     _ = shutdown.wait_for(|stop| *stop) => {
                         Err(Status::unavailable("the collector is shutting down; reconnect later"))
                     }
@@ -223,16 +307,28 @@ fn check_times(batch: &Batch, now: UnixMs) -> Result<(), String> {
     Ok(())
 }
 
+/// What a stream's pump works with.
+struct StreamCtx {
+    fleet: Arc<Fleet>,
+    writer: Writer,
+    metrics: IngestMetrics,
+    limits: StreamLimits,
+}
+
 /// Reads batches until the agent closes the stream or sends something invalid.
 async fn pump(
     inbound: &mut Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
-    fleet: &Fleet,
-    writer: &Writer,
+    ctx: &StreamCtx,
     node: &str,
     session: &str,
-    metrics: &IngestMetrics,
 ) -> Result<(), Status> {
+    let StreamCtx {
+        fleet,
+        writer,
+        metrics,
+        limits,
+    } = ctx;
     // Within one stream sequence numbers only grow; a re-send after a reconnect comes on a
     // new stream (and is skipped by the store if already held).
     let mut last_in_stream = 0u64;
@@ -240,8 +336,18 @@ async fn pump(
         metrics.reject(why);
         s
     };
+    let mut budget = RateBucket::new(limits.samples_per_second, std::time::Instant::now());
+    let mut throttled = false;
     loop {
-        let msg = match inbound.message().await {
+        let Ok(next) = tokio::time::timeout(limits.idle_timeout, inbound.message()).await else {
+            metrics.stream_refused(StreamRefused::IdleTimeout);
+            return Err(Status::deadline_exceeded(format!(
+                "nothing from {node} for {} (limits.idle_stream_timeout): closing the stream; \
+                 an agent reconnects and resends what was not acknowledged",
+                humantime::format_duration(limits.idle_timeout)
+            )));
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(()),
             // Transport errors (agent gone, reset) end the stream quietly; decode errors and
@@ -255,7 +361,7 @@ async fn pump(
             Some(agent_message::Msg::Batch(b)) => {
                 // Kept as received: the store holds these bytes until it compacts them.
                 let wire = prost::Message::encode_to_vec(&b);
-                let batch = Batch::try_from(b).map_err(|e| {
+                let batch = Batch::from_wire(b, &limits.wire).map_err(|e| {
                     reject(
                         Rejected::Invalid,
                         Status::invalid_argument(format!("invalid batch from {node}: {e}")),
@@ -321,6 +427,21 @@ async fn pump(
         };
         if tx.send(Ok(ack)).await.is_err() {
             return Ok(());
+        }
+        // Backpressure: past its budget the stream's next message is read later, so HTTP/2
+        // flow control slows the agent; nothing is refused or lost.
+        let wait = budget.take(batch.samples.len(), std::time::Instant::now());
+        if !wait.is_zero() {
+            if !throttled {
+                throttled = true;
+                tracing::info!(
+                    "{node} sends more than limits.max_samples_per_second ({}): reading its \
+                     stream more slowly (counted in gpufleet_ingest_throttled_seconds_total)",
+                    limits.samples_per_second
+                );
+            }
+            metrics.throttled_seconds.inc_by(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -23,8 +23,11 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::Writer;
 
-/// Largest message accepted from an agent; bigger ones are refused with OUT_OF_RANGE.
+/// Largest message accepted from an agent by default (`limits.max_message_bytes`); bigger
+/// ones are refused with OUT_OF_RANGE.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// An HTTP/2 ping the peer has not answered by then closes its connection.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -47,6 +50,8 @@ pub struct ServerConfig {
     /// TLS, client certificates, tokens, `--insecure` (docs/security.md). Default: none,
     /// which [`start`] allows on loopback only.
     pub auth: AuthConfig,
+    /// `[limits]`: sizes, rates, streams, connections, time-outs (docs/limits.md).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl ServerConfig {
@@ -62,6 +67,7 @@ impl ServerConfig {
             alerts: Default::default(),
             metrics_listen: None,
             auth: AuthConfig::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -151,6 +157,7 @@ fn spawn_retention(writer: Writer, retention: std::time::Duration) -> tokio::tas
 
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     use anyhow::Context;
+    config.limits.check().map_err(anyhow::Error::msg)?;
     // Before anything is created: an exposed collector without client authentication is a
     // configuration error, not something to find out later.
     if let Exposure::Warn(w) = config
@@ -251,9 +258,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             streams_stop,
             metrics.ingest.clone(),
         )
-        .with_auth(auth.clone()),
+        .with_auth(auth.clone())
+        .with_limits(&config.limits),
     )
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(config.limits.max_message_bytes);
     let query = QueryServer::new(
         QueryService::new(fleet.clone(), evaluator.clone(), store.clone())
             .with_alerting(alerting.clone())
@@ -262,6 +270,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (tx, rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // Every call passes the authentication layer first (open when none is configured).
         .layer(AuthLayer::new(auth.clone()))
         .add_service(health)
@@ -272,13 +281,36 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let stopped = async {
         let _ = rx.await;
     };
+    // One accept loop for plain TCP and TLS (connection cap, silence, fd exhaustion).
+    let conn_limits = crate::connections::ConnLimits {
+        max_connections: config.limits.max_connections,
+        first_byte: config.limits.hello_timeout,
+        // Longer than a stream's, so a silent agent gets its stream's DEADLINE_EXCEEDED
+        // before its connection goes.
+        idle: config.limits.idle_stream_timeout + config.limits.hello_timeout,
+    };
     let task = match auth.tls() {
         Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
-            crate::auth::tls::incoming(listener, tls.clone(), auth.refusals().clone()),
+            crate::connections::incoming(
+                listener,
+                conn_limits,
+                metrics.ingest.clone(),
+                crate::auth::tls::handshake(
+                    tls.clone(),
+                    auth.refusals().clone(),
+                    metrics.ingest.clone(),
+                    config.limits.hello_timeout,
+                ),
+            ),
             stopped,
         )),
         None => tokio::spawn(router.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            crate::connections::incoming(
+                listener,
+                conn_limits,
+                metrics.ingest.clone(),
+                crate::connections::plain,
+            ),
             stopped,
         )),
     };

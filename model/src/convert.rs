@@ -8,11 +8,16 @@ use crate::*;
 
 /// Field-by-field copies for the messages whose fields match the domain one to one.
 mod fields;
+/// The configurable limits ([`WireLimits`], `[limits]` in the collector's config).
+mod limits;
 /// Semantic checks after decoding: impossible readings, duplicate GPUs, oversized records.
 pub mod sanity;
 
+pub use limits::WireLimits;
+
 /// Limits on what one message may carry. Generous for real fleets, small enough that a
-/// corrupt or hostile message cannot make the collector allocate without bound.
+/// corrupt or hostile message cannot make the collector allocate without bound. The defaults
+/// of [`WireLimits`], which the collector's `[limits]` config changes.
 pub const MAX_GPUS_PER_NODE: usize = 64;
 pub const MAX_SAMPLES_PER_BATCH: usize = 3_600;
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
@@ -24,19 +29,34 @@ pub const MAX_ID_LEN: usize = 128;
 pub enum ConvertError {
     #[error("message is missing required part `{0}`")]
     Missing(&'static str),
-    #[error("`{field}` has {got} entries, more than the limit of {limit}")]
+    #[error(
+        "`{field}` has {got} entries, more than the limit of {limit} (limits.{key} in the \
+         collector's config)"
+    )]
     TooMany {
         field: &'static str,
         got: usize,
         limit: usize,
+        /// The [`WireLimits`] key that sets `limit`.
+        key: &'static str,
     },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
 
-fn limit(field: &'static str, got: usize, limit: usize) -> Result<(), ConvertError> {
+fn limit(
+    field: &'static str,
+    got: usize,
+    limit: usize,
+    key: &'static str,
+) -> Result<(), ConvertError> {
     if got > limit {
-        return Err(ConvertError::TooMany { field, got, limit });
+        return Err(ConvertError::TooMany {
+            field,
+            got,
+            limit,
+            key,
+        });
     }
     Ok(())
 }
@@ -104,7 +124,19 @@ impl From<Inventory> for pb::Inventory {
 impl TryFrom<pb::Inventory> for Inventory {
     type Error = ConvertError;
     fn try_from(v: pb::Inventory) -> Result<Self, ConvertError> {
-        limit("inventory.gpus", v.gpus.len(), MAX_GPUS_PER_NODE)?;
+        Inventory::from_wire(v, &WireLimits::default())
+    }
+}
+
+impl Inventory {
+    /// [`TryFrom`] under `limits` instead of the defaults.
+    pub fn from_wire(v: pb::Inventory, limits: &WireLimits) -> Result<Self, ConvertError> {
+        limit(
+            "inventory.gpus",
+            v.gpus.len(),
+            limits.max_gpus_per_node,
+            "max_gpus_per_node",
+        )?;
         sanity::inventory_sizes(&v)?;
         let inv = Inventory {
             read_at: UnixMs(v.read_at_unix_ms),
@@ -153,7 +185,19 @@ impl From<Sample> for pb::Sample {
 impl TryFrom<pb::Sample> for Sample {
     type Error = ConvertError;
     fn try_from(v: pb::Sample) -> Result<Self, ConvertError> {
-        limit("sample.gpus", v.gpus.len(), MAX_GPUS_PER_NODE)?;
+        Sample::from_wire(v, &WireLimits::default())
+    }
+}
+
+impl Sample {
+    /// [`TryFrom`] under `limits` instead of the defaults.
+    pub fn from_wire(v: pb::Sample, limits: &WireLimits) -> Result<Self, ConvertError> {
+        limit(
+            "sample.gpus",
+            v.gpus.len(),
+            limits.max_gpus_per_node,
+            "max_gpus_per_node",
+        )?;
         if v.timestamp_unix_ms <= 0 {
             return Err(ConvertError::Invalid {
                 field: "sample.timestamp_unix_ms",
@@ -405,8 +449,25 @@ impl From<Batch> for pb::Batch {
 impl TryFrom<pb::Batch> for Batch {
     type Error = ConvertError;
     fn try_from(v: pb::Batch) -> Result<Self, ConvertError> {
-        limit("batch.samples", v.samples.len(), MAX_SAMPLES_PER_BATCH)?;
-        limit("batch.events", v.events.len(), MAX_EVENTS_PER_BATCH)?;
+        Batch::from_wire(v, &WireLimits::default())
+    }
+}
+
+impl Batch {
+    /// [`TryFrom`] under `limits` instead of the defaults.
+    pub fn from_wire(v: pb::Batch, limits: &WireLimits) -> Result<Self, ConvertError> {
+        limit(
+            "batch.samples",
+            v.samples.len(),
+            limits.max_batch_samples,
+            "max_batch_samples",
+        )?;
+        limit(
+            "batch.events",
+            v.events.len(),
+            limits.max_batch_events,
+            "max_batch_events",
+        )?;
         for e in &v.events {
             sanity::record_size("batch.events[]", e, sanity::MAX_EVENT_BYTES)?;
         }
@@ -427,10 +488,13 @@ impl TryFrom<pb::Batch> for Batch {
             samples: v
                 .samples
                 .into_iter()
-                .map(Sample::try_from)
+                .map(|s| Sample::from_wire(s, limits))
                 .collect::<Result<_, _>>()?,
             events: v.events.into_iter().map(Into::into).collect(),
-            inventory: v.inventory.map(Inventory::try_from).transpose()?,
+            inventory: v
+                .inventory
+                .map(|i| Inventory::from_wire(i, limits))
+                .transpose()?,
             dropped_samples: v.dropped_samples,
             dropped_events: v.dropped_events,
         })
@@ -467,6 +531,14 @@ impl From<Hello> for pb::Hello {
 impl TryFrom<pb::Hello> for Hello {
     type Error = ConvertError;
     fn try_from(v: pb::Hello) -> Result<Self, ConvertError> {
+        Hello::from_wire(v, &WireLimits::default())
+    }
+}
+
+impl Hello {
+    /// [`TryFrom`] under `limits` instead of the defaults.
+    pub fn from_wire(v: pb::Hello, limits: &WireLimits) -> Result<Self, ConvertError> {
+        let max = limits.max_string_bytes;
         let node = v.node.ok_or(ConvertError::Missing("hello.node"))?;
         let inventory = v
             .inventory
@@ -476,22 +548,33 @@ impl TryFrom<pb::Hello> for Hello {
             ("hello.gpu_source", &v.gpu_source),
             ("hello.node.machine_id", &node.machine_id),
             ("hello.node.boot_id", &node.boot_id),
+            ("hello.session_id", &v.session_id),
         ] {
-            if value.len() > MAX_ID_LEN {
+            if value.len() > max {
                 return Err(ConvertError::Invalid {
                     field,
-                    reason: format!("{} bytes, more than {MAX_ID_LEN}", value.len()),
+                    reason: format!(
+                        "{} bytes, more than {max} (limits.max_string_bytes in the collector's \
+                         config)",
+                        value.len()
+                    ),
                 });
             }
         }
-        if v.session_id.is_empty() || v.session_id.len() > 128 {
+        if v.session_id.is_empty() {
             return Err(ConvertError::Invalid {
                 field: "hello.session_id",
-                reason: "must be 1 to 128 bytes".into(),
+                reason: "empty: an agent names its session".into(),
             });
         }
+        limit(
+            "hello.labels",
+            v.labels.len(),
+            limits.max_labels,
+            "max_labels",
+        )?;
         let labels: crate::Labels = v.labels.into_iter().collect();
-        crate::labels::check_labels(&labels).map_err(|e| ConvertError::Invalid {
+        crate::labels::check_label_names(&labels).map_err(|e| ConvertError::Invalid {
             field: "hello.labels",
             reason: e.to_string(),
         })?;
@@ -500,7 +583,7 @@ impl TryFrom<pb::Hello> for Hello {
             node: node.try_into()?,
             agent_version: v.agent_version,
             session_id: v.session_id,
-            inventory: inventory.try_into()?,
+            inventory: Inventory::from_wire(inventory, limits)?,
             gpu_source: v.gpu_source,
             labels,
         })
@@ -614,6 +697,82 @@ mod tests {
             mutate(&mut wire);
             assert!(Hello::try_from(wire).is_err(), "{name}");
         }
+    }
+
+    /// Each configurable limit refuses one past it, naming its key; the defaults let it by.
+    #[test]
+    fn configured_limits_are_enforced_and_named() {
+        let small = WireLimits {
+            max_gpus_per_node: 4,
+            max_batch_samples: 2,
+            max_batch_events: 1,
+            max_string_bytes: 8,
+            max_labels: 1,
+        };
+        let mut hello = pb::Hello::from(Hello {
+            protocol_version: 1,
+            node: NodeIdentity {
+                hostname: "n".into(),
+                ..Default::default()
+            },
+            agent_version: "0.1".into(),
+            session_id: "s".into(),
+            inventory: Inventory::default(),
+            gpu_source: "nvml".into(),
+            labels: Default::default(),
+        });
+        hello.inventory.as_mut().unwrap().gpus = (0..8)
+            .map(|i| pb::GpuInfo {
+                index: i,
+                uuid: format!("GPU-{i}"),
+                ..Default::default()
+            })
+            .collect();
+        let long_version = {
+            let mut h = hello.clone();
+            h.inventory = Some(pb::Inventory::default());
+            h.agent_version = "0.1.0-rc.1".into();
+            h
+        };
+        let two_labels = {
+            let mut h = long_version.clone();
+            h.agent_version = "0.1".into();
+            h.labels = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+            h
+        };
+        for (case, wire, key) in [
+            ("8 GPUs", hello, "limits.max_gpus_per_node"),
+            ("10-byte version", long_version, "limits.max_string_bytes"),
+            ("2 labels", two_labels, "limits.max_labels"),
+        ] {
+            let e = Hello::from_wire(wire.clone(), &small)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{case}: {e}");
+            assert!(Hello::try_from(wire).is_ok(), "{case} under the defaults");
+        }
+        let batch = |samples: usize, events: usize| pb::Batch {
+            sequence: 1,
+            samples: (0..samples)
+                .map(|i| pb::Sample {
+                    timestamp_unix_ms: 1 + i as i64,
+                    ..Default::default()
+                })
+                .collect(),
+            events: vec![pb::Event::default(); events],
+            ..Default::default()
+        };
+        for (case, wire, key) in [
+            ("3 samples", batch(3, 0), "max_batch_samples"),
+            ("2 events", batch(0, 2), "max_batch_events"),
+        ] {
+            match Batch::from_wire(wire.clone(), &small) {
+                Err(ConvertError::TooMany { key: k, .. }) => assert_eq!(k, key, "{case}"),
+                other => panic!("{case}: {other:?}"),
+            }
+            assert!(Batch::try_from(wire).is_ok(), "{case} under the defaults");
+        }
+        assert!(Batch::from_wire(batch(2, 1), &small).is_ok());
     }
 
     #[test]

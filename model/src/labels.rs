@@ -114,6 +114,12 @@ pub fn check_labels(labels: &Labels) -> Result<(), LabelError> {
     if labels.len() > MAX_LABELS {
         return Err(LabelError::TooMany(labels.len()));
     }
+    check_label_names(labels)
+}
+
+/// Checks every key and value, not how many there are (the collector counts them against its
+/// own `limits.max_labels`).
+pub fn check_label_names(labels: &Labels) -> Result<(), LabelError> {
     for (k, v) in labels {
         check_key(k)?;
         check_value(k, v)?;

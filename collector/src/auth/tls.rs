@@ -3,7 +3,7 @@
 //! names read to bind a stream to its node.
 //!
 //! tonic's own `ServerTlsConfig` is fixed when the server starts. So `serve` accepts TCP
-//! itself and runs each handshake with tokio-rustls against the rustls config in force at that
+//! itself ([`crate::connections`]) and runs each handshake with tokio-rustls against the rustls config in force at that
 //! moment ([`ServerTls::reload`] swaps it); tonic then serves the finished TLS streams, whose
 //! peer certificates reach every request as `TlsConnectInfo`. Connections already open keep
 //! the certificate they were made with.
@@ -16,15 +16,16 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::refusals::{Reason, Refusals};
+use crate::connections::Handshake;
+use crate::metrics::IngestMetrics;
+use crate::metrics::ingest::ConnRefused;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes under way at once; connections past it are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
@@ -148,60 +149,52 @@ impl ServerTls {
     }
 }
 
-/// TLS connections accepted on `listener`, handshakes done off the accept loop (a slow or
-/// silent client holds up no one). Failed handshakes are refusals (`tls_handshake`). Ends
-/// when the returned stream is dropped.
-pub fn incoming(
-    listener: TcpListener,
+/// The TLS handshake of [`crate::connections::incoming`]'s accept loop, run off the loop (a
+/// slow or silent client holds up no one) within `timeout` (`limits.hello_timeout`), at most
+/// [`MAX_PENDING_HANDSHAKES`] at once (more are closed at once, counted as `handshakes`).
+/// Failed handshakes are refusals (`tls_handshake`).
+pub fn handshake(
     tls: Arc<ServerTls>,
     refusals: Arc<Refusals>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(64);
+    metrics: IngestMetrics,
+    timeout: Duration,
+) -> impl Fn(TcpStream, SocketAddr) -> Handshake<TlsStream<TcpStream>> + Send + 'static {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer): (TcpStream, SocketAddr) = tokio::select! {
-                _ = tx.closed() => return,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!("cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "too many TLS handshakes under way; closing");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = tls.acceptor();
-            let tx = tx.clone();
-            let refusals = refusals.clone();
-            tokio::spawn(async move {
-                let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
-                match r {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => refusals.refuse(
+    move |tcp, peer| {
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            metrics.connection_refused(ConnRefused::Handshakes);
+            tracing::debug!(%peer, "too many TLS handshakes under way; closing");
+            return Box::pin(std::future::ready(None));
+        };
+        let acceptor = tls.acceptor();
+        let refusals = refusals.clone();
+        Box::pin(async move {
+            let r = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+            drop(permit);
+            match r {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    refusals.refuse(
                         Reason::TlsHandshake,
                         Some(peer.ip()),
                         &format!("TLS handshake failed: {e}"),
-                    ),
-                    Err(_) => refusals.refuse(
+                    );
+                    None
+                }
+                Err(_) => {
+                    refusals.refuse(
                         Reason::TlsHandshake,
                         Some(peer.ip()),
-                        &format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
-                    ),
+                        &format!(
+                            "no TLS handshake within {} s (limits.hello_timeout)",
+                            timeout.as_secs()
+                        ),
+                    );
+                    None
                 }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+            }
+        })
+    }
 }
 
 /// The names a client certificate stands for: its subject's common names and its DNS
