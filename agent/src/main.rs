@@ -498,6 +498,11 @@ fn run_probe(a: ProbeArgs, c: AgentConfig) -> Result<()> {
         sample: tick.sample,
         events,
         read_ms,
+        unavailable: agent
+            .host_unavailable()
+            .into_iter()
+            .map(|(source, reason)| probe::Unavailable { source, reason })
+            .collect(),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

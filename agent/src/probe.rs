@@ -24,6 +24,14 @@ pub struct ProbeReport {
     pub findings: Vec<LocalFinding>,
     /// Wall time one full read of all GPUs and the host took, in milliseconds.
     pub read_ms: f64,
+    /// Parts of the host this machine does not offer (no InfiniBand device, …), and why.
+    pub unavailable: Vec<Unavailable>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Unavailable {
+    pub source: &'static str,
+    pub reason: String,
 }
 
 pub const SCHEMA: &str = "gpufleet.probe/v1";
@@ -143,6 +151,35 @@ pub fn render_text(r: &ProbeReport) -> String {
             opt(n.rx_dropped, ""),
             opt(n.tx_dropped, ""),
         );
+    }
+    for p in &h.ib_ports {
+        out += &format!(
+            "  ib {}: {} / {}, {}, {}, symbol errors {}, link downed {}, rcv errors {}\n",
+            p.id(),
+            dash(&p.state),
+            dash(&p.phys_state),
+            dash(&p.link_layer),
+            opt(p.rate_gbps, " Gb/s"),
+            opt(p.symbol_errors, ""),
+            opt(p.link_downed, ""),
+            opt(p.rcv_errors, ""),
+        );
+    }
+    for d in &r.inventory.host.ib_devices {
+        out += &format!(
+            "  hca {}: {} firmware {}, PCI {}, NUMA node {}\n",
+            d.name,
+            dash(&d.hca_type),
+            dash(&d.fw_version),
+            dash(&d.pci_address),
+            opt(d.numa_node, ""),
+        );
+    }
+    if !r.unavailable.is_empty() {
+        out += "\nNot available on this machine\n";
+        for u in &r.unavailable {
+            out += &format!("  {}: {}\n", u.source, u.reason);
+        }
     }
     out += "\nLocal findings\n";
     if r.findings.is_empty() && r.events.is_empty() {

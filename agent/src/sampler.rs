@@ -38,6 +38,11 @@ pub struct Tick {
 
 impl NodeAgent {
     /// Reads the first inventory. Fails only when the GPU backend cannot list GPUs at all.
+    /// Parts of the host that could not be read at the last tick, and why (for `probe`).
+    pub fn host_unavailable(&self) -> Vec<(&'static str, String)> {
+        self.host.unavailable()
+    }
+
     pub fn new(
         identity: NodeIdentity,
         mut gpu: Box<dyn GpuSource>,

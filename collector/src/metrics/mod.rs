@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod compliance;
+pub mod fabric;
 pub mod findings;
 pub mod gpus;
 pub mod http;
@@ -136,6 +137,7 @@ impl Collector for FleetSeries {
         let nodes: Vec<&NodeState> = snapshot.iter().collect();
         gpus::encode(&mut enc, &nodes, self.format)?;
         nodes::encode(&mut enc, &nodes, self.now)?;
+        fabric::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)

@@ -51,7 +51,7 @@ pub fn encode(
 
     let mut f = enc.encode_descriptor(
         "gpufleet_node_dropped_samples",
-        "Samples the node's agent dropped because its buffer was full (since the collector started).",
+        "Samples the node's agent dropped because its buffer or spool was full while the collector was unreachable (over the node's life, kept in the database).",
         None,
         MetricType::Counter,
     )?;

@@ -1,0 +1,153 @@
+//! The host parts beyond NVML over the real agent binary: the fake NVML library for the GPUs
+//! and sysfs fixture trees (`tests/fixtures/sysfs/`, real layouts) for the rest, as
+//! node_exporter's tests do with `--path.sysfs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gpufleet_tests::{
+    Proc, agent, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run, serve, wait_for,
+};
+
+fn hgx() -> PathBuf {
+    repo_root().join("tests/fixtures/sysfs/hgx-h100-8x-ndr")
+}
+
+/// A copy of the HGX fixture to break (symlinks kept).
+fn hgx_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", hgx().display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    dir
+}
+
+fn probe(sysfs: &Path, json: bool) -> String {
+    let mut cmd = agent();
+    cmd.args(["probe", "--window", "100ms", "--nvml-lib"])
+        .arg(fake_nvml_lib())
+        .arg("--sysfs-root")
+        .arg(sysfs)
+        .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+        .env("GPUFLEET_CONFIG", "/dev/null");
+    if json {
+        cmd.arg("--json");
+    }
+    String::from_utf8(run(&mut cmd, true).stdout).unwrap()
+}
+
+#[test]
+fn probe_shows_every_hca_and_port_of_an_hgx_node() {
+    let text = probe(&hgx(), false);
+    for i in 0..8 {
+        assert!(
+            text.contains(&format!(
+                "ib mlx5_{i}/1: ACTIVE / LinkUp, InfiniBand, 400 Gb/s, symbol errors 0"
+            )),
+            "mlx5_{i}:\n{text}"
+        );
+    }
+    assert!(text.contains("ib mlx5_8/1: ACTIVE / LinkUp, Ethernet, 200 Gb/s, symbol errors n/a"));
+    assert!(text.contains("hca mlx5_0: MT4129 firmware 28.39.1002, PCI 0000:18:00.0, NUMA node 0"));
+    assert!(!text.contains("Not available on this machine"), "{text}");
+
+    let v: serde_json::Value = serde_json::from_str(&probe(&hgx(), true)).unwrap();
+    let ports = v["sample"]["host"]["ib_ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 10);
+    assert_eq!(
+        v["inventory"]["host"]["ib_devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
+#[test]
+fn probe_says_plainly_when_a_machine_has_no_infiniband() {
+    let empty = tempfile::tempdir().unwrap();
+    let text = probe(empty.path(), false);
+    assert!(text.contains("Not available on this machine"), "{text}");
+    assert!(
+        text.contains("infiniband: no ") && text.contains("no InfiniBand or RoCE device"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&probe(empty.path(), true)).unwrap();
+    assert_eq!(v["unavailable"][0]["source"], "infiniband");
+}
+
+/// A port pulled, a link retrained at half rate: the collector names both on the right node
+/// and HCA, from the real agent reading the kernel's files.
+#[test]
+fn a_downed_and_a_downgraded_port_are_diagnosed_on_the_right_hca() {
+    let sys = hgx_copy();
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut collector = serve(port, data.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = agent();
+    cmd.args([
+        "run",
+        "--interval",
+        "500ms",
+        "--node-name",
+        "hgx-07",
+        "--nvml-lib",
+    ])
+    .arg(fake_nvml_lib())
+    .arg("--sysfs-root")
+    .arg(sys.path())
+    .arg("--state-dir")
+    .arg(state.path())
+    .args(["--collector", &url])
+    .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+    .env("GPUFLEET_CONFIG", "/dev/null");
+    let mut a = Proc::spawn(cmd, "agent hgx-07");
+    // Healthy first, then the faults, as the kernel would write them.
+    std::thread::sleep(Duration::from_secs(2));
+    let p3 = sys.path().join("class/infiniband/mlx5_3/ports/1");
+    std::fs::write(p3.join("state"), "1: DOWN\n").unwrap();
+    std::fs::write(p3.join("phys_state"), "3: Disabled\n").unwrap();
+    std::fs::write(p3.join("counters/link_downed"), "1\n").unwrap();
+    let p5 = sys.path().join("class/infiniband/mlx5_5/ports/1");
+    std::fs::write(p5.join("rate"), "200 Gb/sec (4X HDR)\n").unwrap();
+
+    let found = wait_for(Duration::from_secs(90), || {
+        let out = run(
+            gpufleet().args(["diagnose", "hgx-07", "-o", "json", "--collector", &url]),
+            false,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let findings = v["findings"].as_array()?.clone();
+        let by = |id: &str| {
+            findings
+                .iter()
+                .find(|f| f["rule_id"] == id && f["node"] == "hgx-07")
+                .cloned()
+        };
+        Some((by("fabric.ib.port_down")?, by("fabric.ib.rate_degraded")?))
+    });
+    let (down, rate) =
+        found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
+    assert!(
+        down["summary"]
+            .as_str()
+            .unwrap()
+            .contains("mlx5_3/1 (DOWN / Disabled)"),
+        "{down}"
+    );
+    assert!(
+        rate["summary"]
+            .as_str()
+            .unwrap()
+            .contains("mlx5_5/1 at 200 Gb/s"),
+        "{rate}"
+    );
+    assert!(a.terminate(Duration::from_secs(10)).is_some());
+    assert!(collector.terminate(Duration::from_secs(10)).is_some());
+}
