@@ -152,6 +152,28 @@ pub fn render_text(r: &ProbeReport) -> String {
             opt(n.tx_dropped, ""),
         );
     }
+    if let Some(c) = &h.cpu_config {
+        let governors: Vec<String> = c
+            .governors
+            .iter()
+            .map(|(g, n)| format!("{g}×{n}"))
+            .collect();
+        out += &format!(
+            "  cpu governor {} ({}), frequency {} of max {}, capped CPUs {}, THP {}, EDAC errors corrected {} uncorrected {}\n",
+            if governors.is_empty() {
+                "n/a".to_string()
+            } else {
+                governors.join(", ")
+            },
+            dash(&c.scaling_driver),
+            opt(c.freq_avg_khz.map(|k| k / 1000), " MHz"),
+            opt(c.freq_max_khz.map(|k| k / 1000), " MHz"),
+            c.capped_cpus,
+            dash(&c.thp_enabled),
+            opt(c.edac_corrected_errors, ""),
+            opt(c.edac_uncorrected_errors, ""),
+        );
+    }
     for p in &h.ib_ports {
         out += &format!(
             "  ib {}: {} / {}, {}, {}, symbol errors {}, link downed {}, rcv errors {}\n",

@@ -25,7 +25,7 @@ pub use inventory::{
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
-    DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, IbPortSample, NicSample,
-    NvLinkSample, Sample,
+    CpuConfigSample, DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, IbPortSample,
+    NicSample, NvLinkSample, Sample,
 };
 pub use time::UnixMs;

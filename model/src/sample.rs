@@ -139,6 +139,38 @@ pub struct HostSample {
     /// Every port of every RDMA device (InfiniBand HCAs, RoCE NICs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ib_ports: Vec<IbPortSample>,
+    /// CPU frequency scaling, transparent hugepages, EDAC memory errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_config: Option<CpuConfigSample>,
+}
+
+/// How the host's CPUs and memory are set up (`/sys/devices/system/cpu`, `edac`, THP).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CpuConfigSample {
+    /// CPUs per frequency governor.
+    pub governors: std::collections::BTreeMap<String, u32>,
+    pub scaling_driver: String,
+    pub freq_avg_khz: Option<u64>,
+    pub freq_max_khz: Option<u64>,
+    pub scaling_max_khz: Option<u64>,
+    pub capped_cpus: u32,
+    pub thp_enabled: String,
+    pub edac_corrected_errors: Option<u64>,
+    pub edac_uncorrected_errors: Option<u64>,
+}
+
+impl CpuConfigSample {
+    /// The governor most CPUs run, and on how many.
+    pub fn main_governor(&self) -> Option<(&str, u32)> {
+        self.governors
+            .iter()
+            .max_by_key(|(g, n)| (**n, std::cmp::Reverse(g.as_str())))
+            .map(|(g, n)| (g.as_str(), *n))
+    }
+
+    pub fn cpus(&self) -> u32 {
+        self.governors.values().sum()
+    }
 }
 
 /// One port of an RDMA device (`/sys/class/infiniband/DEVICE/ports/PORT`). Counters are

@@ -3,7 +3,8 @@
 //! full disk, NIC saturation and errors, kernel change).
 
 use gpufleet_model::{
-    DiskInfo, DiskSample, HostInfo, HostSample, IbDeviceInfo, IbPortSample, NicInfo, NicSample,
+    CpuConfigSample, DiskInfo, DiskSample, HostInfo, HostSample, IbDeviceInfo, IbPortSample,
+    NicInfo, NicSample,
 };
 
 use crate::faults::Fault;
@@ -28,6 +29,7 @@ const F_NIC: u64 = 30;
 const F_NIC_RX: u64 = 31;
 const F_NIC_TX: u64 = 32;
 const F_MAC: u64 = 33;
+const F_CPU_FREQ: u64 = 40;
 
 /// Per-node constants of the simulated host.
 #[derive(Debug)]
@@ -186,6 +188,40 @@ impl HostSim {
                     }
                 })
                 .collect(),
+        }
+    }
+
+    /// Governors, frequencies, THP and EDAC as the host's sysfs would show them.
+    fn cpu_config(&self, h: &HostLive<'_>, t: i64) -> CpuConfigSample {
+        let p = self.profile;
+        let cap = h
+            .cpu_freq_cap_percent
+            .map(|pc| p.cpu_max_khz * u64::from(pc) / 100);
+        let top = cap.unwrap_or(p.cpu_max_khz);
+        // Busy cores run near the top; powersave parks the idle ones low.
+        let avg = match h.cpu_governor {
+            Some(_) => top * 45 / 100,
+            None => top * 82 / 100,
+        };
+        let wobble = (self.noise.gauss(F_CPU_FREQ, t.div_euclid(1000)) * 20_000.0) as i64;
+        CpuConfigSample {
+            governors: [(
+                h.cpu_governor.unwrap_or("performance").to_string(),
+                p.cpu_logical_cores,
+            )]
+            .into(),
+            scaling_driver: p.scaling_driver.to_string(),
+            freq_avg_khz: Some((avg as i64 + wobble).max(0) as u64),
+            freq_max_khz: Some(p.cpu_max_khz),
+            scaling_max_khz: Some(top),
+            capped_cpus: if cap.is_some() {
+                p.cpu_logical_cores
+            } else {
+                0
+            },
+            thp_enabled: "madvise".into(),
+            edac_corrected_errors: Some(h.edac_errors.0),
+            edac_uncorrected_errors: Some(h.edac_errors.1),
         }
     }
 
@@ -356,6 +392,7 @@ impl HostSim {
             nics,
             uptime_seconds: self.uptime_s(&h, t),
             ib_ports: self.ib_ports(&h, t),
+            cpu_config: Some(self.cpu_config(&h, t)),
         }
     }
 }

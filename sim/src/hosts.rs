@@ -13,6 +13,9 @@ pub struct HostProfile {
     pub cpu_logical_cores: u32,
     pub cpu_physical_cores: u32,
     pub memory_total_bytes: u64,
+    /// The CPUs' highest frequency (kHz) and their cpufreq driver.
+    pub cpu_max_khz: u64,
+    pub scaling_driver: &'static str,
     pub nics: &'static [NicSpec],
     pub disks: &'static [DiskSpec],
 }
@@ -86,6 +89,8 @@ pub static HGX_H100: HostProfile = HostProfile {
     cpu_logical_cores: 224,
     cpu_physical_cores: 112,
     memory_total_bytes: 2 * TIB,
+    cpu_max_khz: 3_800_000,
+    scaling_driver: "intel_pstate",
     nics: &[
         ETH0_100G,
         ib("ibp24s0", 400_000),
@@ -107,6 +112,8 @@ pub static DGX_A100: HostProfile = HostProfile {
     cpu_logical_cores: 256,
     cpu_physical_cores: 128,
     memory_total_bytes: 2 * TIB,
+    cpu_max_khz: 3_400_000,
+    scaling_driver: "acpi-cpufreq",
     nics: &[
         ETH0_100G,
         ib("ibp12s0", 200_000),
@@ -128,6 +135,8 @@ pub static PCIE_SERVER: HostProfile = HostProfile {
     cpu_logical_cores: 192,
     cpu_physical_cores: 96,
     memory_total_bytes: TIB,
+    cpu_max_khz: 3_800_000,
+    scaling_driver: "amd-pstate-epp",
     nics: &[
         NicSpec {
             name: "eth0",

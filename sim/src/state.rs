@@ -211,6 +211,12 @@ pub struct HostLive<'a> {
     pub ib_symbol_errors: Vec<(Option<&'a str>, u64)>,
     /// HCAs no longer enumerated (dead card, fallen off the bus).
     pub ib_missing: Vec<Option<&'a str>>,
+    /// A CPU frequency governor other than `performance` on all CPUs.
+    pub cpu_governor: Option<&'a str>,
+    /// CPUs' frequency capped at this percentage of their maximum.
+    pub cpu_freq_cap_percent: Option<u32>,
+    /// Memory errors EDAC counted so far: (corrected, uncorrected).
+    pub edac_errors: (u64, u64),
 }
 
 /// Host facts that hold for the node's whole life once a scenario names a fault.

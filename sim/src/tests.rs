@@ -585,6 +585,60 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
                 .unwrap();
             rising(now.rx_errors, prev.rx_errors, 10) && rising(now.rx_dropped, prev.rx_dropped, 1)
         }),
+        ("ib_port_down", "h100", "hca = \"mlx5_3\"", |o, _| {
+            let p = o
+                .host
+                .ib_ports
+                .iter()
+                .find(|p| p.device == "mlx5_3")
+                .unwrap();
+            p.state == "DOWN" && p.phys_state == "Disabled" && o.host.ib_ports.len() == 8
+        }),
+        ("ib_rate_degraded", "h100", "hca = \"mlx5_5\"", |o, _| {
+            let p = o
+                .host
+                .ib_ports
+                .iter()
+                .find(|p| p.device == "mlx5_5")
+                .unwrap();
+            p.is_up() && p.rate_gbps == Some(200.0)
+        }),
+        ("ib_link_errors", "h100", "hca = \"mlx5_1\"", |o, _| {
+            let now = o
+                .host
+                .ib_ports
+                .iter()
+                .find(|p| p.device == "mlx5_1")
+                .unwrap();
+            let prev = o
+                .host_prev
+                .ib_ports
+                .iter()
+                .find(|p| p.device == "mlx5_1")
+                .unwrap();
+            rising(now.symbol_errors, prev.symbol_errors, 1)
+        }),
+        ("ib_hca_missing", "h100", "hca = \"mlx5_7\"", |o, _| {
+            o.host.ib_ports.len() == 7 && o.host.ib_ports.iter().all(|p| p.device != "mlx5_7")
+        }),
+        ("cpu_governor_powersave", "h100", "", |o, _| {
+            let c = o.host.cpu_config.as_ref().unwrap();
+            c.main_governor() == Some(("powersave", 224))
+        }),
+        (
+            "cpu_frequency_capped",
+            "h100",
+            "max_percent = 50",
+            |o, _| {
+                let c = o.host.cpu_config.as_ref().unwrap();
+                c.scaling_max_khz == Some(1_900_000) && c.capped_cpus == 224
+            },
+        ),
+        ("memory_edac_errors", "h100", "", |o, _| {
+            let now = o.host.cpu_config.as_ref().unwrap();
+            let prev = o.host_prev.cpu_config.as_ref().unwrap();
+            rising(now.edac_corrected_errors, prev.edac_corrected_errors, 1)
+        }),
         (
             "kernel_change",
             "h100",

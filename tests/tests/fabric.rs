@@ -53,6 +53,11 @@ fn probe_shows_every_hca_and_port_of_an_hgx_node() {
     }
     assert!(text.contains("ib mlx5_8/1: ACTIVE / LinkUp, Ethernet, 200 Gb/s, symbol errors n/a"));
     assert!(text.contains("hca mlx5_0: MT4129 firmware 28.39.1002, PCI 0000:18:00.0, NUMA node 0"));
+    assert!(
+        text.contains("cpu governor performance×224 (intel_pstate)")
+            && text.contains("THP madvise"),
+        "{text}"
+    );
     assert!(!text.contains("Not available on this machine"), "{text}");
 
     let v: serde_json::Value = serde_json::from_str(&probe(&hgx(), true)).unwrap();
@@ -78,6 +83,7 @@ fn probe_says_plainly_when_a_machine_has_no_infiniband() {
     );
     let v: serde_json::Value = serde_json::from_str(&probe(empty.path(), true)).unwrap();
     assert_eq!(v["unavailable"][0]["source"], "infiniband");
+    assert_eq!(v["unavailable"][1]["source"], "cpu_config");
 }
 
 /// A port pulled, a link retrained at half rate: the collector names both on the right node

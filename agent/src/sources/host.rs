@@ -181,6 +181,7 @@ impl HostSource for SysinfoHost {
                 .collect(),
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_ports: Vec::new(),
+            cpu_config: None,
         };
         self.unavailable.clear();
         for part in &mut self.parts {

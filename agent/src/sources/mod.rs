@@ -10,6 +10,7 @@ use gpufleet_model::{Event, GpuSample, HostInfo, HostSample, UnixMs};
 pub use gpufleet_model::GpuInventory;
 
 pub mod cadence;
+pub mod cpu_config;
 pub mod host;
 pub mod infiniband;
 pub mod nvml;
@@ -87,7 +88,10 @@ impl Default for HostRoots {
 
 /// Every host part, in the order `probe` shows them: the one place a part is registered.
 pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
-    vec![Box::new(infiniband::InfiniBand::new(&roots.sysfs))]
+    vec![
+        Box::new(infiniband::InfiniBand::new(&roots.sysfs)),
+        Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ pub mod compliance;
 pub mod fabric;
 pub mod findings;
 pub mod gpus;
+pub mod host_config;
 pub mod http;
 pub mod ingest;
 pub mod nodes;
@@ -138,6 +139,7 @@ impl Collector for FleetSeries {
         gpus::encode(&mut enc, &nodes, self.format)?;
         nodes::encode(&mut enc, &nodes, self.now)?;
         fabric::encode(&mut enc, &nodes)?;
+        host_config::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)

@@ -145,6 +145,14 @@ columns!(host_cols: pb::HostSample {
     swap_total_bytes, uptime_seconds,
 });
 columns!(disk_cols: pb::DiskSample { total_bytes, available_bytes });
+columns!(ib_cols: pb::IbPortSample {
+    rate_gbps, symbol_errors, link_downed, rcv_errors, xmit_discards,
+    excessive_buffer_overrun_errors, link_error_recovery, local_link_integrity_errors,
+    rcv_data_bytes, xmit_data_bytes,
+});
+columns!(cpu_config_cols: pb::CpuConfigSample {
+    freq_avg_khz, freq_max_khz, scaling_max_khz, edac_corrected_errors, edac_uncorrected_errors,
+});
 columns!(nic_cols: pb::NicSample {
     rx_bytes_per_second, tx_bytes_per_second, rx_errors, tx_errors, rx_dropped, tx_dropped,
     speed_mbps,
@@ -177,6 +185,15 @@ enum Slot {
     Core {
         core: u16,
     },
+    /// `ib_ports[port]`.
+    Ib {
+        port: u16,
+        field: u16,
+    },
+    /// `cpu_config`.
+    CpuConfig {
+        field: u16,
+    },
 }
 
 impl Slot {
@@ -188,6 +205,8 @@ impl Slot {
             Slot::Disk { disk, field } => (3, disk.into(), 0, field),
             Slot::Nic { nic, field } => (4, nic.into(), 0, field),
             Slot::Core { core } => (5, core.into(), 0, 0),
+            Slot::Ib { port, field } => (6, port.into(), 0, field),
+            Slot::CpuConfig { field } => (7, 0, 0, field),
         };
         (kind << 56) | (a << 40) | (b << 24) | u64::from(f)
     }
@@ -207,6 +226,8 @@ impl Slot {
             3 => Slot::Disk { disk: a, field },
             4 => Slot::Nic { nic: a, field },
             5 => Slot::Core { core: a },
+            6 => Slot::Ib { port: a, field },
+            7 => Slot::CpuConfig { field },
             other => return Err(bad(format!("unknown column kind {other}"))),
         })
     }
@@ -235,6 +256,19 @@ impl Slot {
                 let host = s.host.as_mut().ok_or_else(missing)?;
                 let n = host.nics.get_mut(usize::from(nic)).ok_or_else(missing)?;
                 nic_cols::put(n, field.into(), v)
+            }
+            Slot::Ib { port, field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let p = host
+                    .ib_ports
+                    .get_mut(usize::from(port))
+                    .ok_or_else(missing)?;
+                ib_cols::put(p, field.into(), v)
+            }
+            Slot::CpuConfig { field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let c = host.cpu_config.as_mut().ok_or_else(missing)?;
+                cpu_config_cols::put(c, field.into(), v)
             }
             Slot::Core { core } => {
                 let host = s.host.as_mut().ok_or_else(missing)?;
@@ -285,6 +319,17 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
                 nic: i as u16,
                 field,
             });
+        }
+        for (i, p) in h.ib_ports.iter_mut().enumerate().take(u16::MAX as usize) {
+            ib_cols::take(p, &mut vals);
+            emit(&mut vals, &|field| Slot::Ib {
+                port: i as u16,
+                field,
+            });
+        }
+        if let Some(c) = h.cpu_config.as_mut() {
+            cpu_config_cols::take(c, &mut vals);
+            emit(&mut vals, &|field| Slot::CpuConfig { field });
         }
     }
     for (gi, g) in s.gpus.iter_mut().enumerate().take(u16::MAX as usize) {
@@ -620,6 +665,29 @@ mod tests {
                     speed_mbps: Some(100_000),
                     ..Default::default()
                 }],
+                ib_ports: (0..8)
+                    .map(|i| pb::IbPortSample {
+                        device: format!("mlx5_{i}"),
+                        port: 1,
+                        state: "ACTIVE".into(),
+                        phys_state: "LinkUp".into(),
+                        link_layer: "InfiniBand".into(),
+                        rate_gbps: Some(400.0),
+                        symbol_errors: Some(0),
+                        rcv_data_bytes: Some(1 << 40 | (t as u64 * 2_000_000_000)),
+                        xmit_data_bytes: Some(1 << 41 | (t as u64 * 2_000_000_000)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                cpu_config: Some(pb::CpuConfigSample {
+                    governors: [("performance".to_string(), 224)].into(),
+                    scaling_driver: "intel_pstate".into(),
+                    freq_avg_khz: Some(3_100_000 + (t as u64 % 7) * 1000),
+                    freq_max_khz: Some(3_800_000),
+                    thp_enabled: "madvise".into(),
+                    edac_corrected_errors: Some(0),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         }
@@ -646,6 +714,8 @@ mod tests {
         samples[8].timestamp_unix_ms = i64::MIN;
         samples[9].timestamp_unix_ms = i64::MAX;
         samples[10] = pb::Sample::default();
+        samples[11].host.as_mut().unwrap().ib_ports.truncate(2); // an HCA gone
+        samples[12].host.as_mut().unwrap().cpu_config = None;
         assert_eq!(decode(&encode(samples.clone())).unwrap(), samples);
         assert_eq!(
             decode(&encode(Vec::new())).unwrap(),

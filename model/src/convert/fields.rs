@@ -393,6 +393,7 @@ impl From<HostSample> for pb::HostSample {
             nics: v.nics.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
             ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
+            cpu_config: v.cpu_config.map(Into::into),
         }
     }
 }
@@ -414,6 +415,7 @@ impl From<pb::HostSample> for HostSample {
             nics: v.nics.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
             ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
+            cpu_config: v.cpu_config.map(Into::into),
         }
     }
 }
@@ -501,3 +503,25 @@ macro_rules! ib_device_fields {
 }
 ib_device_fields!(IbDeviceInfo => pb::IbDeviceInfo);
 ib_device_fields!(pb::IbDeviceInfo => IbDeviceInfo);
+
+macro_rules! cpu_config_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    governors: v.governors.into_iter().collect(),
+                    scaling_driver: v.scaling_driver,
+                    freq_avg_khz: v.freq_avg_khz,
+                    freq_max_khz: v.freq_max_khz,
+                    scaling_max_khz: v.scaling_max_khz,
+                    capped_cpus: v.capped_cpus,
+                    thp_enabled: v.thp_enabled,
+                    edac_corrected_errors: v.edac_corrected_errors,
+                    edac_uncorrected_errors: v.edac_uncorrected_errors,
+                }
+            }
+        }
+    };
+}
+cpu_config_fields!(CpuConfigSample => pb::CpuConfigSample);
+cpu_config_fields!(pb::CpuConfigSample => CpuConfigSample);

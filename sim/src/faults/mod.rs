@@ -21,6 +21,7 @@ use crate::state::{
 };
 
 mod clocks;
+mod cpu;
 mod fabric;
 mod host;
 mod memory;
@@ -48,6 +49,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     workload::KINDS,
     host::KINDS,
     fabric::KINDS,
+    cpu::KINDS,
 ];
 
 /// Where a fault kind acts.

@@ -64,6 +64,7 @@ rules! {
     host::HostSaturation,
     nic_errors::NicErrors,
     infiniband::InfiniBand,
+    cpu_config::CpuConfig,
     swap::Swapping,
     compliance::Compliance,
 }
