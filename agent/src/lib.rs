@@ -16,6 +16,7 @@ pub mod uplink;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gpufleet_model::{NodeIdentity, UnixMs};
@@ -153,6 +154,7 @@ pub fn spawn_exposed(
         stats.clone(),
     );
     let uplink_task = tokio::spawn(up.run(updates_rx, pushed_tx, shutdown_rx.clone()));
+    let sampler_stats = stats.clone();
     let sampler = std::thread::Builder::new()
         .name("gpufleet-sampler".into())
         .spawn(move || {
@@ -164,6 +166,7 @@ pub fn spawn_exposed(
                 pushed_rx,
                 shutdown_rx,
                 exposition,
+                sampler_stats,
             )
         })
         .expect("spawning the sampler thread");
@@ -184,6 +187,7 @@ fn sample_loop(
     pushed: watch::Receiver<Pushed>,
     shutdown: watch::Receiver<bool>,
     exposition: Option<Arc<exposition::NodeExposition>>,
+    stats: Arc<UplinkStats>,
 ) {
     let mut next = std::time::Instant::now();
     let mut dropped = 0u64;
@@ -205,11 +209,14 @@ fn sample_loop(
             events: std::mem::take(&mut pending_events),
             inventory: tick.inventory,
         };
+        stats.samples.fetch_add(1, Ordering::Relaxed);
         match updates.try_send(update) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(u)) => {
-                // The uplink is behind; keep events (rare, small), drop the sample.
+                // The uplink is behind; keep events (rare, small), drop the sample — counted,
+                // and reported to the collector like any other drop.
                 pending_events = u.events;
+                stats.sampler_dropped.fetch_add(1, Ordering::Relaxed);
                 dropped += 1;
                 if dropped.is_power_of_two() {
                     tracing::warn!("uplink is behind: {dropped} samples dropped so far");

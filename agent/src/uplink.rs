@@ -30,8 +30,12 @@ pub struct UplinkStats {
     pub batches_sent: AtomicU64,
     pub acked_sequence: AtomicU64,
     pub dropped_samples: AtomicU64,
-    /// Samples taken by the sampler and handed to the uplink, this run.
+    /// Samples the sampler took this run (handed to the uplink, or dropped and counted in
+    /// `dropped_samples` when its queue was full).
     pub samples: AtomicU64,
+    /// Samples the sampler could not hand over (the uplink's queue full); the uplink reports
+    /// them as dropped in its next batch.
+    pub sampler_dropped: AtomicU64,
     /// Samples held for the collector (sent or not, not yet acknowledged).
     pub buffered_samples: AtomicU64,
     /// Bytes the spool holds on disk.
@@ -190,6 +194,24 @@ impl Uplink {
         self.publish_buffered();
     }
 
+    /// Stopping while the collector is away: takes the sampler's last samples into the buffer
+    /// and spool (the sampler stops and closes the queue), then syncs the spool.
+    async fn stop_disconnected(&mut self, updates: &mut mpsc::Receiver<Update>) {
+        let deadline = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                u = updates.recv() => match u {
+                    Some(u) => self.absorb(u),
+                    None => break,
+                },
+            }
+        }
+        self.seal();
+        self.sync_spool();
+    }
+
     /// Runs a spool write; a failure turns the spool off (logged once, counted).
     fn spooled<T>(
         &mut self,
@@ -243,10 +265,7 @@ impl Uplink {
                 backoff = FIRST_BACKOFF.min(self.config.max_backoff);
             }
             match end {
-                StreamEnd::Shutdown => {
-                    self.sync_spool();
-                    return;
-                }
+                StreamEnd::Shutdown => return,
                 StreamEnd::Error(e) => {
                     tracing::warn!(
                         collector = %self.config.collector,
@@ -262,12 +281,13 @@ impl Uplink {
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = shutdown.changed() => {
-                        self.sync_spool();
+                        self.stop_disconnected(&mut updates).await;
                         return;
                     }
                     u = updates.recv() => match u {
                         Some(u) => self.absorb(u),
                         None => {
+                            self.seal();
                             self.sync_spool();
                             return;
                         }
@@ -335,32 +355,30 @@ impl Uplink {
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(collector = %self.config.collector, "connected; re-sending {} buffered batches", self.pending.len());
         self.sent_through = 0;
-        for b in self.unsent() {
-            if send_batch(&tx, b, &self.stats).await.is_err() {
-                return StreamEnd::Error("stream closed while re-sending".into());
-            }
-        }
         loop {
+            // Batches go out as the stream takes them, one per turn of this loop, so a long
+            // backlog (a collector back after an outage, pacing its agents) never stops the
+            // uplink from taking new samples.
+            let unsent = self.has_unsent();
             tokio::select! {
-                _ = shutdown.changed() => {
-                    // Give the last batch a moment to be acknowledged.
-                    let deadline = tokio::time::sleep(Duration::from_secs(2));
-                    tokio::pin!(deadline);
-                    while !self.pending.is_empty() {
-                        tokio::select! {
-                            _ = &mut deadline => break,
-                            m = inbound.message() => match m {
-                                Ok(Some(m)) => self.on_message(m, pushed),
-                                _ => break,
-                            },
-                        }
+                permit = tx.reserve(), if unsent => {
+                    let Ok(permit) = permit else {
+                        return StreamEnd::Error("stream closed".into());
+                    };
+                    if let Some(b) = self.next_unsent() {
+                        self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                        permit.send(AgentMessage {
+                            msg: Some(agent_message::Msg::Batch(b.into())),
+                        });
                     }
-                    self.sync_spool();
+                }
+                _ = shutdown.changed() => {
+                    self.finish(updates, &tx, &mut inbound, pushed).await;
                     return StreamEnd::Shutdown;
                 }
                 u = updates.recv() => {
                     let Some(u) = u else {
-                        self.sync_spool();
+                        self.finish(updates, &tx, &mut inbound, pushed).await;
                         return StreamEnd::Shutdown;
                     };
                     self.absorb(u);
@@ -372,11 +390,6 @@ impl Uplink {
                         }
                     }
                     self.seal();
-                    for b in self.unsent() {
-                        if send_batch(&tx, b, &self.stats).await.is_err() {
-                            return StreamEnd::Error("stream closed".into());
-                        }
-                    }
                 }
                 m = inbound.message() => match m {
                     Ok(Some(m)) => self.on_message(m, pushed),
@@ -385,6 +398,56 @@ impl Uplink {
                 },
             }
         }
+    }
+
+    /// Stopping while connected: takes the sampler's last samples (it stops and closes the
+    /// queue), seals them, sends what is unsent and waits a moment for the acks. What is still
+    /// unacknowledged then stays in the spool for the next start.
+    async fn finish(
+        &mut self,
+        updates: &mut mpsc::Receiver<Update>,
+        tx: &mpsc::Sender<AgentMessage>,
+        inbound: &mut tonic::Streaming<pb::CollectorMessage>,
+        pushed: &watch::Sender<Pushed>,
+    ) {
+        let deadline = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(deadline);
+        let mut closed = false;
+        loop {
+            if closed && self.pending.is_empty() {
+                break;
+            }
+            let unsent = self.has_unsent();
+            tokio::select! {
+                _ = &mut deadline => break,
+                u = updates.recv(), if !closed => match u {
+                    Some(u) => self.absorb(u),
+                    None => {
+                        closed = true;
+                        self.seal();
+                    }
+                },
+                permit = tx.reserve(), if unsent => {
+                    let Ok(permit) = permit else { break };
+                    if let Some(b) = self.next_unsent() {
+                        self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                        permit.send(AgentMessage {
+                            msg: Some(agent_message::Msg::Batch(b.into())),
+                        });
+                    }
+                }
+                m = inbound.message() => match m {
+                    Ok(Some(m)) => self.on_message(m, pushed),
+                    _ => break,
+                },
+            }
+        }
+        // Whatever the sampler still handed over goes to the buffer (and spool).
+        while let Ok(u) = updates.try_recv() {
+            self.absorb(u);
+        }
+        self.seal();
+        self.sync_spool();
     }
 
     fn on_message(&mut self, m: pb::CollectorMessage, pushed: &watch::Sender<Pushed>) {
@@ -400,7 +463,29 @@ impl Uplink {
         }
     }
 
+    /// A sealed batch waits to go out on the current stream.
+    fn has_unsent(&self) -> bool {
+        self.pending
+            .iter()
+            .rev()
+            .find(|b| b.sequence != 0)
+            .is_some_and(|b| b.sequence > self.sent_through)
+    }
+
+    /// The oldest sealed batch not yet sent on the current stream; marks it sent.
+    fn next_unsent(&mut self) -> Option<Batch> {
+        let from = self.sent_through;
+        let b = self.pending.iter().find(|b| b.sequence > from).cloned()?;
+        self.sent_through = b.sequence;
+        let through = self.sent_through;
+        if let Some(s) = self.spool.as_mut() {
+            s.in_flight(through);
+        }
+        Some(b)
+    }
+
     /// Sealed batches not yet sent on the current stream, oldest first; marks them sent.
+    #[cfg(test)]
     fn unsent(&mut self) -> Vec<Batch> {
         let from = self.sent_through;
         let out: Vec<Batch> = self
@@ -453,7 +538,6 @@ impl Uplink {
             self.inventory = inv;
         }
         self.pending_samples += 1;
-        self.stats.samples.fetch_add(1, Ordering::Relaxed);
         self.enforce_bound();
         self.publish_buffered();
     }
@@ -473,6 +557,11 @@ impl Uplink {
 
     /// Gives the open batch its sequence number and returns a copy to send.
     fn seal(&mut self) -> Option<Batch> {
+        let lost = self.stats.sampler_dropped.swap(0, Ordering::Relaxed);
+        self.dropped_samples += lost;
+        self.stats
+            .dropped_samples
+            .fetch_add(lost, Ordering::Relaxed);
         let seq = self.next_sequence;
         let dropped = (self.dropped_samples, self.dropped_events);
         let b = self.pending.back_mut().filter(|b| b.sequence == 0)?;
@@ -558,19 +647,6 @@ impl Uplink {
     }
 }
 
-async fn send_batch(
-    tx: &mpsc::Sender<AgentMessage>,
-    b: Batch,
-    stats: &UplinkStats,
-) -> Result<(), ()> {
-    stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-    tx.send(AgentMessage {
-        msg: Some(agent_message::Msg::Batch(b.into())),
-    })
-    .await
-    .map_err(|_| ())
-}
-
 fn status_text(s: &tonic::Status) -> String {
     match std::error::Error::source(s) {
         // A TLS refusal surfaces as the first call's transport error: say what it was.
@@ -593,6 +669,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// How long a stopping agent waits for its sampler's last samples and its last acks.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// The first wait before reconnecting; it doubles per failed attempt up to `max_backoff`.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);

@@ -41,8 +41,9 @@ fn sigkill(p: &mut Proc) {
     let _ = p.child.wait();
 }
 
-/// The agent's last line: samples it took this run and how many were still unacknowledged.
-fn stopped_counts(p: &Proc) -> (u64, u64) {
+/// The agent's last line: samples it took this run, how many were still unacknowledged, and
+/// how many it dropped (counted and reported).
+fn stopped_counts(p: &Proc) -> (u64, u64, u64) {
     let log = p.log();
     let line = log
         .lines()
@@ -57,7 +58,7 @@ fn stopped_counts(p: &Proc) -> (u64, u64) {
         .filter(|w| !w.is_empty())
         .map(|w| w.parse().unwrap())
         .collect();
-    (nums[0], nums[1])
+    (nums[0], nums[1], nums[2])
 }
 
 fn up(port: u16) -> bool {
@@ -189,16 +190,23 @@ fn collector_kills_and_an_outage_lose_nothing(kills: usize, outage: Duration) {
     assert!(collector.terminate(Duration::from_secs(15)).is_some());
 
     assert_eq!(integrity(&db), "ok");
-    for (name, (taken, unacked)) in names.iter().zip(counts) {
+    for ((name, (taken, unacked, dropped)), a) in names.iter().zip(counts).zip(&agents) {
         let (ts, rows) = stored(&db, name);
+        let holes: Vec<String> = ts
+            .windows(2)
+            .filter(|w| w[1].since(w[0]) > 250)
+            .map(|w| format!("{:?}+{}ms", w[0], w[1].since(w[0])))
+            .collect();
+        let why = format!("holes {holes:?}; agent log:\n{}", a.log());
         assert_eq!(
             unacked, 0,
             "{name}: everything was acknowledged before it stopped"
         );
+        assert_eq!(dropped, 0, "{name}: nothing dropped: {why}");
         assert_eq!(
             ts.len() as u64,
             taken,
-            "{name}: every sample the agent took, stored"
+            "{name}: every sample the agent took, stored; {why}"
         );
         assert_eq!(rows, ts.len() as i64, "{name}: each stored once");
         assert!(taken > 20, "{name}: {taken} samples");
@@ -253,7 +261,7 @@ fn an_agent_killed_and_restarted_while_the_collector_is_down_loses_nothing() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert!(a.terminate(Duration::from_secs(15)).is_some());
-    let (taken_second_run, unacked) = stopped_counts(&a);
+    let (taken_second_run, unacked, _) = stopped_counts(&a);
     assert!(collector.terminate(Duration::from_secs(15)).is_some());
     assert!(
         a.log().contains("from before the restart"),
