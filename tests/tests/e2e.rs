@@ -71,7 +71,7 @@ fn serve_two_simulated_agents_and_query_them() {
     let b = nodes
         .iter()
         .find(|n| n["name"] == "gpu-node-01")
-        .expect("node b");
+        .unwrap_or_else(|| panic!("node b: {nodes:?}"));
     assert_eq!(b["gpu_count"], 4);
 
     // One node in full: 8 GPUs with versions and readings.
