@@ -18,7 +18,9 @@ use gpufleet_sim::Scenario;
 use prost::Message;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
 }
 
 fn write_seeds() -> bool {
@@ -88,9 +90,18 @@ fn batches() -> Vec<(String, pb::AgentMessage)> {
     }
     let msg = |m: pb::agent_message::Msg| pb::AgentMessage { msg: Some(m) };
     vec![
-        ("hello".into(), msg(pb::agent_message::Msg::Hello(hello.into()))),
-        ("batch-one-sample".into(), msg(pb::agent_message::Msg::Batch(first.into()))),
-        ("batch-xid79".into(), msg(pb::agent_message::Msg::Batch(around_xid.into()))),
+        (
+            "hello".into(),
+            msg(pb::agent_message::Msg::Hello(hello.into())),
+        ),
+        (
+            "batch-one-sample".into(),
+            msg(pb::agent_message::Msg::Batch(first.into())),
+        ),
+        (
+            "batch-xid79".into(),
+            msg(pb::agent_message::Msg::Batch(around_xid.into())),
+        ),
     ]
 }
 
@@ -130,7 +141,8 @@ fn committed_wire_seeds_are_messages_the_collector_accepts() {
 fn spool_segment() -> Vec<u8> {
     use gpufleet_agent::spool::Spool;
     let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = Spool::open(dir.path(), 0, "6f0d9c2e-58b1-4a7e-93c4-1d2e3f4a5b6c").unwrap();
+    let (mut spool, _) =
+        Spool::open(dir.path(), 0, "6f0d9c2e-58b1-4a7e-93c4-1d2e3f4a5b6c").unwrap();
     let mut owed = 0;
     for (_, m) in batches() {
         if let Some(pb::agent_message::Msg::Batch(b)) = m.msg {
@@ -144,7 +156,9 @@ fn spool_segment() -> Vec<u8> {
                     ..b.clone()
                 })
                 .unwrap();
-            spool.seal(seq, b.dropped_samples, b.dropped_events).unwrap();
+            spool
+                .seal(seq, b.dropped_samples, b.dropped_events)
+                .unwrap();
             owed = seq;
         }
     }
@@ -176,8 +190,15 @@ fn committed_spool_seed_is_a_segment_the_agent_reads_whole() {
     std::fs::write(dir.path().join("00000000000000000001.seg"), bytes).unwrap();
     let (_, rec) = Spool::open(dir.path(), 0, "other").unwrap();
     assert!(rec.damaged.is_empty(), "{:?}", rec.damaged);
-    assert_eq!(rec.session_id.as_deref(), Some("6f0d9c2e-58b1-4a7e-93c4-1d2e3f4a5b6c"));
-    assert_eq!(rec.batches.len(), 1, "batch 1 was acknowledged, batch 2 is owed");
+    assert_eq!(
+        rec.session_id.as_deref(),
+        Some("6f0d9c2e-58b1-4a7e-93c4-1d2e3f4a5b6c")
+    );
+    assert_eq!(
+        rec.batches.len(),
+        1,
+        "batch 1 was acknowledged, batch 2 is owed"
+    );
     assert_eq!(rec.batches[0].sequence, 2);
     assert_eq!(rec.next_sequence, 3);
 }

@@ -176,16 +176,23 @@ fn spool_records() -> impl Strategy<Value = Vec<Vec<u8>>> {
 }
 
 /// Opens a spool whose only segment holds `bytes`: no panic, damage is reported when the
-/// segment holds any, and the spool the agent leaves behind opens cleanly.
+/// segment holds any, and the spool the agent leaves behind opens cleanly. `None`: the spool
+/// was refused, with an error naming the segment.
 fn open_segment(
     name: &str,
     bytes: &[u8],
-) -> Result<gpufleet_agent::spool::Recovered, TestCaseError> {
-    use gpufleet_agent::spool::Spool;
+) -> Result<Option<gpufleet_agent::spool::Recovered>, TestCaseError> {
+    use gpufleet_agent::spool::{Spool, SpoolError};
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     std::fs::write(dir.path().join(name), bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let (spool, recovered) = Spool::open(dir.path(), 0, "new-session")
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (spool, recovered) = match Spool::open(dir.path(), 0, "new-session") {
+        Ok(x) => x,
+        Err(e @ SpoolError::Exhausted { .. }) => {
+            prop_assert!(e.to_string().contains(name), "{}", e);
+            return Ok(None);
+        }
+        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+    };
     drop(spool);
     let (_, again) = Spool::open(dir.path(), 0, "new-session")
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -194,7 +201,7 @@ fn open_segment(
         &again.session_id,
         &Some(recovered.session_id.clone().unwrap_or("new-session".into()))
     );
-    Ok(recovered)
+    Ok(Some(recovered))
 }
 
 proptest! {
@@ -214,7 +221,7 @@ proptest! {
     fn arbitrary_segment_bytes_are_reported_as_damage(
         bytes in proptest::collection::vec(any::<u8>(), 1..300),
     ) {
-        let rec = open_segment("00000000000000000001.seg", &bytes)?;
+        let rec = open_segment("00000000000000000001.seg", &bytes)?.expect("segment 1 opens");
         // Random bytes are not a record with a matching CRC.
         prop_assert!(!rec.damaged.is_empty());
         prop_assert!(rec.damaged.iter().all(|d| d.contains("00000000000000000001.seg")), "{:?}", rec.damaged);
@@ -225,7 +232,7 @@ proptest! {
         records in spool_records(),
         cut in any::<prop::sample::Index>(),
         do_cut in any::<bool>(),
-        index in prop_oneof![Just(1u64), Just(u64::MAX), Just(u64::MAX - 1)],
+        index in prop_oneof![Just(1u64), Just(i64::MAX as u64), Just(u64::MAX)],
     ) {
         let boundaries: Vec<usize> = records
             .iter()
@@ -239,7 +246,9 @@ proptest! {
             bytes.truncate(cut.index(bytes.len()));
         }
         let rec = open_segment(&format!("{index:020}.seg"), &bytes)?;
-        if !bytes.is_empty() && !boundaries.contains(&bytes.len()) {
+        // A segment numbered i64::MAX or more has no successor: the spool is refused.
+        prop_assert_eq!(rec.is_none(), index >= i64::MAX as u64);
+        if let Some(rec) = rec && !bytes.is_empty() && !boundaries.contains(&bytes.len()) {
             prop_assert!(!rec.damaged.is_empty(), "a record cut in two is damage");
         }
     }
