@@ -235,7 +235,7 @@ fn gpu_sample() -> impl Strategy<Value = pb::GpuSample> {
                 total_energy_millijoules: energy,
                 remapped_rows_pending: pending,
                 sm_clock_mhz: sm,
-                gpm_sm_active_percent: sm.map(|v| f32::from_bits(v)).filter(|_| index % 2 == 0),
+                gpm_sm_active_percent: sm.map(f32::from_bits).filter(|_| index % 2 == 0),
                 nvlinks: links
                     .into_iter()
                     .map(|(link, active, replay)| pb::NvLinkSample {
