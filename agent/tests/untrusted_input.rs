@@ -183,7 +183,14 @@ fn open_segment(
     bytes: &[u8],
 ) -> Result<Option<gpufleet_agent::spool::Recovered>, TestCaseError> {
     use gpufleet_agent::spool::{Spool, SpoolError};
-    let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    // On tmpfs where there is one: the spool fsyncs each new segment, slow on a disk.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
     std::fs::write(dir.path().join(name), bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let (spool, recovered) = match Spool::open(dir.path(), 0, "new-session") {
         Ok(x) => x,
