@@ -317,7 +317,9 @@ impl Spool {
 
     /// Batches up to `sequence` were acknowledged.
     pub fn released(&mut self, sequence: u64) -> Result<(), SpoolError> {
-        if sequence <= self.released {
+        // No batch is numbered past 63 bits: a larger ack (a confused collector) releases
+        // nothing, rather than writing a record the next open would read as damage.
+        if sequence <= self.released || sequence > MAX_SEQUENCE {
             return Ok(());
         }
         self.released = sequence;
@@ -329,6 +331,7 @@ impl Spool {
     /// The uplink dropped batches up to `through` (its in-memory bound), `samples` and
     /// `events` in all, not yet reported.
     pub fn dropped(&mut self, through: u64, samples: u64, events: u64) -> Result<(), SpoolError> {
+        let through = through.min(MAX_SEQUENCE);
         self.released = self.released.max(through);
         let mut p = Vec::with_capacity(24);
         for v in [through, samples, events] {
@@ -746,6 +749,18 @@ mod tests {
             fs::write(dir.path().join(&name), record(Kind::Session, b"s1")).unwrap();
             let e = Spool::open(dir.path(), 0, "new").unwrap_err().to_string();
             assert!(e.contains(&name) && e.contains("used up"), "{e}");
+        }
+        // An ack past 63 bits (a confused collector) is not written as a record the next open
+        // would call damage.
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut s, _) = Spool::open(dir.path(), 0, "s1").unwrap();
+            s.released(u64::MAX).unwrap();
+            s.dropped(u64::MAX, 1, 1).unwrap();
+            drop(s);
+            let (_, rec) = Spool::open(dir.path(), 0, "s1").unwrap();
+            assert!(rec.damaged.is_empty(), "{:?}", rec.damaged);
+            assert_eq!(rec.next_sequence, MAX_SEQUENCE + 1);
         }
         for (name, bytes, damaged) in cases {
             let dir = tempfile::tempdir().unwrap();
