@@ -47,6 +47,14 @@ const MAX_RECORD_BYTES: u32 = 64 << 20;
 
 const HEADER: usize = 9;
 
+/// Batch sequence numbers fit in 63 bits (the collector's limit): a record naming a larger one
+/// is corrupt.
+const MAX_SEQUENCE: u64 = i64::MAX as u64;
+
+/// Segment numbers count up from 1 (one per few MB written: never near this). A spool holding
+/// a segment numbered this high has no numbers left to write and is refused.
+const MAX_SEGMENT_INDEX: u64 = i64::MAX as u64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error(
@@ -56,6 +64,11 @@ pub enum SpoolError {
     Dir { path: PathBuf, source: io::Error },
     #[error("cannot write the spool segment {path}: {source} (is the disk full?)")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "the spool segment {path} has no successor: segment numbers are used up (move the \
+         spool directory away to start a new one)"
+    )]
+    Exhausted { path: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +220,13 @@ impl Spool {
             .session_id
             .clone()
             .unwrap_or_else(|| new_session.to_string());
-        let next_index = names.last().map(|(i, _)| i + 1).unwrap_or(1);
+        let next_index = match names.last() {
+            Some((i, path)) if *i >= MAX_SEGMENT_INDEX => {
+                return Err(SpoolError::Exhausted { path: path.clone() });
+            }
+            Some((i, _)) => i + 1,
+            None => 1,
+        };
         let max_bytes = max_bytes.max(MIN_SPOOL_MAX_BYTES);
         let (current, file) = create_segment(
             dir,
@@ -298,7 +317,9 @@ impl Spool {
 
     /// Batches up to `sequence` were acknowledged.
     pub fn released(&mut self, sequence: u64) -> Result<(), SpoolError> {
-        if sequence <= self.released {
+        // No batch is numbered past 63 bits: a larger ack (a confused collector) releases
+        // nothing, rather than writing a record the next open would read as damage.
+        if sequence <= self.released || sequence > MAX_SEQUENCE {
             return Ok(());
         }
         self.released = sequence;
@@ -310,6 +331,7 @@ impl Spool {
     /// The uplink dropped batches up to `through` (its in-memory bound), `samples` and
     /// `events` in all, not yet reported.
     pub fn dropped(&mut self, through: u64, samples: u64, events: u64) -> Result<(), SpoolError> {
+        let through = through.min(MAX_SEQUENCE);
         self.released = self.released.max(through);
         let mut p = Vec::with_capacity(24);
         for v in [through, samples, events] {
@@ -388,10 +410,11 @@ impl Spool {
             let s = self.closed.pop_front().expect("front exists");
             for b in &s.batches {
                 if b.sequence > self.released {
-                    drop.samples += b.samples;
-                    drop.events += b.events;
-                    drop.carried_samples += b.reports_samples;
-                    drop.carried_events += b.reports_events;
+                    // Saturating: the counts of a damaged spool may be anything.
+                    drop.samples = drop.samples.saturating_add(b.samples);
+                    drop.events = drop.events.saturating_add(b.events);
+                    drop.carried_samples = drop.carried_samples.saturating_add(b.reports_samples);
+                    drop.carried_events = drop.carried_events.saturating_add(b.reports_events);
                 }
                 drop.through = drop.through.max(b.sequence);
             }
@@ -407,8 +430,8 @@ impl Spool {
         let mut p = Vec::with_capacity(24);
         for v in [
             drop.through,
-            drop.samples + drop.carried_samples,
-            drop.events + drop.carried_events,
+            drop.samples.saturating_add(drop.carried_samples),
+            drop.events.saturating_add(drop.carried_events),
         ] {
             p.extend_from_slice(&v.to_le_bytes());
         }
@@ -563,7 +586,7 @@ fn read_segment(
                 None => false,
             },
             Some(Kind::Seal) => match three(payload) {
-                Some([seq, ds, de]) => {
+                Some([seq, ds, de]) if (1..=MAX_SEQUENCE).contains(&seq) => {
                     let mut b = rec.open.take().unwrap_or_default();
                     b.sequence = seq;
                     b.dropped_samples = ds;
@@ -582,23 +605,23 @@ fn read_segment(
                     *max_sealed = (*max_sealed).max(seq);
                     true
                 }
-                None => false,
+                _ => false,
             },
-            Some(Kind::Released) => match payload.try_into() {
-                Ok(b) => {
-                    *released = (*released).max(u64::from_le_bytes(b));
+            Some(Kind::Released) => match payload.try_into().map(u64::from_le_bytes) {
+                Ok(through) if through <= MAX_SEQUENCE => {
+                    *released = (*released).max(through);
                     true
                 }
-                Err(_) => false,
+                _ => false,
             },
             Some(Kind::Dropped) => match three(payload) {
-                Some([through, samples, events]) => {
+                Some([through, samples, events]) if through <= MAX_SEQUENCE => {
                     *released = (*released).max(through);
-                    rec.dropped_samples += samples;
-                    rec.dropped_events += events;
+                    rec.dropped_samples = rec.dropped_samples.saturating_add(samples);
+                    rec.dropped_events = rec.dropped_events.saturating_add(events);
                     true
                 }
-                None => false,
+                _ => false,
             },
             None => false,
         };
@@ -666,6 +689,88 @@ mod tests {
 
     fn times(b: &Batch) -> Vec<i64> {
         b.samples.iter().map(|s| s.timestamp.0).collect()
+    }
+
+    /// Found by the spool proptest (agent/tests/untrusted_input.rs): a segment numbered
+    /// u64::MAX, or well-framed records with sequences and drop counts near u64::MAX, made
+    /// `open` overflow. Now such a segment is refused with an error that says what to do, and
+    /// such records are damage.
+    #[test]
+    fn a_damaged_spool_with_huge_numbers_opens_and_reports_it() {
+        let three = |a: u64, b: u64, c: u64| {
+            [a, b, c]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let cases: &[(&str, Vec<u8>, usize)] = &[
+            // (file name, content, damaged records reported)
+            (
+                "00000000000000000001.seg",
+                [
+                    record(Kind::Session, b"s1"),
+                    record(Kind::Dropped, &three(1, u64::MAX, u64::MAX)),
+                    record(Kind::Dropped, &three(1, u64::MAX, 1)),
+                ]
+                .concat(),
+                0,
+            ),
+            (
+                "00000000000000000001.seg",
+                [
+                    record(Kind::Session, b"s1"),
+                    record(Kind::Seal, &three(u64::MAX, 0, 0)),
+                ]
+                .concat(),
+                1,
+            ),
+            (
+                "00000000000000000001.seg",
+                [
+                    record(Kind::Session, b"s1"),
+                    record(Kind::Released, &u64::MAX.to_le_bytes()),
+                ]
+                .concat(),
+                1,
+            ),
+            (
+                "00000000000000000001.seg",
+                [
+                    record(Kind::Session, b"s1"),
+                    record(Kind::Seal, &three(0, 0, 0)),
+                ]
+                .concat(),
+                1,
+            ),
+        ];
+        for index in [i64::MAX as u64, u64::MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            let name = format!("{index:020}.seg");
+            fs::write(dir.path().join(&name), record(Kind::Session, b"s1")).unwrap();
+            let e = Spool::open(dir.path(), 0, "new").unwrap_err().to_string();
+            assert!(e.contains(&name) && e.contains("used up"), "{e}");
+        }
+        // An ack past 63 bits (a confused collector) is not written as a record the next open
+        // would call damage.
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut s, _) = Spool::open(dir.path(), 0, "s1").unwrap();
+            s.released(u64::MAX).unwrap();
+            s.dropped(u64::MAX, 1, 1).unwrap();
+            drop(s);
+            let (_, rec) = Spool::open(dir.path(), 0, "s1").unwrap();
+            assert!(rec.damaged.is_empty(), "{:?}", rec.damaged);
+            assert_eq!(rec.next_sequence, MAX_SEQUENCE + 1);
+        }
+        for (name, bytes, damaged) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(name), bytes).unwrap();
+            let (_, rec) = Spool::open(dir.path(), 0, "new").unwrap();
+            assert_eq!(rec.damaged.len(), *damaged, "{name}: {:?}", rec.damaged);
+            assert!(rec.next_sequence >= 1 && rec.next_sequence <= MAX_SEQUENCE + 1);
+            let (_, again) = Spool::open(dir.path(), 0, "new").unwrap();
+            assert!(again.damaged.is_empty(), "{name}: {:?}", again.damaged);
+        }
     }
 
     #[test]
