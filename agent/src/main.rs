@@ -75,6 +75,10 @@ struct SourceArgs {
     /// Where procfs is mounted (/proc/net/dev and the other host parts).
     #[arg(long, default_value = "/proc")]
     procfs_root: PathBuf,
+    /// The host's root filesystem, for the driver libraries and the package database the
+    /// driver-stack part reads (node_exporter's --path.rootfs; `/host` inside a container).
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
 }
 
 /// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
@@ -349,6 +353,7 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
             roots: gpufleet_agent::sources::HostRoots {
                 sysfs: a.sysfs_root.clone(),
                 procfs: a.procfs_root.clone(),
+                root: a.host_root.clone(),
             },
         },
     })

@@ -139,6 +139,9 @@ pub struct HostSample {
     /// Every port of every RDMA device (InfiniBand HCAs, RoCE NICs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ib_ports: Vec<IbPortSample>,
+    /// NVIDIA daemons running (`None`: processes could not be listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_daemons: Option<DriverDaemons>,
 }
 
 /// One port of an RDMA device (`/sys/class/infiniband/DEVICE/ports/PORT`). Counters are
@@ -204,4 +207,13 @@ impl Sample {
     pub fn gpu(&self, index: u32) -> Option<&GpuSample> {
         self.gpus.iter().find(|g| g.index == index)
     }
+}
+
+/// Which NVIDIA driver daemons run, from `/proc/PID/comm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriverDaemons {
+    /// `nvidia-persistenced`.
+    pub persistenced: bool,
+    /// `nv-fabricmanager` (NVIDIA Fabric Manager).
+    pub fabricmanager: bool,
 }

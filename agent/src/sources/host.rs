@@ -112,6 +112,7 @@ impl HostSource for SysinfoHost {
                 .collect(),
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_devices: Vec::new(),
+            driver_stack: None,
         };
         self.unavailable.clear();
         for part in &mut self.parts {
@@ -181,6 +182,7 @@ impl HostSource for SysinfoHost {
                 .collect(),
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_ports: Vec::new(),
+            driver_daemons: None,
         };
         self.unavailable.clear();
         for part in &mut self.parts {

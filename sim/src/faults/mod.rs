@@ -21,6 +21,7 @@ use crate::state::{
 };
 
 mod clocks;
+mod driver;
 mod fabric;
 mod host;
 mod memory;
@@ -33,6 +34,7 @@ mod workload;
 mod xid;
 
 pub use crate::state::Direction;
+pub use driver::MODULES as DRIVER_MODULES;
 pub use fabric::hca_name;
 
 /// Every family's kinds, in documentation order: the one list a new family joins.
@@ -48,6 +50,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     workload::KINDS,
     host::KINDS,
     fabric::KINDS,
+    driver::KINDS,
 ];
 
 /// Where a fault kind acts.
