@@ -585,6 +585,50 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
                 .unwrap();
             rising(now.rx_errors, prev.rx_errors, 10) && rising(now.rx_dropped, prev.rx_dropped, 1)
         }),
+        ("ib_port_down", "h100", "hca = \"mlx5_3\"", |o, _| {
+            o.host
+                .ib_ports
+                .iter()
+                .any(|p| p.device == "mlx5_3" && !p.is_up())
+        }),
+        ("ib_rate_degraded", "h100", "", |o, _| {
+            o.host.ib_ports[0].rate_gbps == Some(200.0)
+        }),
+        ("ib_link_errors", "h100", "", |o, _| {
+            rising(
+                o.host.ib_ports[0].symbol_errors,
+                o.host_prev.ib_ports[0].symbol_errors,
+                5,
+            )
+        }),
+        ("ib_hca_missing", "h100", "", |o, _| {
+            o.info.ib_devices.len() == 7 && o.host.ib_ports.len() == 7
+        }),
+        ("module_missing", "h100", "", |o, _| {
+            let d = o.info.driver_stack.as_ref().unwrap();
+            d.module("nvidia_peermem").is_none() && d.module("nvidia_uvm").is_some()
+        }),
+        ("driver_version_mismatch", "h100", "", |o, _| {
+            let d = o.info.driver_stack.as_ref().unwrap();
+            d.libcuda_version == "550.90.07"
+                && d.kernel_version() == o.inventory.driver.driver_version
+        }),
+        ("persistenced_down", "h100", "", |o, _| {
+            !o.host.driver_daemons.unwrap().persistenced
+                && o.inventory
+                    .gpus
+                    .iter()
+                    .all(|g| g.persistence_mode == Some(false))
+        }),
+        ("fabricmanager_down", "h100", "", |o, _| {
+            !o.host.driver_daemons.unwrap().fabricmanager
+        }),
+        ("fabricmanager_version_mismatch", "a100", "", |o, _| {
+            let d = o.info.driver_stack.as_ref().unwrap();
+            d.fabricmanager_version == "550.90.07"
+                && d.nvswitch_count == 6
+                && !o.host.driver_daemons.unwrap().fabricmanager
+        }),
         (
             "kernel_change",
             "h100",
