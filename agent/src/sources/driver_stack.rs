@@ -97,6 +97,16 @@ impl HostPart for DriverStack {
 
     fn sample(&mut self, _now: UnixMs, sample: &mut HostSample) -> Result<(), String> {
         let dir = &self.roots.procfs;
+        // In a PID namespace of its own (a container without hostPID) the agent sees only its
+        // container's processes: the host's daemons would all read "not running".
+        if let Some(ns) = fs::read_to_string(dir.join("self/status"))
+            .ok()
+            .and_then(|t| nested_pid_namespace(&t))
+        {
+            return Err(format!(
+                "the agent runs in its own PID namespace ({ns}): the host's daemons are not visible (run the container with hostPID)"
+            ));
+        }
         let entries = fs::read_dir(dir).map_err(|e| {
             format!(
                 "cannot list processes in {} ({e}): driver daemons unknown",
@@ -122,6 +132,17 @@ impl HostPart for DriverStack {
         sample.driver_daemons = Some(d);
         Ok(())
     }
+}
+
+/// `NSpid:\t4321\t17` in `/proc/self/status` (more than one id: a nested PID namespace) →
+/// a description; `NSpid:\t4321` (the host's namespace) → `None`.
+pub fn nested_pid_namespace(status: &str) -> Option<String> {
+    let ids: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .collect();
+    (ids.len() > 1).then(|| format!("NSpid {}", ids.join(" ")))
 }
 
 /// `nvidia`, `nvidia_uvm`, `nvidia_modeset`, `nvidia_drm`, `nvidia_peermem`, and Mellanox's
@@ -317,6 +338,14 @@ mod tests {
             Some("1.2.11.dfsg")
         );
         assert_eq!(parse_dpkg_version(dpkg, "cuda-drivers"), None);
+
+        for (status, nested) in [
+            ("Name:\tgpufleet-agent\nNSpid:\t4321\n", false),
+            ("Name:\tgpufleet-agent\nNSpid:\t4321\t17\n", true),
+            ("Name:\told-kernel\n", false),
+        ] {
+            assert_eq!(nested_pid_namespace(status).is_some(), nested, "{status}");
+        }
     }
 
     #[test]
