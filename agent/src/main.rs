@@ -39,7 +39,7 @@ enum Command {
     /// Run the agent: sample on an interval and stream to the collector.
     Run(Box<RunArgs>),
     /// Read everything once and print it (no collector needed).
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
     /// List the GPU models `--simulate` can play.
     Models,
 }
@@ -301,7 +301,7 @@ fn main() {
     init_logging(resolved.as_ref().map_or(LogFormat::Human, |c| c.log_format));
     let result = match (cli.command, resolved) {
         (Command::Run(_), Some(c)) => run(c),
-        (Command::Probe(a), Some(c)) => run_probe(a, c),
+        (Command::Probe(a), Some(c)) => run_probe(*a, c),
         _ => {
             for m in simulated::models() {
                 println!("{m}");

@@ -79,7 +79,7 @@ fn probe_shows_the_driver_stack_of_an_hgx_node() {
             "{m}:\n{text}"
         );
     }
-    assert!(text.contains("module ib_core") == false, "{text}");
+    assert!(!text.contains("module ib_core"), "{text}");
     assert!(
         text.contains("daemons: nvidia-persistenced running, nv-fabricmanager running"),
         "{text}"

@@ -101,7 +101,6 @@ mod tests {
             assert_eq!(gpus, *want, "{name}");
             assert!(got.iter().all(|f| f.rule_id == "gpu.persistence.off"));
             // The daemon down: driver.persistenced_down speaks for the node instead.
-            let mut n = n;
             for s in &mut n.history {
                 s.host.driver_daemons = Some(daemon_down);
             }
