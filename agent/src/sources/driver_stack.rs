@@ -42,13 +42,37 @@ pub const FABRICMANAGER: &str = "nv-fabricmanager";
 
 pub struct DriverStack {
     roots: HostRoots,
+    /// The daemons' PIDs found by the last full scan of the process list: while the ones this
+    /// node needs still carry their names, a sample reads one or two `comm` files instead of
+    /// every process's.
+    pids: (Option<String>, Option<String>),
+    /// NVSwitches at the last inventory read: without them Fabric Manager is not needed.
+    nvswitches: u32,
 }
 
 impl DriverStack {
     pub fn new(roots: &HostRoots) -> Self {
         DriverStack {
             roots: roots.clone(),
+            pids: (None, None),
+            nvswitches: 0,
         }
+    }
+
+    /// The daemons the node needs still run under the PIDs the last scan found: what they
+    /// read, or `None` when the process list must be scanned again.
+    fn still_running(&self) -> Option<DriverDaemons> {
+        let comm = |pid: &Option<String>, name: &str| {
+            pid.as_ref().is_some_and(|p| {
+                read(&self.roots.procfs.join(p).join("comm")).as_deref() == Some(name)
+            })
+        };
+        let persistenced = comm(&self.pids.0, PERSISTENCED);
+        let fabricmanager = comm(&self.pids.1, FABRICMANAGER);
+        (persistenced && (fabricmanager || self.nvswitches == 0)).then_some(DriverDaemons {
+            persistenced,
+            fabricmanager,
+        })
     }
 
     fn proc_modules(&self) -> Result<String, String> {
@@ -92,6 +116,7 @@ impl HostPart for DriverStack {
                 .unwrap_or_default(),
             nvswitch_count: nvswitch_count(&self.roots.sysfs),
         });
+        self.nvswitches = info.driver_stack.as_ref().map_or(0, |d| d.nvswitch_count);
         Ok(())
     }
 
@@ -107,29 +132,38 @@ impl HostPart for DriverStack {
                 "the agent runs in its own PID namespace ({ns}): the host's daemons are not visible (run the container with hostPID)"
             ));
         }
+        if let Some(d) = self.still_running() {
+            sample.driver_daemons = Some(d);
+            return Ok(());
+        }
         let entries = fs::read_dir(dir).map_err(|e| {
             format!(
                 "cannot list processes in {} ({e}): driver daemons unknown",
                 dir.display()
             )
         })?;
-        let mut d = DriverDaemons::default();
+        let (mut persistenced, mut fabricmanager) = (None, None);
         for e in entries.flatten() {
-            let pid = e.file_name();
-            if !pid
+            let Some(pid) = e
+                .file_name()
                 .to_str()
-                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
-            {
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_string)
+            else {
                 continue;
-            }
+            };
             // A process that exits between listing and reading is simply not there.
             match read(&e.path().join("comm")).as_deref() {
-                Some(PERSISTENCED) => d.persistenced = true,
-                Some(FABRICMANAGER) => d.fabricmanager = true,
+                Some(PERSISTENCED) => persistenced = Some(pid),
+                Some(FABRICMANAGER) => fabricmanager = Some(pid),
                 _ => {}
             }
         }
-        sample.driver_daemons = Some(d);
+        sample.driver_daemons = Some(DriverDaemons {
+            persistenced: persistenced.is_some(),
+            fabricmanager: fabricmanager.is_some(),
+        });
+        self.pids = (persistenced, fabricmanager);
         Ok(())
     }
 }
@@ -385,6 +419,42 @@ mod tests {
                 fabricmanager: true
             })
         );
+    }
+
+    #[test]
+    fn a_daemon_that_stops_or_changes_pid_is_seen_at_the_next_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = HostRoots {
+            procfs: dir.path().to_path_buf(),
+            ..fixture()
+        };
+        let comm = |pid: &str, name: &str| {
+            fs::create_dir_all(dir.path().join(pid)).unwrap();
+            fs::write(dir.path().join(pid).join("comm"), format!("{name}\n")).unwrap();
+        };
+        comm("1", "systemd");
+        comm("2231", PERSISTENCED);
+        comm("2290", FABRICMANAGER);
+        fs::write(dir.path().join("modules"), "nvidia 1 0 - Live 0x0\n").unwrap();
+        let mut part = DriverStack::new(&roots);
+        // The fixture's sysfs has four NVSwitches: Fabric Manager is watched too.
+        part.info(&mut HostInfo::default()).unwrap();
+        let mut read = || {
+            let mut s = HostSample::default();
+            part.sample(UnixMs(1), &mut s).unwrap();
+            let d = s.driver_daemons.unwrap();
+            (d.persistenced, d.fabricmanager)
+        };
+        assert_eq!(read(), (true, true));
+        assert_eq!(read(), (true, true));
+        fs::remove_dir_all(dir.path().join("2290")).unwrap();
+        assert_eq!(read(), (true, false));
+        // Restarted under another PID; its old PID reused by something else.
+        comm("2290", "python3");
+        comm("4410", FABRICMANAGER);
+        assert_eq!(read(), (true, true));
+        fs::write(dir.path().join("2231/comm"), "bash\n").unwrap();
+        assert_eq!(read(), (false, true));
     }
 
     #[test]
