@@ -35,6 +35,8 @@ pub struct AgentConfig {
     /// Where sysfs and procfs are mounted (the host parts read under them).
     pub sysfs_root: PathBuf,
     pub procfs_root: PathBuf,
+    /// The host's root filesystem (driver libraries, package database).
+    pub host_root: PathBuf,
     pub collector: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -75,6 +77,7 @@ impl Default for AgentConfig {
             state_dir: None,
             sysfs_root: "/sys".into(),
             procfs_root: "/proc".into(),
+            host_root: "/".into(),
             collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
             interval: crate::DEFAULT_SAMPLE_INTERVAL,
             slow_interval: crate::sources::cadence::DEFAULT_SLOW_INTERVAL,

@@ -39,7 +39,7 @@ enum Command {
     /// Run the agent: sample on an interval and stream to the collector.
     Run(Box<RunArgs>),
     /// Read everything once and print it (no collector needed).
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
     /// List the GPU models `--simulate` can play.
     Models,
 }
@@ -75,6 +75,10 @@ struct SourceArgs {
     /// Where procfs is mounted (/proc/net/dev and the other host parts).
     #[arg(long, default_value = "/proc")]
     procfs_root: PathBuf,
+    /// The host's root filesystem, for the driver libraries and the package database the
+    /// driver-stack part reads (node_exporter's --path.rootfs; `/host` inside a container).
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
 }
 
 /// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
@@ -297,7 +301,7 @@ fn main() {
     init_logging(resolved.as_ref().map_or(LogFormat::Human, |c| c.log_format));
     let result = match (cli.command, resolved) {
         (Command::Run(_), Some(c)) => run(c),
-        (Command::Probe(a), Some(c)) => run_probe(a, c),
+        (Command::Probe(a), Some(c)) => run_probe(*a, c),
         _ => {
             for m in simulated::models() {
                 println!("{m}");
@@ -349,6 +353,7 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
             roots: gpufleet_agent::sources::HostRoots {
                 sysfs: a.sysfs_root.clone(),
                 procfs: a.procfs_root.clone(),
+                root: a.host_root.clone(),
             },
         },
     })

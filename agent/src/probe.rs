@@ -197,6 +197,7 @@ pub fn render_text(r: &ProbeReport) -> String {
             opt(d.numa_node, ""),
         );
     }
+    out += &driver_stack_lines(r);
     if !r.unavailable.is_empty() {
         out += "\nNot available on this machine\n";
         for u in &r.unavailable {
@@ -220,6 +221,43 @@ pub fn render_text(r: &ProbeReport) -> String {
             .map(|i| format!("GPU {i}: "))
             .unwrap_or_default();
         out += &format!("  [{}] event {} {gpu}{}\n", e.severity, e.code, e.message);
+    }
+    out
+}
+
+/// The driver stack beyond NVML: modules, libraries, Fabric Manager, daemons.
+fn driver_stack_lines(r: &ProbeReport) -> String {
+    let mut out = String::new();
+    if let Some(d) = &r.inventory.host.driver_stack {
+        out += &format!(
+            "  driver stack: kernel module {}, libcuda {}, libnvidia-ml {}, {} NVSwitch{}, Fabric Manager {}\n",
+            dash(d.kernel_version()),
+            dash(&d.libcuda_version),
+            dash(&d.libnvidia_ml_version),
+            d.nvswitch_count,
+            if d.nvswitch_count == 1 { "" } else { "es" },
+            if d.fabricmanager_version.is_empty() {
+                "not installed"
+            } else {
+                &d.fabricmanager_version
+            },
+        );
+        for m in &d.modules {
+            out += &format!(
+                "  module {}: {} ({})\n",
+                m.name,
+                dash(&m.version),
+                dash(&m.state)
+            );
+        }
+    }
+    if let Some(d) = &r.sample.host.driver_daemons {
+        let run = |b: bool| if b { "running" } else { "not running" };
+        out += &format!(
+            "  daemons: nvidia-persistenced {}, nv-fabricmanager {}\n",
+            run(d.persistenced),
+            run(d.fabricmanager)
+        );
     }
     out
 }

@@ -16,8 +16,9 @@ use gpufleet_collector::metrics::{Metrics, Rejected};
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::exposition::Format;
 use gpufleet_model::{
-    DriverInfo, Event, EventKind, GpuInfo, GpuSample, GpuStatus, HostInfo, Inventory, NodeIdentity,
-    NvLinkSample, Sample, Severity, UnixMs,
+    DriverDaemons, DriverInfo, DriverStackInfo, Event, EventKind, GpuInfo, GpuSample, GpuStatus,
+    HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity, NvLinkSample, Sample,
+    Severity, UnixMs,
 };
 
 const T0: UnixMs = UnixMs(1_780_000_000_000);
@@ -127,6 +128,17 @@ fn hello(node: &str, gpus: u32) -> Hello {
             host: HostInfo {
                 os_name: "Ubuntu 22.04.4 LTS".into(),
                 kernel_version: "5.15.0-105-generic".into(),
+                driver_stack: Some(DriverStackInfo {
+                    modules: vec![KernelModuleInfo {
+                        name: "nvidia".into(),
+                        version: "550.54.15".into(),
+                        state: "Live".into(),
+                    }],
+                    kernel_driver_version: "550.54.15".into(),
+                    libcuda_version: "550.54.15".into(),
+                    nvswitch_count: 4,
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         },
@@ -183,7 +195,13 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
                     full_sample(0),
                     GpuSample::failed(1, &gpu_info(1).uuid, GpuStatus::Lost, "GPU is lost"),
                 ],
-                ..Default::default()
+                host: HostSample {
+                    driver_daemons: Some(DriverDaemons {
+                        persistenced: true,
+                        fabricmanager: false,
+                    }),
+                    ..Default::default()
+                },
             }],
             events: if seq == 0 { vec![xid] } else { vec![] },
             inventory: None,

@@ -637,6 +637,40 @@ mod tests {
     }
 
     #[test]
+    fn driver_stack_and_daemons_round_trip_and_absent_stays_absent() {
+        let mut inv = Inventory::default();
+        inv.host.driver_stack = Some(DriverStackInfo {
+            modules: vec![KernelModuleInfo {
+                name: "nvidia_peermem".into(),
+                version: "550.54.15".into(),
+                state: "Live".into(),
+            }],
+            kernel_driver_version: "550.54.15".into(),
+            libcuda_version: "550.90.07".into(),
+            libnvidia_ml_version: "550.90.07".into(),
+            fabricmanager_version: String::new(),
+            nvswitch_count: 4,
+        });
+        let back = Inventory::try_from(pb::Inventory::from(inv.clone())).unwrap();
+        assert_eq!(back, inv);
+        let none = Inventory::try_from(pb::Inventory::from(Inventory::default())).unwrap();
+        assert_eq!(none.host.driver_stack, None);
+
+        let s = Sample {
+            timestamp: UnixMs(1_700_000_000_000),
+            gpus: vec![],
+            host: HostSample {
+                driver_daemons: Some(DriverDaemons {
+                    persistenced: false,
+                    fabricmanager: true,
+                }),
+                ..Default::default()
+            },
+        };
+        assert_eq!(Sample::try_from(pb::Sample::from(s.clone())).unwrap(), s);
+    }
+
+    #[test]
     fn batch_limits_are_enforced() {
         let wire = pb::Batch {
             sequence: 1,

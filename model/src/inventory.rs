@@ -84,6 +84,9 @@ pub struct HostInfo {
     /// RDMA devices (InfiniBand HCAs, RoCE NICs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ib_devices: Vec<IbDeviceInfo>,
+    /// The NVIDIA driver stack (`None`: not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_stack: Option<DriverStackInfo>,
 }
 
 /// One RDMA device from `/sys/class/infiniband/DEVICE`.
@@ -128,5 +131,45 @@ impl Inventory {
             i
         };
         strip(self) == strip(other)
+    }
+}
+
+/// The NVIDIA driver stack as the host shows it: kernel modules, user-space libraries and
+/// Fabric Manager. A version is `""` when it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriverStackInfo {
+    /// Loaded NVIDIA kernel modules, in name order.
+    pub modules: Vec<KernelModuleInfo>,
+    /// `/proc/driver/nvidia/version`'s "NVRM version".
+    pub kernel_driver_version: String,
+    pub libcuda_version: String,
+    pub libnvidia_ml_version: String,
+    /// Installed Fabric Manager package (`""`: not installed).
+    pub fabricmanager_version: String,
+    /// NVSwitch devices on the PCI bus.
+    pub nvswitch_count: u32,
+}
+
+/// One loaded kernel module (`/proc/modules`, `/sys/module/NAME/version`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KernelModuleInfo {
+    pub name: String,
+    pub version: String,
+    /// `Live`, `Loading`, `Unloading`.
+    pub state: String,
+}
+
+impl DriverStackInfo {
+    /// The loaded module called `name`.
+    pub fn module(&self, name: &str) -> Option<&KernelModuleInfo> {
+        self.modules.iter().find(|m| m.name == name)
+    }
+
+    /// The kernel driver's version: the `nvidia` module's, else `/proc/driver/nvidia`'s.
+    pub fn kernel_version(&self) -> &str {
+        match self.module("nvidia").map(|m| m.version.as_str()) {
+            Some(v) if !v.is_empty() => v,
+            _ => &self.kernel_driver_version,
+        }
     }
 }

@@ -20,12 +20,13 @@ pub mod xid;
 pub use event::{Event, EventKind, Severity};
 pub use finding::{Evidence, Finding, FindingRecord, FindingState, FleetScope};
 pub use inventory::{
-    DiskInfo, DriverInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo, Inventory, NicInfo,
-    NodeIdentity,
+    DiskInfo, DriverInfo, DriverStackInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo,
+    Inventory, KernelModuleInfo, NicInfo, NodeIdentity,
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
-    CpuConfigSample, DiskSample, GpuProcess, GpuSample, GpuStatus, HostSample, IbPortSample,
+    CpuConfigSample, DiskSample, DriverDaemons, GpuProcess, GpuSample, GpuStatus, HostSample,
+    IbPortSample,
     NicSample, NvLinkSample, Sample,
 };
 pub use time::UnixMs;

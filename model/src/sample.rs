@@ -142,6 +142,9 @@ pub struct HostSample {
     /// CPU frequency scaling, transparent hugepages, EDAC memory errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_config: Option<CpuConfigSample>,
+    /// NVIDIA daemons running (`None`: processes could not be listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_daemons: Option<DriverDaemons>,
 }
 
 /// How the host's CPUs and memory are set up (`/sys/devices/system/cpu`, `edac`, THP).
@@ -236,4 +239,13 @@ impl Sample {
     pub fn gpu(&self, index: u32) -> Option<&GpuSample> {
         self.gpus.iter().find(|g| g.index == index)
     }
+}
+
+/// Which NVIDIA driver daemons run, from `/proc/PID/comm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriverDaemons {
+    /// `nvidia-persistenced`.
+    pub persistenced: bool,
+    /// `nv-fabricmanager` (NVIDIA Fabric Manager).
+    pub fabricmanager: bool,
 }

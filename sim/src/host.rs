@@ -3,8 +3,8 @@
 //! full disk, NIC saturation and errors, kernel change).
 
 use gpufleet_model::{
-    CpuConfigSample, DiskInfo, DiskSample, HostInfo, HostSample, IbDeviceInfo, IbPortSample,
-    NicInfo, NicSample,
+    CpuConfigSample, DiskInfo, DiskSample, DriverDaemons, DriverStackInfo, HostInfo, HostSample,
+    IbDeviceInfo, IbPortSample, KernelModuleInfo, NicInfo, NicSample,
 };
 
 use crate::faults::Fault;
@@ -45,6 +45,8 @@ pub(super) struct HostSim {
     disk_avail_frac: Vec<f64>,
     nic_load: Vec<f64>,
     macs: Vec<String>,
+    /// The node's faults without a GPU, any scope: what sets the driver version.
+    driver_faults: Vec<Fault>,
 }
 
 /// Host uptime at the virtual origin, seconds (3–45 days); GPUs share it for their counters.
@@ -104,6 +106,11 @@ impl HostSim {
                         (b >> 16) & 0xFF
                     )
                 })
+                .collect(),
+            driver_faults: node_faults
+                .iter()
+                .filter(|f| f.gpu.is_none())
+                .cloned()
                 .collect(),
             faults,
         }
@@ -188,6 +195,7 @@ impl HostSim {
                     }
                 })
                 .collect(),
+            driver_stack: Some(self.driver_stack(&h, t)),
         }
     }
 
@@ -393,6 +401,55 @@ impl HostSim {
             uptime_seconds: self.uptime_s(&h, t),
             ib_ports: self.ib_ports(&h, t),
             cpu_config: Some(self.cpu_config(&h, t)),
+            driver_daemons: Some(DriverDaemons {
+                persistenced: !h.persistenced_down,
+                fabricmanager: self.profile.nvswitch_count() > 0 && !h.fabricmanager_down,
+            }),
+        }
+    }
+}
+
+impl HostSim {
+    /// The node's driver at `t`: the simulated one unless a `driver_change` installed another.
+    fn driver_version(&self, t: i64) -> &str {
+        let mut n = NodeInfoEdit::default();
+        for f in self.driver_faults.iter().filter(|f| f.active_at(t)) {
+            f.kind.node_info(&mut n);
+        }
+        n.driver_version.unwrap_or(crate::gpu::DRIVER_VERSION)
+    }
+
+    /// Kernel modules, libraries and Fabric Manager as the node's faults leave them: every
+    /// part at the driver's version unless a fault says otherwise.
+    fn driver_stack(&self, h: &HostLive<'_>, t: i64) -> DriverStackInfo {
+        let driver = self.driver_version(t);
+        let version_of = |part: Option<&str>| {
+            h.driver_versions
+                .iter()
+                .find(|(p, _)| *p == part)
+                .map_or(driver, |(_, v)| *v)
+                .to_string()
+        };
+        let nvswitches = self.profile.nvswitch_count();
+        DriverStackInfo {
+            modules: crate::faults::DRIVER_MODULES
+                .iter()
+                .filter(|m| !h.modules_missing.contains(m))
+                .map(|m| KernelModuleInfo {
+                    name: m.to_string(),
+                    version: version_of(Some(m)),
+                    state: "Live".into(),
+                })
+                .collect(),
+            kernel_driver_version: version_of(Some("nvidia")),
+            libcuda_version: version_of(None),
+            libnvidia_ml_version: version_of(None),
+            fabricmanager_version: if nvswitches > 0 {
+                h.fabricmanager_version.unwrap_or(driver).to_string()
+            } else {
+                String::new()
+            },
+            nvswitch_count: nvswitches,
         }
     }
 }

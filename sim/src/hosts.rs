@@ -171,6 +171,18 @@ impl HostProfile {
     }
 }
 
+impl HostProfile {
+    /// NVSwitch chips on the board (where Fabric Manager must run): 4 on HGX H100, 6 on
+    /// DGX A100, none in a PCIe server.
+    pub fn nvswitch_count(&self) -> u32 {
+        match self.name {
+            "hgx-h100" => 4,
+            "dgx-a100" => 6,
+            _ => 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

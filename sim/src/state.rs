@@ -217,6 +217,15 @@ pub struct HostLive<'a> {
     pub cpu_freq_cap_percent: Option<u32>,
     /// Memory errors EDAC counted so far: (corrected, uncorrected).
     pub edac_errors: (u64, u64),
+    /// NVIDIA kernel modules not loaded.
+    pub modules_missing: Vec<&'a str>,
+    /// Parts of the driver stack at another version: a module, or (`None`) the user-space
+    /// libraries.
+    pub driver_versions: Vec<(Option<&'a str>, &'a str)>,
+    pub persistenced_down: bool,
+    pub fabricmanager_down: bool,
+    /// The installed Fabric Manager's version when it differs from the driver's.
+    pub fabricmanager_version: Option<&'a str>,
 }
 
 /// Host facts that hold for the node's whole life once a scenario names a fault.

@@ -639,6 +639,31 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
             let prev = o.host_prev.cpu_config.as_ref().unwrap();
             rising(now.edac_corrected_errors, prev.edac_corrected_errors, 1)
         }),
+        ("module_missing", "h100", "", |o, _| {
+            let d = o.info.driver_stack.as_ref().unwrap();
+            d.module("nvidia_peermem").is_none() && d.module("nvidia_uvm").is_some()
+        }),
+        ("driver_version_mismatch", "h100", "", |o, _| {
+            let d = o.info.driver_stack.as_ref().unwrap();
+            d.libcuda_version == "550.90.07"
+                && d.kernel_version() == o.inventory.driver.driver_version
+        }),
+        ("persistenced_down", "h100", "", |o, _| {
+            !o.host.driver_daemons.unwrap().persistenced
+                && o.inventory
+                    .gpus
+                    .iter()
+                    .all(|g| g.persistence_mode == Some(false))
+        }),
+        ("fabricmanager_down", "h100", "", |o, _| {
+            !o.host.driver_daemons.unwrap().fabricmanager
+        }),
+        ("fabricmanager_version_mismatch", "a100", "", |o, _| {
+            let d = o.info.driver_stack.as_ref().unwrap();
+            d.fabricmanager_version == "550.90.07"
+                && d.nvswitch_count == 6
+                && !o.host.driver_daemons.unwrap().fabricmanager
+        }),
         (
             "kernel_change",
             "h100",

@@ -32,6 +32,11 @@ fn probe(sysfs: &Path, json: bool) -> String {
         .arg(fake_nvml_lib())
         .arg("--sysfs-root")
         .arg(sysfs)
+        // The driver-stack part's trees, so this machine's own /proc does not matter.
+        .arg("--procfs-root")
+        .arg(repo_root().join("tests/fixtures/procfs/hgx-h100"))
+        .arg("--host-root")
+        .arg(repo_root().join("tests/fixtures/rootfs/hgx-h100"))
         .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
         .env("GPUFLEET_CONFIG", "/dev/null");
     if json {

@@ -153,3 +153,27 @@ fn a_power_cap_on_every_gpu_of_the_fleet_is_one_fleet_wide_finding() {
         .collect();
     assert!(unfolded.is_empty(), "{unfolded:#?}");
 }
+
+/// `nvidia-persistenced` down turns persistence off on every GPU: one node finding names the
+/// daemon, and `gpu.persistence.off` does not repeat it per GPU.
+#[test]
+fn persistenced_down_is_one_node_finding_not_one_per_gpu() {
+    let sc = Arc::new(
+        Scenario::load(&repo_root().join("scenarios/faults/persistenced_down.toml")).unwrap(),
+    );
+    let out = run(sc, &RunOptions::default());
+    let ids: Vec<String> = out
+        .fired
+        .iter()
+        .map(|(_, f)| format!("{} {:?} {}", f.node, f.gpu_index, f.rule_id))
+        .collect();
+    assert!(
+        ids.iter().all(|f| !f.contains("gpu.persistence.off")),
+        "{ids:#?}"
+    );
+    assert!(
+        ids.iter()
+            .any(|f| f == "gpu-node-02 None driver.persistenced_down"),
+        "{ids:#?}"
+    );
+}

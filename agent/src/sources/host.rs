@@ -35,8 +35,10 @@ pub struct SysinfoHost {
     proc_root: PathBuf,
     last_net_read: Option<UnixMs>,
     parts: Vec<Box<dyn super::HostPart>>,
-    /// Parts that failed at the last read, and why.
+    /// Parts that failed at the last inventory read and at the last sample, and why (kept
+    /// apart so a sample does not hide why the inventory could not be read).
     unavailable: Vec<(&'static str, String)>,
+    unavailable_in_sample: Vec<(&'static str, String)>,
 }
 
 impl SysinfoHost {
@@ -59,6 +61,7 @@ impl SysinfoHost {
             last_net_read: None,
             parts: super::host_parts(roots),
             unavailable: Vec::new(),
+            unavailable_in_sample: Vec::new(),
         })
     }
 
@@ -112,6 +115,7 @@ impl HostSource for SysinfoHost {
                 .collect(),
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_devices: Vec::new(),
+            driver_stack: None,
         };
         self.unavailable.clear();
         for part in &mut self.parts {
@@ -123,7 +127,13 @@ impl HostSource for SysinfoHost {
     }
 
     fn unavailable(&self) -> Vec<(&'static str, String)> {
-        self.unavailable.clone()
+        let mut out = self.unavailable.clone();
+        for u in &self.unavailable_in_sample {
+            if !out.iter().any(|o| o.0 == u.0) {
+                out.push(u.clone());
+            }
+        }
+        out
     }
 
     fn sample(&mut self, now: UnixMs) -> HostSample {
@@ -182,11 +192,12 @@ impl HostSource for SysinfoHost {
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_ports: Vec::new(),
             cpu_config: None,
+            driver_daemons: None,
         };
-        self.unavailable.clear();
+        self.unavailable_in_sample.clear();
         for part in &mut self.parts {
             if let Err(why) = part.sample(now, &mut sample) {
-                self.unavailable.push((part.name(), why));
+                self.unavailable_in_sample.push((part.name(), why));
             }
         }
         sample

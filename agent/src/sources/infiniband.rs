@@ -53,7 +53,7 @@ impl InfiniBand {
             .flatten()
             .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
             .collect();
-        out.sort_by(|a, b| natural(&a.0).cmp(&natural(&b.0)));
+        out.sort_by_key(|a| natural(&a.0));
         Ok(out)
     }
 }

@@ -11,6 +11,7 @@ pub use gpufleet_model::GpuInventory;
 
 pub mod cadence;
 pub mod cpu_config;
+pub mod driver_stack;
 pub mod host;
 pub mod infiniband;
 pub mod nvml;
@@ -70,11 +71,14 @@ pub trait HostPart: Send {
 }
 
 /// Where the host parts read the kernel's files: `/sys` and `/proc` on a real host, fixture
-/// trees in tests (`--sysfs-root`, `--procfs-root`), as node_exporter does.
+/// trees in tests (`--sysfs-root`, `--procfs-root`), as node_exporter does; `root` is the
+/// host's root filesystem for the few files outside them (driver libraries, the package
+/// database; `--host-root`, node_exporter's `--path.rootfs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoots {
     pub sysfs: std::path::PathBuf,
     pub procfs: std::path::PathBuf,
+    pub root: std::path::PathBuf,
 }
 
 impl Default for HostRoots {
@@ -82,6 +86,7 @@ impl Default for HostRoots {
         HostRoots {
             sysfs: "/sys".into(),
             procfs: "/proc".into(),
+            root: "/".into(),
         }
     }
 }
@@ -91,6 +96,7 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
     vec![
         Box::new(infiniband::InfiniBand::new(&roots.sysfs)),
         Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
+        Box::new(driver_stack::DriverStack::new(roots)),
     ]
 }
 

@@ -243,6 +243,14 @@ fn init_error(lib: &str, e: NvmlError) -> SourceError {
             reason: "the NVIDIA kernel driver is not loaded (is this a GPU node? try `nvidia-smi`)"
                 .into(),
         },
+        NvmlError::LibRmVersionMismatch => SourceError::Nvml {
+            call: "nvmlInit",
+            reason: "Driver/library version mismatch: the loaded NVIDIA kernel driver and \
+                     libnvidia-ml are different versions (a driver upgraded without a reboot?). \
+                     Compare /proc/driver/nvidia/version with the libnvidia-ml.so.* files, then \
+                     reboot the node or reload the nvidia modules"
+                .into(),
+        },
         NvmlError::NoPermission => SourceError::Nvml {
             call: "nvmlInit",
             reason: "no permission to talk to the NVIDIA driver (check /dev/nvidia* permissions)"
@@ -440,5 +448,23 @@ fn sample_value(v: SampleValue) -> i64 {
         SampleValue::U64(v) => v as i64,
         SampleValue::I64(v) => v,
         SampleValue::F64(v) => v as i64,
+    }
+}
+
+#[cfg(test)]
+mod init_error_tests {
+    use super::*;
+
+    #[test]
+    fn init_errors_say_what_to_do() {
+        for (e, want) in [
+            (NvmlError::LibRmVersionMismatch, "reboot the node"),
+            (NvmlError::DriverNotLoaded, "kernel driver is not loaded"),
+            (NvmlError::NoPermission, "/dev/nvidia*"),
+            (NvmlError::LibraryNotFound, "--nvml-lib"),
+        ] {
+            let msg = init_error("libnvidia-ml.so.1", e).to_string();
+            assert!(msg.contains(want), "{msg}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod compliance;
+pub mod driver_stack;
 pub mod fabric;
 pub mod findings;
 pub mod gpus;
@@ -140,6 +141,7 @@ impl Collector for FleetSeries {
         nodes::encode(&mut enc, &nodes, self.now)?;
         fabric::encode(&mut enc, &nodes)?;
         host_config::encode(&mut enc, &nodes)?;
+        driver_stack::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)

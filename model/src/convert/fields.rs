@@ -394,6 +394,7 @@ impl From<HostSample> for pb::HostSample {
             uptime_seconds: v.uptime_seconds,
             ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
             cpu_config: v.cpu_config.map(Into::into),
+            driver_daemons: v.driver_daemons.map(Into::into),
         }
     }
 }
@@ -416,6 +417,7 @@ impl From<pb::HostSample> for HostSample {
             uptime_seconds: v.uptime_seconds,
             ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
             cpu_config: v.cpu_config.map(Into::into),
+            driver_daemons: v.driver_daemons.map(Into::into),
         }
     }
 }
@@ -434,6 +436,7 @@ impl From<HostInfo> for pb::HostInfo {
             disks: v.disks.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
             ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
+            driver_stack: v.driver_stack.map(Into::into),
         }
     }
 }
@@ -452,6 +455,7 @@ impl From<pb::HostInfo> for HostInfo {
             disks: v.disks.into_iter().map(Into::into).collect(),
             uptime_seconds: v.uptime_seconds,
             ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
+            driver_stack: v.driver_stack.map(Into::into),
         }
     }
 }
@@ -525,3 +529,53 @@ macro_rules! cpu_config_fields {
 }
 cpu_config_fields!(CpuConfigSample => pb::CpuConfigSample);
 cpu_config_fields!(pb::CpuConfigSample => CpuConfigSample);
+
+macro_rules! driver_stack_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    modules: v.modules.into_iter().map(Into::into).collect(),
+                    kernel_driver_version: v.kernel_driver_version,
+                    libcuda_version: v.libcuda_version,
+                    libnvidia_ml_version: v.libnvidia_ml_version,
+                    fabricmanager_version: v.fabricmanager_version,
+                    nvswitch_count: v.nvswitch_count,
+                }
+            }
+        }
+    };
+}
+driver_stack_fields!(DriverStackInfo => pb::DriverStackInfo);
+driver_stack_fields!(pb::DriverStackInfo => DriverStackInfo);
+
+macro_rules! kernel_module_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    name: v.name,
+                    version: v.version,
+                    state: v.state,
+                }
+            }
+        }
+    };
+}
+kernel_module_fields!(KernelModuleInfo => pb::KernelModuleInfo);
+kernel_module_fields!(pb::KernelModuleInfo => KernelModuleInfo);
+
+macro_rules! driver_daemons_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    persistenced: v.persistenced,
+                    fabricmanager: v.fabricmanager,
+                }
+            }
+        }
+    };
+}
+driver_daemons_fields!(DriverDaemons => pb::DriverDaemons);
+driver_daemons_fields!(pb::DriverDaemons => DriverDaemons);

@@ -22,6 +22,7 @@ use crate::state::{
 
 mod clocks;
 mod cpu;
+mod driver;
 mod fabric;
 mod host;
 mod memory;
@@ -34,6 +35,7 @@ mod workload;
 mod xid;
 
 pub use crate::state::Direction;
+pub use driver::MODULES as DRIVER_MODULES;
 pub use fabric::hca_name;
 
 /// Every family's kinds, in documentation order: the one list a new family joins.
@@ -50,6 +52,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     host::KINDS,
     fabric::KINDS,
     cpu::KINDS,
+    driver::KINDS,
 ];
 
 /// Where a fault kind acts.

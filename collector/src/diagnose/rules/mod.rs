@@ -59,6 +59,7 @@ rules! {
     idle::IdleWithProcess,
     tensor_idle::TensorCoresIdle,
     persistence::PersistenceOff,
+    driver_stack::DriverStack,
     version_drift::VersionDrift,
     node_drift::NodeDrift,
     host::HostSaturation,

@@ -1,5 +1,9 @@
 //! `gpu.persistence.off`: persistence mode is off, so the driver tears the GPU down whenever no
 //! process holds it and sets it up again (seconds per GPU) for the next one.
+//!
+//! When the node's latest sample says `nvidia-persistenced` is not running, this rule stays
+//! silent: `driver.persistenced_down` (`driver_stack.rs`) names the daemon once for the node,
+//! with these GPUs as its evidence.
 
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
@@ -33,6 +37,13 @@ impl Rule for PersistenceOff {
 
     fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
         let inv = &node.inventory;
+        if node
+            .latest()
+            .and_then(|s| s.host.driver_daemons)
+            .is_some_and(|d| !d.persistenced)
+        {
+            return vec![];
+        }
         // The inventory is read, not sampled: it has no noise to hold against.
         let since = node.first_seen.max(inv.read_at);
         inv.gpus
@@ -76,6 +87,10 @@ mod tests {
             ("unknown is not off", [None, None], &[]),
             ("one off", [Some(true), Some(false)], &[1]),
         ];
+        let daemon_down = gpufleet_model::DriverDaemons {
+            persistenced: false,
+            fabricmanager: false,
+        };
         for (name, modes, want) in cases {
             let mut n = node(2, 1, |_, _| {});
             for (g, m) in n.inventory.gpus.iter_mut().zip(modes) {
@@ -85,6 +100,12 @@ mod tests {
             let gpus: Vec<u32> = got.iter().filter_map(|f| f.gpu_index).collect();
             assert_eq!(gpus, *want, "{name}");
             assert!(got.iter().all(|f| f.rule_id == "gpu.persistence.off"));
+            // The daemon down: driver.persistenced_down speaks for the node instead.
+            for s in &mut n.history {
+                s.host.driver_daemons = Some(daemon_down);
+            }
+            let got = PersistenceOff.check(&n, &FleetContext::default(), NOW);
+            assert!(got.is_empty(), "{name}: {got:?}");
         }
     }
 }
