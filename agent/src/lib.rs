@@ -162,11 +162,13 @@ pub fn spawn_exposed(
                 agent,
                 first_events,
                 sample_interval,
-                updates_tx,
-                pushed_rx,
-                shutdown_rx,
-                exposition,
-                sampler_stats,
+                SamplerLinks {
+                    updates: updates_tx,
+                    pushed: pushed_rx,
+                    shutdown: shutdown_rx,
+                    exposition,
+                    stats: sampler_stats,
+                },
             )
         })
         .expect("spawning the sampler thread");
@@ -178,17 +180,30 @@ pub fn spawn_exposed(
     }
 }
 
-/// Blocking loop: NVML calls block, so sampling lives on its own thread, never on the reactor.
-fn sample_loop(
-    mut agent: NodeAgent,
-    mut pending_events: Vec<gpufleet_model::Event>,
-    mut interval: Duration,
+/// What the sampler thread talks to: the uplink's queue and counters, the settings the
+/// collector pushed, the stop signal, the agent's `/metrics`.
+struct SamplerLinks {
     updates: mpsc::Sender<Update>,
     pushed: watch::Receiver<Pushed>,
     shutdown: watch::Receiver<bool>,
     exposition: Option<Arc<exposition::NodeExposition>>,
     stats: Arc<UplinkStats>,
+}
+
+/// Blocking loop: NVML calls block, so sampling lives on its own thread, never on the reactor.
+fn sample_loop(
+    mut agent: NodeAgent,
+    mut pending_events: Vec<gpufleet_model::Event>,
+    mut interval: Duration,
+    links: SamplerLinks,
 ) {
+    let SamplerLinks {
+        updates,
+        pushed,
+        shutdown,
+        exposition,
+        stats,
+    } = links;
     let mut next = std::time::Instant::now();
     let mut dropped = 0u64;
     while !*shutdown.borrow() {

@@ -26,7 +26,6 @@ pub use inventory::{
 pub use labels::{Labels, Selector};
 pub use sample::{
     CpuConfigSample, DiskSample, DriverDaemons, GpuProcess, GpuSample, GpuStatus, HostSample,
-    IbPortSample,
-    NicSample, NvLinkSample, Sample,
+    IbPortSample, NicSample, NvLinkSample, Sample,
 };
 pub use time::UnixMs;
