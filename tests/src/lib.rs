@@ -129,12 +129,22 @@ pub fn agent() -> Command {
     Command::new(binaries().join("gpufleet-agent"))
 }
 
-/// A free loopback port (bound, then released for the server to take).
+/// A free loopback port (bound, then released for the server to take). Never the same port
+/// twice in one test process: tests run in parallel threads, and a port handed to one test's
+/// collector (which may be restarted on it) must not reach another's.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process killed when dropped, with its output captured to files for assertions.

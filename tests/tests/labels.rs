@@ -96,7 +96,7 @@ fn labelled_agents_are_selected_by_label_and_remembered_across_a_restart() {
             .iter()
             .find(|n| n["name"] == name)
             .map(|n| n["labels"].clone())
-            .unwrap_or_else(|| panic!("{name} missing"))
+            .unwrap_or_else(|| panic!("{name} missing from {:?}", names(&nodes)))
     };
     assert_eq!(
         labels_of("train-a"),
