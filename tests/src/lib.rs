@@ -129,22 +129,39 @@ pub fn agent() -> Command {
     Command::new(binaries().join("gpufleet-agent"))
 }
 
-/// A free loopback port (bound, then released for the server to take). Never the same port
-/// twice in one test process: tests run in parallel threads, and a port handed to one test's
-/// collector (which may be restarted on it) must not reach another's.
+/// A free loopback port for a server a test starts. Drawn below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default): whatever binds port 0 meanwhile
+/// — a collector's `/metrics`, `gpufleet demo`, any outgoing connection — gets its port from
+/// that range and so can never take this one before the test's server does. Never the same
+/// port twice in one test process (tests run in parallel, and a collector may be restarted
+/// on its port).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let low = ephemeral_start().saturating_sub(1).min(32767);
+    let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 10_000 + ((seed >> 33) % u64::from(low - 10_000)) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if !given.contains(&port) {
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+}
+
+/// First port of the kernel's ephemeral range.
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .filter(|p: &u16| *p > 11_000)
+        .unwrap_or(32768)
 }
 
 /// A child process killed when dropped, with its output captured to files for assertions.

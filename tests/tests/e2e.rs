@@ -64,7 +64,7 @@ fn serve_two_simulated_agents_and_query_them() {
     let a = nodes
         .iter()
         .find(|n| n["name"] == "gpu-node-a")
-        .expect("node a");
+        .unwrap_or_else(|| panic!("node a: {nodes:?}\nserver log:\n{}", server.log()));
     assert_eq!(a["gpu_count"], 8);
     assert_eq!(a["gpu_models"][0], "NVIDIA H100 80GB HBM3");
     assert!(!a["driver_version"].as_str().unwrap().is_empty());
