@@ -204,6 +204,19 @@ impl Fleet {
             .streams
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        if n.identity.hostname.is_empty() {
+            // A node new to the fleet is whole from its claim on: listed while its Hello is
+            // being stored, never as a nameless entry.
+            let now = UnixMs::now();
+            n.identity = hello.node.clone();
+            n.labels = hello.labels.clone();
+            n.agent_version = hello.agent_version.clone();
+            n.gpu_source = hello.gpu_source.clone();
+            n.remember_gpus(&hello.inventory);
+            n.inventory = hello.inventory.clone();
+            n.first_seen = now;
+            n.last_seen = now;
+        }
         n.connected = true;
         if n.session != hello.session_id {
             n.last_sequence = 0;
@@ -342,6 +355,36 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_claimed_but_not_yet_hello_d_is_listed_whole() {
+        let fleet = Fleet::default();
+        let hello = Hello {
+            protocol_version: gpufleet_proto::PROTOCOL_VERSION,
+            node: NodeIdentity {
+                hostname: "n9".into(),
+                ..Default::default()
+            },
+            agent_version: "0.1.0".into(),
+            session_id: "s".into(),
+            inventory: Inventory::default(),
+            gpu_source: "simulated".into(),
+            labels: Default::default(),
+        };
+        fleet.claim(&hello).unwrap();
+        let names = fleet.with_nodes(|ns| {
+            ns.iter()
+                .map(|n| {
+                    (
+                        n.name().to_string(),
+                        n.agent_version.clone(),
+                        n.last_seen.0 > 0,
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(names, [("n9".to_string(), "0.1.0".to_string(), true)]);
+    }
 
     #[test]
     fn labels_come_from_the_latest_hello_and_from_the_store_after_a_restart() {
