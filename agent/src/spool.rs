@@ -281,10 +281,10 @@ impl Spool {
     }
 
     /// Adds a tick's sample, events and inventory to the open batch.
-    pub fn tick(&mut self, tick: &Batch) -> Result<(), SpoolError> {
-        let payload = pb::Batch::from(tick.clone()).encode_to_vec();
+    pub fn tick(&mut self, tick: Batch) -> Result<(), SpoolError> {
         self.open_ticks.0 += tick.samples.len() as u64;
         self.open_ticks.1 += tick.events.len() as u64;
+        let payload = pb::Batch::from(tick).encode_to_vec();
         self.open_ticks.2 += payload.len() as u64;
         self.append(Kind::Tick, &payload)
     }
@@ -296,11 +296,10 @@ impl Spool {
         dropped_samples: u64,
         dropped_events: u64,
     ) -> Result<Option<CapDrop>, SpoolError> {
-        let mut p = Vec::with_capacity(24);
-        for v in [sequence, dropped_samples, dropped_events] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
-        self.append(Kind::Seal, &p)?;
+        self.append(
+            Kind::Seal,
+            &three_bytes([sequence, dropped_samples, dropped_events]),
+        )?;
         let (samples, events, _) = std::mem::take(&mut self.open_ticks);
         self.current.batches.push(Held {
             sequence,
@@ -333,11 +332,7 @@ impl Spool {
     pub fn dropped(&mut self, through: u64, samples: u64, events: u64) -> Result<(), SpoolError> {
         let through = through.min(MAX_SEQUENCE);
         self.released = self.released.max(through);
-        let mut p = Vec::with_capacity(24);
-        for v in [through, samples, events] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
-        self.append(Kind::Dropped, &p)?;
+        self.append(Kind::Dropped, &three_bytes([through, samples, events]))?;
         self.delete_released();
         Ok(())
     }
@@ -427,14 +422,11 @@ impl Spool {
         }
         self.released = self.released.max(drop.through);
         // Recorded so that a restart neither replays nor counts them twice.
-        let mut p = Vec::with_capacity(24);
-        for v in [
+        let p = three_bytes([
             drop.through,
             drop.samples.saturating_add(drop.carried_samples),
             drop.events.saturating_add(drop.carried_events),
-        ] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
+        ]);
         if let Err(e) = self.append(Kind::Dropped, &p) {
             tracing::warn!("{e}");
         }
@@ -471,11 +463,10 @@ fn create_segment(
     };
     let mut bytes = record(Kind::Session, session_id.as_bytes());
     if released > 0 || dropped_samples > 0 || dropped_events > 0 {
-        let mut p = Vec::with_capacity(24);
-        for v in [released, dropped_samples, dropped_events] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
-        bytes.extend(record(Kind::Dropped, &p));
+        bytes.extend(record(
+            Kind::Dropped,
+            &three_bytes([released, dropped_samples, dropped_events]),
+        ));
     }
     if let Some(open) = open {
         bytes.extend(record(
@@ -652,6 +643,11 @@ fn torn(path: &Path, at: usize, data: &[u8]) -> String {
     )
 }
 
+/// The payload of a seal or drop record: three little-endian u64s ([`three`] reads it back).
+fn three_bytes(v: [u64; 3]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 fn three(p: &[u8]) -> Option<[u64; 3]> {
     if p.len() != 24 {
         return None;
@@ -788,13 +784,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES, "s1").unwrap();
-            s.tick(&tick(1)).unwrap();
-            s.tick(&tick(2)).unwrap();
+            s.tick(tick(1)).unwrap();
+            s.tick(tick(2)).unwrap();
             s.seal(1, 0, 0).unwrap();
-            s.tick(&tick(3)).unwrap();
+            s.tick(tick(3)).unwrap();
             s.seal(2, 5, 1).unwrap();
             s.released(1).unwrap();
-            s.tick(&tick(4)).unwrap();
+            s.tick(tick(4)).unwrap();
             // No sync: a killed agent never gets to flush.
         }
         let (s, rec) = Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES, "other").unwrap();
@@ -814,7 +810,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES, "s1").unwrap();
-            s.tick(&tick(1)).unwrap();
+            s.tick(tick(1)).unwrap();
             s.dropped(0, 7, 2).unwrap();
         }
         for _ in 0..3 {
@@ -853,7 +849,7 @@ mod tests {
             ..Default::default()
         };
         for seq in 1..=200u64 {
-            s.tick(&big(seq as i64)).unwrap();
+            s.tick(big(seq as i64)).unwrap();
             assert_eq!(s.seal(seq, 0, 0).unwrap(), None);
             s.released(seq).unwrap();
         }
@@ -878,7 +874,7 @@ mod tests {
         let mut dropped = CapDrop::default();
         let mut unreported = 0;
         for seq in 1..=300u64 {
-            s.tick(&payload(seq as i64)).unwrap();
+            s.tick(payload(seq as i64)).unwrap();
             let d = s.seal(seq, unreported, 0).unwrap();
             unreported = 0;
             if let Some(d) = d {
@@ -922,20 +918,20 @@ mod tests {
             ..Default::default()
         };
         for seq in 1..=20u64 {
-            s.tick(&tick(seq as i64)).unwrap();
+            s.tick(tick(seq as i64)).unwrap();
             assert_eq!(s.seal(seq, 0, 0).unwrap(), None);
         }
         // All 20 sent on the stream; more arrive while their acks are outstanding.
         s.in_flight(20);
         for seq in 21..=60u64 {
-            s.tick(&tick(seq as i64)).unwrap();
+            s.tick(tick(seq as i64)).unwrap();
             if let Some(d) = s.seal(seq, 0, 0).unwrap() {
                 panic!("dropped {d:?} while batches up to 20 were in flight");
             }
         }
         // The stream ends: the cap applies again.
         s.in_flight(0);
-        s.tick(&tick(61)).unwrap();
+        s.tick(tick(61)).unwrap();
         let d = s.seal(61, 0, 0).unwrap().expect("over the cap");
         assert!(d.through >= 1 && d.samples > 0);
     }
@@ -945,9 +941,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES, "s").unwrap();
-            s.tick(&tick(1)).unwrap();
+            s.tick(tick(1)).unwrap();
             s.seal(1, 0, 0).unwrap();
-            s.tick(&tick(2)).unwrap();
+            s.tick(tick(2)).unwrap();
         }
         let seg = dir.path().join(format!("{:020}.seg", 1));
         let mut data = fs::read(&seg).unwrap();
@@ -967,7 +963,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES, "s").unwrap();
-            s.tick(&tick(1)).unwrap();
+            s.tick(tick(1)).unwrap();
             s.seal(1, 0, 0).unwrap();
         }
         let seg = dir.path().join(format!("{:020}.seg", 1));

@@ -487,21 +487,7 @@ impl Uplink {
     /// Sealed batches not yet sent on the current stream, oldest first; marks them sent.
     #[cfg(test)]
     fn unsent(&mut self) -> Vec<Batch> {
-        let from = self.sent_through;
-        let out: Vec<Batch> = self
-            .pending
-            .iter()
-            .filter(|b| b.sequence > from)
-            .cloned()
-            .collect();
-        if let Some(last) = out.last() {
-            self.sent_through = last.sequence;
-        }
-        let through = self.sent_through;
-        if let Some(s) = self.spool.as_mut() {
-            s.in_flight(through);
-        }
-        out
+        std::iter::from_fn(|| self.next_unsent()).collect()
     }
 
     /// Adds a tick's output to the open (unsealed) batch at the back of the buffer. A full
@@ -520,7 +506,7 @@ impl Uplink {
                 inventory: u.inventory.clone(),
                 ..Default::default()
             };
-            self.spooled(|s| s.tick(&tick));
+            self.spooled(move |s| s.tick(tick));
         }
         let open = match self.pending.back_mut() {
             Some(b) if b.sequence == 0 => b,

@@ -149,7 +149,7 @@ fn spool_segment() -> Vec<u8> {
             let b = Batch::try_from(b).unwrap();
             let seq = b.sequence;
             spool
-                .tick(&Batch {
+                .tick(Batch {
                     sequence: 0,
                     dropped_samples: 0,
                     dropped_events: 0,
@@ -163,7 +163,7 @@ fn spool_segment() -> Vec<u8> {
         }
     }
     spool.released(owed - 1).unwrap();
-    spool.tick(&Batch::default()).unwrap();
+    spool.tick(Batch::default()).unwrap();
     spool.sync().unwrap();
     let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -77,6 +77,20 @@ impl NodeState {
         }
     }
 
+    /// What a Hello says about the node: identity, labels, agent, inventory; seen `now`.
+    fn take_hello(&mut self, hello: &Hello, now: UnixMs) {
+        if self.first_seen.0 == 0 {
+            self.first_seen = now;
+        }
+        self.identity = hello.node.clone();
+        self.labels = hello.labels.clone();
+        self.agent_version = hello.agent_version.clone();
+        self.gpu_source = hello.gpu_source.clone();
+        self.remember_gpus(&hello.inventory);
+        self.inventory = hello.inventory.clone();
+        self.last_seen = now;
+    }
+
     pub fn latest(&self) -> Option<&Sample> {
         self.history.back()
     }
@@ -207,15 +221,7 @@ impl Fleet {
         if n.identity.hostname.is_empty() {
             // A node new to the fleet is whole from its claim on: listed while its Hello is
             // being stored, never as a nameless entry.
-            let now = UnixMs::now();
-            n.identity = hello.node.clone();
-            n.labels = hello.labels.clone();
-            n.agent_version = hello.agent_version.clone();
-            n.gpu_source = hello.gpu_source.clone();
-            n.remember_gpus(&hello.inventory);
-            n.inventory = hello.inventory.clone();
-            n.first_seen = now;
-            n.last_seen = now;
+            n.take_hello(hello, UnixMs::now());
         }
         n.connected = true;
         if n.session != hello.session_id {
@@ -229,9 +235,6 @@ impl Fleet {
     pub fn on_hello(&self, hello: &Hello, now: UnixMs) {
         let mut nodes = self.write();
         let n = nodes.entry(hello.node.hostname.clone()).or_default();
-        if n.first_seen.0 == 0 {
-            n.first_seen = now;
-        }
         if n.connected
             && !n.identity.machine_id.is_empty()
             && n.identity.machine_id != hello.node.machine_id
@@ -242,18 +245,12 @@ impl Fleet {
                 n.identity.machine_id, hello.node.machine_id
             );
         }
-        n.identity = hello.node.clone();
-        n.labels = hello.labels.clone();
-        n.agent_version = hello.agent_version.clone();
-        n.gpu_source = hello.gpu_source.clone();
-        n.remember_gpus(&hello.inventory);
-        n.inventory = hello.inventory.clone();
+        n.take_hello(hello, now);
         if n.session != hello.session_id {
             n.last_sequence = 0;
         }
         n.session = hello.session_id.clone();
         n.connected = true;
-        n.last_seen = now;
     }
 
     pub fn on_batch(&self, node: &str, batch: &Batch, now: UnixMs) {

@@ -24,12 +24,17 @@ use super::HostPart;
 
 pub struct CpuConfig {
     sysfs: PathBuf,
+    /// The last reading and when it was taken: a 224-CPU host is over a thousand files, and
+    /// governors, caps and EDAC counts change seldom, so they are read at the slow cadence
+    /// ([`super::cadence::DEFAULT_SLOW_INTERVAL`]) and repeated in between.
+    last: Option<(UnixMs, Result<CpuConfigSample, String>)>,
 }
 
 impl CpuConfig {
     pub fn new(sysfs_root: &Path) -> Self {
         CpuConfig {
             sysfs: sysfs_root.to_path_buf(),
+            last: None,
         }
     }
 
@@ -75,7 +80,24 @@ impl HostPart for CpuConfig {
         Ok(())
     }
 
-    fn sample(&mut self, _now: UnixMs, sample: &mut HostSample) -> Result<(), String> {
+    fn sample(&mut self, now: UnixMs, sample: &mut HostSample) -> Result<(), String> {
+        let reread = super::cadence::DEFAULT_SLOW_INTERVAL.as_millis() as i64;
+        let fresh = self
+            .last
+            .as_ref()
+            .is_some_and(|(at, _)| (0..reread).contains(&(now.0 - at.0)));
+        if !fresh {
+            self.last = Some((now, self.read()));
+        }
+        let (_, reading) = self.last.as_ref().expect("just read");
+        sample.cpu_config = Some(reading.clone()?);
+        Ok(())
+    }
+}
+
+impl CpuConfig {
+    /// One full read of the CPUs' cpufreq files, THP and EDAC.
+    fn read(&self) -> Result<CpuConfigSample, String> {
         let mut c = CpuConfigSample::default();
         let (mut cur_sum, mut cur_n) = (0u64, 0u64);
         for dir in self.cpus() {
@@ -133,8 +155,7 @@ impl HostPart for CpuConfig {
                 self.sysfs.display()
             ));
         }
-        sample.cpu_config = Some(c);
-        Ok(())
+        Ok(c)
     }
 }
 
