@@ -74,9 +74,13 @@ fn serve_two_simulated_agents_and_query_them() {
         .unwrap_or_else(|| panic!("node b: {nodes:?}"));
     assert_eq!(b["gpu_count"], 4);
 
-    // One node in full: 8 GPUs with versions and readings.
-    let detail = json(gpufleet().args(["node", "gpu-node-a", "-o", "json", "--collector", &url]))
-        .expect("node json");
+    // One node in full: 8 GPUs with versions and readings. A node is listed (and connected)
+    // from its Hello on, before its first sample is stored, so wait for that sample.
+    let detail = wait_for(Duration::from_secs(30), || {
+        let d = json(gpufleet().args(["node", "gpu-node-a", "-o", "json", "--collector", &url]))?;
+        d["latest"]["gpus"].as_array().is_some().then_some(d)
+    })
+    .unwrap_or_else(|| panic!("gpu-node-a never had a sample; server log:\n{}", server.log()));
     let gpus = detail["inventory"]["gpus"].as_array().unwrap();
     assert_eq!(gpus.len(), 8);
     for g in gpus {
