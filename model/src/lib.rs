@@ -25,7 +25,7 @@ pub use inventory::{
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
-    CpuConfigSample, DiskSample, DriverDaemons, GpuProcess, GpuSample, GpuStatus, HostSample,
-    IbPortSample, NicSample, NvLinkSample, Sample,
+    CpuConfigSample, DiskSample, DriverDaemons, EthernetPort, GpuProcess, GpuSample, GpuStatus,
+    HostSample, IbPortSample, NicSample, NvLinkSample, OsSample, Sample, StuckProcess,
 };
 pub use time::UnixMs;

@@ -193,6 +193,8 @@ impl HostSource for SysinfoHost {
             ib_ports: Vec::new(),
             cpu_config: None,
             driver_daemons: None,
+            os: None,
+            ethernet: Vec::new(),
         };
         self.unavailable_in_sample.clear();
         for part in &mut self.parts {

@@ -12,9 +12,11 @@ pub use gpufleet_model::GpuInventory;
 pub mod cadence;
 pub mod cpu_config;
 pub mod driver_stack;
+pub mod ethernet;
 pub mod host;
 pub mod infiniband;
 pub mod nvml;
+pub mod os;
 pub mod simulated;
 
 /// A GPU backend (NVML or simulated). Blocking: callers keep it off the async reactor.
@@ -97,6 +99,8 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(infiniband::InfiniBand::new(&roots.sysfs)),
         Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
         Box::new(driver_stack::DriverStack::new(roots)),
+        Box::new(ethernet::Ethernet::new(&roots.sysfs)),
+        Box::new(os::Os::new(&roots.procfs)),
     ]
 }
 

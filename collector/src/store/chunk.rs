@@ -153,6 +153,11 @@ columns!(ib_cols: pb::IbPortSample {
 columns!(cpu_config_cols: pb::CpuConfigSample {
     freq_avg_khz, freq_max_khz, scaling_max_khz, edac_corrected_errors, edac_uncorrected_errors,
 });
+columns!(os_cols: pb::OsSample {
+    file_handles, file_handles_max, pages_swapped_in, pages_swapped_out, oom_kills,
+    uninterruptible,
+});
+columns!(eth_cols: pb::EthernetPort { speed_mbps, carrier_changes, mtu });
 columns!(nic_cols: pb::NicSample {
     rx_bytes_per_second, tx_bytes_per_second, rx_errors, tx_errors, rx_dropped, tx_dropped,
     speed_mbps,
@@ -194,6 +199,15 @@ enum Slot {
     CpuConfig {
         field: u16,
     },
+    /// `os`.
+    Os {
+        field: u16,
+    },
+    /// `ethernet[port]`.
+    Eth {
+        port: u16,
+        field: u16,
+    },
 }
 
 impl Slot {
@@ -207,6 +221,8 @@ impl Slot {
             Slot::Core { core } => (5, core.into(), 0, 0),
             Slot::Ib { port, field } => (6, port.into(), 0, field),
             Slot::CpuConfig { field } => (7, 0, 0, field),
+            Slot::Os { field } => (10, 0, 0, field),
+            Slot::Eth { port, field } => (11, port.into(), 0, field),
         };
         (kind << 56) | (a << 40) | (b << 24) | u64::from(f)
     }
@@ -228,6 +244,8 @@ impl Slot {
             5 => Slot::Core { core: a },
             6 => Slot::Ib { port: a, field },
             7 => Slot::CpuConfig { field },
+            10 => Slot::Os { field },
+            11 => Slot::Eth { port: a, field },
             other => return Err(bad(format!("unknown column kind {other}"))),
         })
     }
@@ -269,6 +287,19 @@ impl Slot {
                 let host = s.host.as_mut().ok_or_else(missing)?;
                 let c = host.cpu_config.as_mut().ok_or_else(missing)?;
                 cpu_config_cols::put(c, field.into(), v)
+            }
+            Slot::Os { field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let o = host.os.as_mut().ok_or_else(missing)?;
+                os_cols::put(o, field.into(), v)
+            }
+            Slot::Eth { port, field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let p = host
+                    .ethernet
+                    .get_mut(usize::from(port))
+                    .ok_or_else(missing)?;
+                eth_cols::put(p, field.into(), v)
             }
             Slot::Core { core } => {
                 let host = s.host.as_mut().ok_or_else(missing)?;
@@ -330,6 +361,17 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
         if let Some(c) = h.cpu_config.as_mut() {
             cpu_config_cols::take(c, &mut vals);
             emit(&mut vals, &|field| Slot::CpuConfig { field });
+        }
+        if let Some(o) = h.os.as_mut() {
+            os_cols::take(o, &mut vals);
+            emit(&mut vals, &|field| Slot::Os { field });
+        }
+        for (i, p) in h.ethernet.iter_mut().enumerate().take(u16::MAX as usize) {
+            eth_cols::take(p, &mut vals);
+            emit(&mut vals, &|field| Slot::Eth {
+                port: i as u16,
+                field,
+            });
         }
     }
     for (gi, g) in s.gpus.iter_mut().enumerate().take(u16::MAX as usize) {
@@ -688,6 +730,24 @@ mod tests {
                     edac_corrected_errors: Some(0),
                     ..Default::default()
                 }),
+                os: Some(pb::OsSample {
+                    file_handles: Some(18_000 + (t as u64 % 13)),
+                    file_handles_max: Some(i64::MAX as u64),
+                    pages_swapped_in: Some(0),
+                    pages_swapped_out: Some(t as u64 * 5),
+                    oom_kills: Some(0),
+                    uninterruptible: Some(u32::from(t % 10 == 0)),
+                    stuck: vec![],
+                }),
+                ethernet: vec![pb::EthernetPort {
+                    name: "eth0".into(),
+                    operstate: "up".into(),
+                    speed_mbps: Some(100_000),
+                    duplex: "full".into(),
+                    carrier_changes: Some(1),
+                    pci_address: "0000:2a:00.0".into(),
+                    mtu: Some(9000),
+                }],
                 ..Default::default()
             }),
         }
@@ -716,6 +776,21 @@ mod tests {
         samples[10] = pb::Sample::default();
         samples[11].host.as_mut().unwrap().ib_ports.truncate(2); // an HCA gone
         samples[12].host.as_mut().unwrap().cpu_config = None;
+        samples[13].host.as_mut().unwrap().os = None;
+        samples[14].host.as_mut().unwrap().ethernet.clear(); // the port unplugged from sysfs
+        samples[15]
+            .host
+            .as_mut()
+            .unwrap()
+            .os
+            .as_mut()
+            .unwrap()
+            .stuck = vec![pb::StuckProcess {
+            pid: 4242,
+            comm: "python3".into(),
+            blocked_seconds: 70,
+            wchan: "nfs_wait_bit_killable".into(),
+        }];
         assert_eq!(decode(&encode(samples.clone())).unwrap(), samples);
         assert_eq!(
             decode(&encode(Vec::new())).unwrap(),

@@ -221,6 +221,10 @@ pub fn sanitize_host(h: &mut HostSample) -> u32 {
             }
         }
     }
+    for e in &mut h.ethernet {
+        // Ethernet tops out at 800 Gb/s today; a link that reads 0 or u32::MAX has no speed.
+        within(&mut e.speed_mbps, 1, 10_000_000, &mut n);
+    }
     let before = h.cpu_per_core_percent.len();
     h.cpu_per_core_percent.retain(|c| (0.0..=100.0).contains(c));
     n + (before - h.cpu_per_core_percent.len()) as u32

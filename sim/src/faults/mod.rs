@@ -27,6 +27,7 @@ mod fabric;
 mod host;
 mod memory;
 mod nvlink;
+mod os;
 mod pcie;
 mod power;
 mod thermal;
@@ -53,6 +54,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     fabric::KINDS,
     cpu::KINDS,
     driver::KINDS,
+    os::KINDS,
 ];
 
 /// Where a fault kind acts.

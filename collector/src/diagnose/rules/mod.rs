@@ -64,9 +64,11 @@ rules! {
     node_drift::NodeDrift,
     host::HostSaturation,
     nic_errors::NicErrors,
+    ethernet::Ethernet,
     infiniband::InfiniBand,
     cpu_config::CpuConfig,
     swap::Swapping,
+    os::OsHealth,
     compliance::Compliance,
 }
 
