@@ -68,16 +68,19 @@ impl Os {
         }
     }
 
-    /// Lists the processes in D state and updates which are stuck.
+    /// Lists the processes in D state and updates which are stuck; `None` when no process
+    /// could be listed.
     fn scan(&mut self, now: UnixMs) -> Option<(u32, Vec<StuckProcess>)> {
         let entries = fs::read_dir(&self.procfs).ok()?;
         let mut blocked = HashMap::new();
         let mut in_d = 0u32;
         let mut stuck = Vec::new();
+        let mut seen = 0usize;
         for e in entries.flatten().take(MAX_PROCESSES_SCANNED) {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
+            seen += 1;
             let dir = e.path();
             let Some(stat) = fs::read_to_string(dir.join("stat"))
                 .ok()
@@ -111,6 +114,10 @@ impl Os {
             }
         }
         self.blocked = blocked;
+        if seen == 0 {
+            // A procfs lists at least the agent itself: this is no procfs.
+            return None;
+        }
         stuck.sort_by_key(|s| (std::cmp::Reverse(s.blocked_seconds), s.pid));
         stuck.truncate(MAX_STUCK_REPORTED);
         Some((in_d, stuck))
