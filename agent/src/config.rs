@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub procfs_root: PathBuf,
     /// The host's root filesystem (driver libraries, package database).
     pub host_root: PathBuf,
+    /// The kernel log (`/dev/kmsg`, or a file of records for tests).
+    pub kmsg_path: PathBuf,
     pub collector: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -78,6 +80,7 @@ impl Default for AgentConfig {
             sysfs_root: "/sys".into(),
             procfs_root: "/proc".into(),
             host_root: "/".into(),
+            kmsg_path: crate::sources::nvml::kmsg::DEV_KMSG.into(),
             collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
             interval: crate::DEFAULT_SAMPLE_INTERVAL,
             slow_interval: crate::sources::cadence::DEFAULT_SLOW_INTERVAL,

@@ -79,6 +79,11 @@ struct SourceArgs {
     /// driver-stack part reads (node_exporter's --path.rootfs; `/host` inside a container).
     #[arg(long, default_value = "/")]
     host_root: PathBuf,
+    /// The kernel log the agent reads Xids' companions from (NVSwitch SXids, PCIe, storage
+    /// and NIC errors): a device like /dev/kmsg, or a file of `prio,seq,usec,-;message`
+    /// records for testing.
+    #[arg(long, default_value = gpufleet_agent::sources::nvml::kmsg::DEV_KMSG)]
+    kmsg_path: PathBuf,
 }
 
 /// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
@@ -354,6 +359,7 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
                 sysfs: a.sysfs_root.clone(),
                 procfs: a.procfs_root.clone(),
                 root: a.host_root.clone(),
+                kmsg: a.kmsg_path.clone(),
             },
         },
     })

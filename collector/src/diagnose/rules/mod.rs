@@ -69,6 +69,7 @@ rules! {
     cpu_config::CpuConfig,
     swap::Swapping,
     os::OsHealth,
+    kernel_log::KernelLog,
     compliance::Compliance,
 }
 
