@@ -20,12 +20,12 @@ pub mod xid;
 pub use event::{Event, EventKind, Severity};
 pub use finding::{Evidence, Finding, FindingRecord, FindingState, FleetScope};
 pub use inventory::{
-    DiskInfo, DriverInfo, DriverStackInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo,
-    Inventory, KernelModuleInfo, NicInfo, NodeIdentity,
+    Acs, DiskInfo, DriverInfo, DriverStackInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo,
+    Inventory, KernelModuleInfo, NicInfo, NodeIdentity, PcieDeviceInfo, PcieDeviceKind,
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
     CpuConfigSample, DiskSample, DriverDaemons, GpuProcess, GpuSample, GpuStatus, HostSample,
-    IbPortSample, NicSample, NvLinkSample, Sample,
+    IbPortSample, NicSample, NvLinkSample, PcieDeviceSample, Sample,
 };
 pub use time::UnixMs;

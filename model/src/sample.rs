@@ -145,6 +145,21 @@ pub struct HostSample {
     /// NVIDIA daemons running (`None`: processes could not be listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_daemons: Option<DriverDaemons>,
+    /// Link and AER counters of the inventory's PCIe devices, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pcie_devices: Vec<PcieDeviceSample>,
+}
+
+/// One PCIe device's link and AER error counters (cumulative since boot; `None` where the
+/// device or kernel has no AER).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PcieDeviceSample {
+    pub bdf: String,
+    pub link_speed_mts: Option<u32>,
+    pub link_width: Option<u32>,
+    pub aer_correctable: Option<u64>,
+    pub aer_nonfatal: Option<u64>,
+    pub aer_fatal: Option<u64>,
 }
 
 /// How the host's CPUs and memory are set up (`/sys/devices/system/cpu`, `edac`, THP).
