@@ -28,6 +28,7 @@ mod host;
 mod memory;
 mod nvlink;
 mod pcie;
+mod pcie_host;
 mod power;
 mod thermal;
 mod versions;
@@ -53,6 +54,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     fabric::KINDS,
     cpu::KINDS,
     driver::KINDS,
+    pcie_host::KINDS,
 ];
 
 /// Where a fault kind acts.
