@@ -15,6 +15,7 @@ pub mod driver_stack;
 pub mod host;
 pub mod infiniband;
 pub mod nvml;
+pub mod pcie;
 pub mod simulated;
 
 /// A GPU backend (NVML or simulated). Blocking: callers keep it off the async reactor.
@@ -97,6 +98,7 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(infiniband::InfiniBand::new(&roots.sysfs)),
         Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
         Box::new(driver_stack::DriverStack::new(roots)),
+        Box::new(pcie::Pcie::new(&roots.sysfs)),
     ]
 }
 
