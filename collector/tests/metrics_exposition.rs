@@ -16,9 +16,9 @@ use gpufleet_collector::metrics::{Metrics, Rejected};
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::exposition::Format;
 use gpufleet_model::{
-    DriverDaemons, DriverInfo, DriverStackInfo, Event, EventKind, GpuInfo, GpuSample, GpuStatus,
-    HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity, NvLinkSample, Sample,
-    Severity, UnixMs,
+    Acs, DriverDaemons, DriverInfo, DriverStackInfo, Event, EventKind, GpuInfo, GpuSample,
+    GpuStatus, HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity, NvLinkSample,
+    PcieDeviceInfo, PcieDeviceKind, PcieDeviceSample, Sample, Severity, UnixMs,
 };
 
 const T0: UnixMs = UnixMs(1_780_000_000_000);
@@ -139,6 +139,27 @@ fn hello(node: &str, gpus: u32) -> Hello {
                     nvswitch_count: 4,
                     ..Default::default()
                 }),
+                pcie_devices: vec![
+                    PcieDeviceInfo {
+                        bdf: "0000:18:00.0".into(),
+                        kind: PcieDeviceKind::Gpu,
+                        vendor_id: 0x10de,
+                        device_id: 0x2330,
+                        class_code: 0x030200,
+                        numa_node: Some(0),
+                        max_link_speed_mts: Some(32_000),
+                        max_link_width: Some(16),
+                        upstream: vec!["0000:15:01.0".into(), "0000:17:01.0".into()],
+                        ..Default::default()
+                    },
+                    PcieDeviceInfo {
+                        bdf: "0000:17:01.0".into(),
+                        kind: PcieDeviceKind::Bridge,
+                        acs: Acs::Control(0x001d),
+                        upstream: vec!["0000:15:01.0".into()],
+                        ..Default::default()
+                    },
+                ],
                 ..Default::default()
             },
         },
@@ -200,6 +221,14 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
                         persistenced: true,
                         fabricmanager: false,
                     }),
+                    pcie_devices: vec![PcieDeviceSample {
+                        bdf: "0000:18:00.0".into(),
+                        link_speed_mts: Some(32_000),
+                        link_width: Some(16),
+                        aer_correctable: Some(3),
+                        aer_nonfatal: Some(0),
+                        aer_fatal: Some(0),
+                    }],
                     ..Default::default()
                 },
             }],

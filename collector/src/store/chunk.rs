@@ -760,11 +760,18 @@ mod tests {
         let mut pairs = Vec::new();
         split(&mut rest, &mut pairs);
         let d = &rest.host.as_ref().unwrap().pcie_devices[3];
-        assert_eq!((d.aer_correctable, d.link_speed_mts), (None, None), "taken as columns");
+        assert_eq!(
+            (d.aer_correctable, d.link_speed_mts),
+            (None, None),
+            "taken as columns"
+        );
         let (a, b) = (encode(with.clone()).len(), encode(without).len());
         let per_sample = (a - b) as f64 / 600.0;
         // 40 devices × 5 numbers a sample (one counter rising): 1.3 bytes a sample measured.
-        assert!(per_sample < 3.0, "{per_sample:.2} bytes per sample for 40 PCIe devices");
+        assert!(
+            per_sample < 3.0,
+            "{per_sample:.2} bytes per sample for 40 PCIe devices"
+        );
         assert_eq!(decode(&encode(with.clone())).unwrap(), with);
     }
 
