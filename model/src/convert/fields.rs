@@ -660,11 +660,15 @@ impl From<pb::PcieDeviceInfo> for PcieDeviceInfo {
             pb::PcieAcsState::Unknown => Acs::Unknown,
             pb::PcieAcsState::NotCapable => Acs::NotCapable,
             // The register is 16 bits; anything above is not a reading.
-            pb::PcieAcsState::Capable => u16::try_from(v.acs_ctl).map_or(Acs::Unknown, Acs::Control),
+            pb::PcieAcsState::Capable => {
+                u16::try_from(v.acs_ctl).map_or(Acs::Unknown, Acs::Control)
+            }
         };
         PcieDeviceInfo {
             bdf: v.bdf,
-            kind: pb::PcieDeviceKind::try_from(v.kind).unwrap_or_default().into(),
+            kind: pb::PcieDeviceKind::try_from(v.kind)
+                .unwrap_or_default()
+                .into(),
             vendor_id: v.vendor_id,
             device_id: v.device_id,
             class_code: v.class_code,

@@ -222,7 +222,11 @@ pub fn sanitize_host(h: &mut HostSample) -> u32 {
         }
     }
     for d in &mut h.pcie_devices {
-        for c in [&mut d.aer_correctable, &mut d.aer_nonfatal, &mut d.aer_fatal] {
+        for c in [
+            &mut d.aer_correctable,
+            &mut d.aer_nonfatal,
+            &mut d.aer_fatal,
+        ] {
             if *c == Some(u64::MAX) {
                 *c = None;
                 n += 1;
