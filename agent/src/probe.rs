@@ -230,6 +230,7 @@ pub fn render_text(r: &ProbeReport) -> String {
         );
     }
     out += &driver_stack_lines(r);
+    out += &pcie_lines(r);
     if !r.unavailable.is_empty() {
         out += "\nNot available on this machine\n";
         for u in &r.unavailable {
@@ -290,6 +291,57 @@ fn driver_stack_lines(r: &ProbeReport) -> String {
             run(d.persistenced),
             run(d.fabricmanager)
         );
+    }
+    out
+}
+
+/// PCIe devices (GPUs, NICs, NVSwitches, NVMe) with their link, NUMA node and AER counters,
+/// then the bridges' ACS.
+fn pcie_lines(r: &ProbeReport) -> String {
+    use gpufleet_model::{Acs, PcieDeviceKind, pcie};
+    let mut out = String::new();
+    let gts = |m: Option<u32>| {
+        m.map(|m| format!("{} GT/s", m as f64 / 1000.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    for d in &r.inventory.host.pcie_devices {
+        let s = r.sample.host.pcie_devices.iter().find(|s| s.bdf == d.bdf);
+        let what = match d.kind {
+            PcieDeviceKind::Gpu => r
+                .inventory
+                .gpus
+                .iter()
+                .find(|g| pcie::normalize_bdf(&g.pci_bus_id) == d.bdf)
+                .map_or("GPU".to_string(), |g| format!("GPU {}", g.index)),
+            PcieDeviceKind::Bridge => "bridge".to_string(),
+            k if d.name.is_empty() => k.label().to_string(),
+            k => format!("{} {}", k.label(), d.name),
+        };
+        let aer = |f: fn(&gpufleet_model::PcieDeviceSample) -> Option<u64>| opt(s.and_then(f), "");
+        out += &format!(
+            "  pcie {} {what}: {} x{} of {} x{}, NUMA node {}, AER correctable {} nonfatal {} fatal {}",
+            d.bdf,
+            gts(s.and_then(|s| s.link_speed_mts)),
+            opt(s.and_then(|s| s.link_width), ""),
+            gts(d.max_link_speed_mts),
+            opt(d.max_link_width, ""),
+            opt(d.numa_node, ""),
+            aer(|s| s.aer_correctable),
+            aer(|s| s.aer_nonfatal),
+            aer(|s| s.aer_fatal),
+        );
+        if d.kind == PcieDeviceKind::Bridge {
+            out += &match d.acs {
+                Acs::Control(c) => format!(", ACSCtl {}", pcie::acs(c)),
+                Acs::NotCapable => ", no ACS".to_string(),
+                Acs::Unknown => {
+                    ", ACS unknown (the extended config space is readable only as root)".to_string()
+                }
+            };
+        } else if let Some(up) = d.upstream.last() {
+            out += &format!(", below {up}");
+        }
+        out += "\n";
     }
     out
 }

@@ -16,9 +16,10 @@ use gpufleet_collector::metrics::{Metrics, Rejected};
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::exposition::Format;
 use gpufleet_model::{
-    DriverDaemons, DriverInfo, DriverStackInfo, EthernetPort, Event, EventKind, GpuInfo, GpuSample,
-    GpuStatus, HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity, NvLinkSample,
-    OsSample, Sample, Severity, StuckProcess, UnixMs,
+    Acs, DriverDaemons, DriverInfo, DriverStackInfo, EthernetPort, Event, EventKind, GpuInfo,
+    GpuSample, GpuStatus, HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity,
+    NvLinkSample, OsSample, PcieDeviceInfo, PcieDeviceKind, PcieDeviceSample, Sample, Severity,
+    StuckProcess, UnixMs,
 };
 
 const T0: UnixMs = UnixMs(1_780_000_000_000);
@@ -139,6 +140,27 @@ fn hello(node: &str, gpus: u32) -> Hello {
                     nvswitch_count: 4,
                     ..Default::default()
                 }),
+                pcie_devices: vec![
+                    PcieDeviceInfo {
+                        bdf: "0000:18:00.0".into(),
+                        kind: PcieDeviceKind::Gpu,
+                        vendor_id: 0x10de,
+                        device_id: 0x2330,
+                        class_code: 0x030200,
+                        numa_node: Some(0),
+                        max_link_speed_mts: Some(32_000),
+                        max_link_width: Some(16),
+                        upstream: vec!["0000:15:01.0".into(), "0000:17:01.0".into()],
+                        ..Default::default()
+                    },
+                    PcieDeviceInfo {
+                        bdf: "0000:17:01.0".into(),
+                        kind: PcieDeviceKind::Bridge,
+                        acs: Acs::Control(0x001d),
+                        upstream: vec!["0000:15:01.0".into()],
+                        ..Default::default()
+                    },
+                ],
                 ..Default::default()
             },
         },
@@ -222,6 +244,14 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
                         carrier_changes: Some(3),
                         pci_address: "0000:2a:00.0".into(),
                         mtu: Some(9000),
+                    }],
+                    pcie_devices: vec![PcieDeviceSample {
+                        bdf: "0000:18:00.0".into(),
+                        link_speed_mts: Some(32_000),
+                        link_width: Some(16),
+                        aer_correctable: Some(3),
+                        aer_nonfatal: Some(0),
+                        aer_fatal: Some(0),
                     }],
                     ..Default::default()
                 },

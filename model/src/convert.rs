@@ -673,7 +673,50 @@ mod tests {
     }
 
     #[test]
-    fn os_and_ethernet_readings_round_trip_and_absent_stays_absent() {
+    fn host_parts_round_trip_and_unknown_or_absent_stays_so() {
+        let mut inv = Inventory::default();
+        inv.host.pcie_devices = vec![
+            PcieDeviceInfo {
+                bdf: "0000:1a:00.0".into(),
+                kind: PcieDeviceKind::Gpu,
+                vendor_id: 0x10de,
+                device_id: 0x2330,
+                class_code: 0x030200,
+                numa_node: Some(0),
+                max_link_speed_mts: Some(32_000),
+                max_link_width: Some(16),
+                upstream: vec!["0000:15:01.0".into(), "0000:16:00.0".into()],
+                ..Default::default()
+            },
+            PcieDeviceInfo {
+                bdf: "0000:17:01.0".into(),
+                kind: PcieDeviceKind::Bridge,
+                acs: Acs::Control(0x001d),
+                ..Default::default()
+            },
+            PcieDeviceInfo {
+                bdf: "0000:17:02.0".into(),
+                kind: PcieDeviceKind::Bridge,
+                acs: Acs::NotCapable,
+                ..Default::default()
+            },
+            PcieDeviceInfo {
+                bdf: "0000:17:03.0".into(),
+                kind: PcieDeviceKind::Bridge,
+                acs: Acs::Unknown,
+                ..Default::default()
+            },
+        ];
+        let back = Inventory::try_from(pb::Inventory::from(inv.clone())).unwrap();
+        assert_eq!(back, inv);
+        // A newer agent's kind or ACS state this collector does not know reads as unknown.
+        let mut wire = pb::Inventory::from(inv);
+        wire.host.as_mut().unwrap().pcie_devices[0].kind = 99;
+        wire.host.as_mut().unwrap().pcie_devices[1].acs = 7;
+        let back = Inventory::try_from(wire).unwrap();
+        assert_eq!(back.host.pcie_devices[0].kind, PcieDeviceKind::Unknown);
+        assert_eq!(back.host.pcie_devices[1].acs, Acs::Unknown);
+
         let s = Sample {
             timestamp: UnixMs(1_700_000_000_000),
             gpus: vec![],
@@ -700,6 +743,14 @@ mod tests {
                     carrier_changes: Some(2),
                     pci_address: "0000:2a:00.0".into(),
                     mtu: Some(9000),
+                }],
+                pcie_devices: vec![PcieDeviceSample {
+                    bdf: "0000:1a:00.0".into(),
+                    link_speed_mts: Some(32_000),
+                    link_width: Some(16),
+                    aer_correctable: Some(0),
+                    aer_nonfatal: None,
+                    aer_fatal: Some(2),
                 }],
                 ..Default::default()
             },

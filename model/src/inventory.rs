@@ -87,6 +87,72 @@ pub struct HostInfo {
     /// The NVIDIA driver stack (`None`: not read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_stack: Option<DriverStackInfo>,
+    /// GPUs, NVSwitches, NICs, NVMe drives and the bridges above them
+    /// (`/sys/bus/pci/devices`): endpoints in address order, then bridges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pcie_devices: Vec<PcieDeviceInfo>,
+}
+
+/// What a PCIe device is, by vendor and class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PcieDeviceKind {
+    #[default]
+    Unknown,
+    /// NVIDIA 3D or VGA controller.
+    Gpu,
+    /// NVIDIA bridge/other: an NVSwitch.
+    NvSwitch,
+    /// Mellanox/NVIDIA InfiniBand or Ethernet controller.
+    Nic,
+    Nvme,
+    /// A root port or PCIe switch port above one of the others.
+    Bridge,
+}
+
+impl PcieDeviceKind {
+    /// `GPU`, `NIC`, … as findings and `/metrics` name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PcieDeviceKind::Unknown => "unknown",
+            PcieDeviceKind::Gpu => "gpu",
+            PcieDeviceKind::NvSwitch => "nvswitch",
+            PcieDeviceKind::Nic => "nic",
+            PcieDeviceKind::Nvme => "nvme",
+            PcieDeviceKind::Bridge => "bridge",
+        }
+    }
+}
+
+/// A bridge's Access Control Services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Acs {
+    /// Not read: the extended config space is readable only as root (or not a bridge).
+    #[default]
+    Unknown,
+    /// No ACS extended capability.
+    NotCapable,
+    /// The ACS Control register ([`crate::pcie::acs`] names its bits).
+    Control(u16),
+}
+
+/// One PCIe device (`/sys/bus/pci/devices/BDF`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PcieDeviceInfo {
+    /// `0000:18:00.0`.
+    pub bdf: String,
+    pub kind: PcieDeviceKind,
+    pub vendor_id: u32,
+    pub device_id: u32,
+    pub class_code: u32,
+    /// `mlx5_0`, `nvme0`, … (`""`: none).
+    pub name: String,
+    pub numa_node: Option<i32>,
+    pub max_link_speed_mts: Option<u32>,
+    pub max_link_width: Option<u32>,
+    /// Bridges above the device, root port first.
+    pub upstream: Vec<String>,
+    /// Bridges only.
+    pub acs: Acs,
 }
 
 /// One RDMA device from `/sys/class/infiniband/DEVICE`.

@@ -21,12 +21,13 @@ pub mod xid;
 pub use event::{Event, EventKind, Severity};
 pub use finding::{Evidence, Finding, FindingRecord, FindingState, FleetScope};
 pub use inventory::{
-    DiskInfo, DriverInfo, DriverStackInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo,
-    Inventory, KernelModuleInfo, NicInfo, NodeIdentity,
+    Acs, DiskInfo, DriverInfo, DriverStackInfo, GpuInfo, GpuInventory, HostInfo, IbDeviceInfo,
+    Inventory, KernelModuleInfo, NicInfo, NodeIdentity, PcieDeviceInfo, PcieDeviceKind,
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
     CpuConfigSample, DiskSample, DriverDaemons, EthernetPort, GpuProcess, GpuSample, GpuStatus,
-    HostSample, IbPortSample, NicSample, NvLinkSample, OsSample, Sample, StuckProcess,
+    HostSample, IbPortSample, NicSample, NvLinkSample, OsSample, PcieDeviceSample, Sample,
+    StuckProcess,
 };
 pub use time::UnixMs;

@@ -151,6 +151,9 @@ pub struct HostSample {
     /// Physical Ethernet ports from sysfs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ethernet: Vec<EthernetPort>,
+    /// Link and AER counters of the inventory's PCIe devices, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pcie_devices: Vec<PcieDeviceSample>,
 }
 
 /// The operating system's own health, from procfs (`sys/fs/file-nr`, `vmstat`, `PID/stat`).
@@ -195,6 +198,18 @@ impl EthernetPort {
     pub fn is_up(&self) -> bool {
         self.operstate == "up" || (self.operstate == "unknown" && self.speed_mbps.is_some())
     }
+}
+
+/// One PCIe device's link and AER error counters (cumulative since boot; `None` where the
+/// device or kernel has no AER).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PcieDeviceSample {
+    pub bdf: String,
+    pub link_speed_mts: Option<u32>,
+    pub link_width: Option<u32>,
+    pub aer_correctable: Option<u64>,
+    pub aer_nonfatal: Option<u64>,
+    pub aer_fatal: Option<u64>,
 }
 
 /// How the host's CPUs and memory are set up (`/sys/devices/system/cpu`, `edac`, THP).

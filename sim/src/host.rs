@@ -3,15 +3,16 @@
 //! full disk, NIC saturation and errors, kernel change).
 
 use gpufleet_model::{
-    CpuConfigSample, DiskInfo, DiskSample, DriverDaemons, DriverStackInfo, EthernetPort, HostInfo,
-    HostSample, IbDeviceInfo, IbPortSample, KernelModuleInfo, NicInfo, NicSample, OsSample,
-    StuckProcess,
+    Acs, CpuConfigSample, DiskInfo, DiskSample, DriverDaemons, DriverStackInfo, EthernetPort,
+    HostInfo, HostSample, IbDeviceInfo, IbPortSample, KernelModuleInfo, NicInfo, NicSample,
+    OsSample, PcieDeviceInfo, PcieDeviceKind, PcieDeviceSample, StuckProcess,
 };
 
 use crate::faults::Fault;
 use crate::hosts::HostProfile;
+use crate::models::GpuModelProfile;
 use crate::noise::Noise;
-use crate::state::{Direction, HostLive, HostSetup, NodeInfoEdit};
+use crate::state::{Direction, HostLive, HostSetup, NodeInfoEdit, PcieTarget};
 
 pub const OS_NAME: &str = "Ubuntu 22.04.4 LTS";
 pub const KERNEL_VERSION: &str = "5.15.0-105-generic";
@@ -56,6 +57,20 @@ pub(super) struct HostSim {
     macs: Vec<String>,
     /// The node's faults without a GPU, any scope: what sets the driver version.
     driver_faults: Vec<Fault>,
+    /// PCI address of each fabric NIC (HCA), in the profile's order.
+    hca_bdfs: Vec<String>,
+    /// The PCIe tree: GPUs and HCAs below one PCIe switch per GPU pair ([`pcie_tree`]).
+    pcie: Vec<SimPcie>,
+}
+
+/// One device of the simulated PCIe tree and what it is to the faults.
+#[derive(Debug)]
+struct SimPcie {
+    info: PcieDeviceInfo,
+    /// The GPU (index) or HCA (kernel name) it is; for a switch's downstream port, the GPU
+    /// below it.
+    gpu: Option<u32>,
+    hca: Option<String>,
 }
 
 /// Host uptime at the virtual origin, seconds (3–45 days); GPUs share it for their counters.
@@ -64,8 +79,15 @@ pub(super) fn uptime_at_origin_s(node_noise: Noise) -> u64 {
 }
 
 impl HostSim {
-    pub fn new(profile: &'static HostProfile, node_noise: Noise, node_faults: &[Fault]) -> Self {
+    pub fn new(
+        model: &'static GpuModelProfile,
+        gpu_count: u32,
+        node_noise: Noise,
+        node_faults: &[Fault],
+    ) -> Self {
+        let profile = model.host;
         let noise = node_noise.child(0x4057);
+        let (hca_bdfs, pcie) = pcie_tree(model, gpu_count);
         let faults: Vec<Fault> = node_faults
             .iter()
             .filter(|f| f.info.scope == crate::faults::Scope::Node)
@@ -122,6 +144,8 @@ impl HostSim {
                 .cloned()
                 .collect(),
             faults,
+            hca_bdfs,
+            pcie,
         }
     }
 
@@ -197,7 +221,7 @@ impl HostSim {
                         }
                         .to_string(),
                         hca_type: if ndr { "MT4129" } else { "MT4123" }.to_string(),
-                        pci_address: pci_of(nic.name),
+                        pci_address: self.hca_bdfs.get(i).cloned().unwrap_or_default(),
                         numa_node: Some(if i < self.fabric_nics() / 2 { 0 } else { 1 }),
                         ports: 1,
                         name,
@@ -205,7 +229,57 @@ impl HostSim {
                 })
                 .collect(),
             driver_stack: Some(self.driver_stack(&h, t)),
+            pcie_devices: self.pcie_info(&h),
         }
+    }
+
+    /// The PCIe tree as the node's faults leave it: ACS redirect on the switch ports above
+    /// the GPUs an `pcie_acs_enabled` names.
+    fn pcie_info(&self, h: &HostLive<'_>) -> Vec<PcieDeviceInfo> {
+        self.pcie
+            .iter()
+            .map(|d| {
+                let mut info = d.info.clone();
+                if info.kind == PcieDeviceKind::Bridge
+                    && info.acs == Acs::Control(0)
+                    && d.gpu.is_some_and(|g| h.pcie_acs.contains(&g))
+                {
+                    info.acs = Acs::Control(ROOT_PORT_ACS);
+                }
+                info
+            })
+            .collect()
+    }
+
+    /// Each device's link (at its maximum) and AER counters (zero unless a fault counts).
+    fn pcie_sample(&self, h: &HostLive<'_>) -> Vec<PcieDeviceSample> {
+        self.pcie
+            .iter()
+            .map(|d| {
+                let mut aer = [0u64; 3];
+                if d.info.kind != PcieDeviceKind::Bridge {
+                    for (target, counts) in &h.pcie_aer {
+                        let hit = match target {
+                            PcieTarget::Gpu(g) => d.gpu == Some(*g),
+                            PcieTarget::Nic(n) => d.hca.as_deref() == Some(*n),
+                        };
+                        if hit {
+                            for (a, c) in aer.iter_mut().zip(counts) {
+                                *a += c;
+                            }
+                        }
+                    }
+                }
+                PcieDeviceSample {
+                    bdf: d.info.bdf.clone(),
+                    link_speed_mts: d.info.max_link_speed_mts,
+                    link_width: d.info.max_link_width,
+                    aer_correctable: Some(aer[0]),
+                    aer_nonfatal: Some(aer[1]),
+                    aer_fatal: Some(aer[2]),
+                }
+            })
+            .collect()
     }
 
     /// Governors, frequencies, THP and EDAC as the host's sysfs would show them.
@@ -517,6 +591,7 @@ impl HostSim {
                 persistenced: !h.persistenced_down,
                 fabricmanager: self.profile.nvswitch_count() > 0 && !h.fabricmanager_down,
             }),
+            pcie_devices: self.pcie_sample(&h),
         }
     }
 }
@@ -622,4 +697,168 @@ fn pci_of(netdev: &str) -> String {
         .and_then(|b| b.parse::<u32>().ok())
         .unwrap_or(0);
     format!("0000:{bus:02x}:00.0")
+}
+
+/// ACS Control as Linux sets it on root ports when an IOMMU is on: SrcValid, ReqRedir,
+/// CmpltRedir, UpstreamFwd.
+const ROOT_PORT_ACS: u16 = 0x001d;
+
+/// PCIe link rate of a generation, MT/s.
+fn gen_mts(generation: u32) -> u32 {
+    match generation {
+        1 => 2_500,
+        2 => 5_000,
+        3 => 8_000,
+        4 => 16_000,
+        5 => 32_000,
+        _ => 64_000,
+    }
+}
+
+fn bus_of(bdf: &str) -> u8 {
+    bdf.get(5..7)
+        .and_then(|b| u8::from_str_radix(b, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The node's PCIe tree, HGX-style: GPUs 2k and 2k+1 below PCIe switch k with the HCAs
+/// spread evenly over the switches, each switch under its own root port (root port
+/// `BB-3:01.0`, switch upstream port `BB-2:00.0`, one downstream port `BB-1:0N.0` per device,
+/// BB the switch's lowest device bus); the first half of the switches on NUMA node 0, the
+/// rest on 1. HCAs sit at the bus their netdev name says (`ibp24s0` → `0000:18:00.0`), moved
+/// up a bus where a GPU is. Returns the HCAs' addresses and the devices: endpoints in address
+/// order, then bridges (as the agent lists them).
+fn pcie_tree(model: &GpuModelProfile, gpu_count: u32) -> (Vec<String>, Vec<SimPcie>) {
+    use gpufleet_model::pcie::normalize_bdf;
+    let gpus: Vec<String> = (0..gpu_count)
+        .map(|i| normalize_bdf(&model.pci_bus_id(i)))
+        .collect();
+    let mut taken: Vec<u8> = gpus.iter().map(|g| bus_of(g)).collect();
+    let fabric: Vec<&crate::hosts::NicSpec> = model.host.nics.iter().filter(|n| n.fabric).collect();
+    let hcas: Vec<String> = fabric
+        .iter()
+        .map(|n| {
+            let mut bus = bus_of(&pci_of(n.name));
+            while taken.contains(&bus) {
+                bus = bus.wrapping_add(1);
+            }
+            taken.push(bus);
+            format!("0000:{bus:02x}:00.0")
+        })
+        .collect();
+    let switches = gpus.len().div_ceil(2).max(1);
+    let gpu_link = (gen_mts(model.pcie_gen_max), model.pcie_width_max);
+    let mut ends: Vec<SimPcie> = Vec::new();
+    let mut bridges: Vec<SimPcie> = Vec::new();
+    let dev =
+        |bdf: String, kind, ids: (u32, u32, u32), numa: i32, link: (u32, u32)| PcieDeviceInfo {
+            bdf,
+            kind,
+            vendor_id: ids.0,
+            device_id: ids.1,
+            class_code: ids.2,
+            name: String::new(),
+            numa_node: Some(numa),
+            max_link_speed_mts: Some(link.0),
+            max_link_width: Some(link.1),
+            upstream: Vec::new(),
+            acs: Acs::Unknown,
+        };
+    for k in 0..switches {
+        let numa = i32::from(k * 2 >= switches && switches > 1);
+        // (bdf, gpu, hca index)
+        let mut below: Vec<(String, Option<u32>, Option<usize>)> = Vec::new();
+        for g in [2 * k, 2 * k + 1] {
+            if let Some(bdf) = gpus.get(g) {
+                below.push((bdf.clone(), Some(g as u32), None));
+            }
+        }
+        for (j, bdf) in hcas.iter().enumerate() {
+            if j * switches / hcas.len().max(1) == k {
+                below.push((bdf.clone(), None, Some(j)));
+            }
+        }
+        if below.is_empty() {
+            continue;
+        }
+        below.sort();
+        let b0 = below.iter().map(|(b, ..)| bus_of(b)).min().unwrap_or(3);
+        let rp = format!("0000:{:02x}:01.0", b0.wrapping_sub(3));
+        let usp = format!("0000:{:02x}:00.0", b0.wrapping_sub(2));
+        let mut root = dev(
+            rp.clone(),
+            PcieDeviceKind::Bridge,
+            (0x8086, 0x352a, 0x060400),
+            numa,
+            gpu_link,
+        );
+        root.acs = Acs::Control(ROOT_PORT_ACS);
+        bridges.push(SimPcie {
+            info: root,
+            gpu: None,
+            hca: None,
+        });
+        let mut up = dev(
+            usp.clone(),
+            PcieDeviceKind::Bridge,
+            (0x1000, 0xc030, 0x060400),
+            numa,
+            gpu_link,
+        );
+        up.upstream = vec![rp.clone()];
+        up.acs = Acs::NotCapable;
+        bridges.push(SimPcie {
+            info: up,
+            gpu: None,
+            hca: None,
+        });
+        for (n, (bdf, gpu, hca)) in below.into_iter().enumerate() {
+            let dsp = format!("0000:{:02x}:{n:02x}.0", b0.wrapping_sub(1));
+            let mut down = dev(
+                dsp.clone(),
+                PcieDeviceKind::Bridge,
+                (0x1000, 0xc030, 0x060400),
+                numa,
+                gpu_link,
+            );
+            down.upstream = vec![rp.clone(), usp.clone()];
+            down.acs = Acs::Control(0);
+            bridges.push(SimPcie {
+                info: down,
+                gpu,
+                hca: None,
+            });
+            let mut end = match hca {
+                None => dev(
+                    bdf,
+                    PcieDeviceKind::Gpu,
+                    (0x10de, 0x2330, 0x030200),
+                    numa,
+                    gpu_link,
+                ),
+                Some(j) => {
+                    let ndr = fabric[j].speed_mbps >= 400_000;
+                    let mut d = dev(
+                        bdf,
+                        PcieDeviceKind::Nic,
+                        (0x15b3, if ndr { 0x1021 } else { 0x101b }, 0x020700),
+                        numa,
+                        (if ndr { 32_000 } else { 16_000 }, 16),
+                    );
+                    d.name = crate::faults::hca_name(j);
+                    d
+                }
+            };
+            end.upstream = vec![rp.clone(), usp.clone(), dsp];
+            ends.push(SimPcie {
+                info: end,
+                gpu,
+                hca: hca.map(crate::faults::hca_name),
+            });
+        }
+    }
+    ends.sort_by(|a, b| a.info.bdf.cmp(&b.info.bdf));
+    bridges.sort_by(|a, b| a.info.bdf.cmp(&b.info.bdf));
+    ends.extend(bridges);
+    (hcas, ends)
 }

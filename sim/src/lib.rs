@@ -113,7 +113,7 @@ pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedGpus, SimulatedHost), 
     };
     let node_noise = Noise::new(noise::hash_str(&cfg.node_name) ^ noise::mix(cfg.seed));
     let uptime0_s = host::uptime_at_origin_s(node_noise);
-    let host = HostSim::new(profile.host, node_noise, &faults);
+    let host = HostSim::new(profile, cfg.gpu_count, node_noise, &faults);
     let gpus = GpuNode::new(
         profile,
         node_noise,

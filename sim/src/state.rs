@@ -248,6 +248,19 @@ pub struct HostLive<'a> {
     pub oom_kills: u64,
     /// Pages swapped in and out so far by thrashing (swap use stays flat).
     pub swap_pages: u64,
+    /// GPUs whose PCIe switch port has ACS P2P redirect on.
+    pub pcie_acs: Vec<u32>,
+    /// AER errors counted so far per PCIe device: (correctable, non-fatal, fatal).
+    pub pcie_aer: Vec<(PcieTarget<'a>, [u64; 3])>,
+}
+
+/// A GPU's or an HCA's PCIe device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcieTarget<'a> {
+    /// By GPU index.
+    Gpu(u32),
+    /// By the HCA's kernel name (`mlx5_0`).
+    Nic(&'a str),
 }
 
 /// Host facts that hold for the node's whole life once a scenario names a fault.

@@ -747,6 +747,67 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
         ("nic_tx_timeout", "h100", "", |o, _| {
             o.kernel.iter().any(|c| c == "kernel.nic_tx_timeout")
         }),
+        ("pcie_acs_enabled", "h100", "gpu_index = 2", |o, _| {
+            let gpu = gpufleet_model::pcie::normalize_bdf(&o.inventory.gpus[2].pci_bus_id);
+            let d = &o.info.pcie_devices;
+            let port = d
+                .iter()
+                .find(|x| x.bdf == gpu)
+                .and_then(|x| x.upstream.last())
+                .unwrap();
+            let acs = |b: &str| d.iter().find(|x| x.bdf == b).unwrap().acs;
+            let redirected = d
+                .iter()
+                .filter(|x| matches!(x.acs, gpufleet_model::Acs::Control(c) if c & 0x000c != 0))
+                .filter(|x| x.upstream.len() == 2)
+                .count();
+            acs(port) == gpufleet_model::Acs::Control(0x001d) && redirected == 1
+        }),
+        ("pcie_aer_fatal", "h100", "nic = \"mlx5_3\"", |o, _| {
+            let bdf = &o
+                .info
+                .pcie_devices
+                .iter()
+                .find(|x| x.name == "mlx5_3")
+                .unwrap()
+                .bdf;
+            let at = |s: &gpufleet_model::HostSample| {
+                s.pcie_devices
+                    .iter()
+                    .find(|x| x.bdf == *bdf)
+                    .unwrap()
+                    .aer_fatal
+            };
+            rising(at(&o.host), at(&o.host_prev), 1)
+        }),
+        ("pcie_aer_nonfatal", "h100", "gpu_index = 5", |o, _| {
+            let bdf = gpufleet_model::pcie::normalize_bdf(&o.inventory.gpus[5].pci_bus_id);
+            let at = |s: &gpufleet_model::HostSample| {
+                s.pcie_devices
+                    .iter()
+                    .find(|x| x.bdf == bdf)
+                    .unwrap()
+                    .aer_nonfatal
+            };
+            rising(at(&o.host), at(&o.host_prev), 1)
+        }),
+        ("pcie_aer_correctable", "h100", "", |o, _| {
+            let bdf = gpufleet_model::pcie::normalize_bdf(&o.inventory.gpus[0].pci_bus_id);
+            let at = |s: &gpufleet_model::HostSample| {
+                s.pcie_devices
+                    .iter()
+                    .find(|x| x.bdf == bdf)
+                    .unwrap()
+                    .aer_correctable
+            };
+            rising(at(&o.host), at(&o.host_prev), 10)
+                && o.host
+                    .pcie_devices
+                    .iter()
+                    .filter(|x| x.aer_correctable > Some(0))
+                    .count()
+                    == 1
+        }),
         (
             "kernel_change",
             "h100",

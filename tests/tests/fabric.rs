@@ -89,8 +89,17 @@ fn probe_says_plainly_when_a_machine_has_no_infiniband() {
         "{text}"
     );
     let v: serde_json::Value = serde_json::from_str(&probe(empty.path(), true)).unwrap();
-    assert_eq!(v["unavailable"][0]["source"], "infiniband");
-    assert_eq!(v["unavailable"][1]["source"], "cpu_config");
+    // Parts failing at the inventory read come before those failing only in samples.
+    let sources: Vec<&str> = v["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["source"].as_str())
+        .collect();
+    assert_eq!(sources[0], "infiniband");
+    for part in ["cpu_config", "pcie"] {
+        assert!(sources.contains(&part), "{part} in {sources:?}");
+    }
 }
 
 /// A port pulled, a link retrained at half rate: the collector names both on the right node

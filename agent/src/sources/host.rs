@@ -116,6 +116,7 @@ impl HostSource for SysinfoHost {
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_devices: Vec::new(),
             driver_stack: None,
+            pcie_devices: Vec::new(),
         };
         self.unavailable.clear();
         for part in &mut self.parts {
@@ -199,6 +200,7 @@ impl HostSource for SysinfoHost {
             driver_daemons: None,
             os: None,
             ethernet: Vec::new(),
+            pcie_devices: Vec::new(),
         };
         self.unavailable_in_sample.clear();
         for part in &mut self.parts {

@@ -18,6 +18,7 @@ pub mod infiniband;
 pub mod kernel_log;
 pub mod nvml;
 pub mod os;
+pub mod pcie;
 pub mod simulated;
 
 /// A GPU backend (NVML or simulated). Blocking: callers keep it off the async reactor.
@@ -114,6 +115,7 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(ethernet::Ethernet::new(&roots.sysfs)),
         Box::new(os::Os::new(&roots.procfs)),
         Box::new(kernel_log::KernelLog::open(&roots.kmsg)),
+        Box::new(pcie::Pcie::new(&roots.sysfs)),
     ]
 }
 

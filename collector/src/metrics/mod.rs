@@ -23,6 +23,7 @@ pub mod http;
 pub mod ingest;
 pub mod nodes;
 pub mod os;
+pub mod pcie;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,7 @@ impl Collector for FleetSeries {
         os::encode(&mut enc, &nodes)?;
         ethernet::encode(&mut enc, &nodes)?;
         driver_stack::encode(&mut enc, &nodes)?;
+        pcie::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)

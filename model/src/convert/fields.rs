@@ -397,6 +397,7 @@ impl From<HostSample> for pb::HostSample {
             driver_daemons: v.driver_daemons.map(Into::into),
             os: v.os.map(Into::into),
             ethernet: v.ethernet.into_iter().map(Into::into).collect(),
+            pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -422,6 +423,7 @@ impl From<pb::HostSample> for HostSample {
             driver_daemons: v.driver_daemons.map(Into::into),
             os: v.os.map(Into::into),
             ethernet: v.ethernet.into_iter().map(Into::into).collect(),
+            pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -441,6 +443,7 @@ impl From<HostInfo> for pb::HostInfo {
             uptime_seconds: v.uptime_seconds,
             ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
             driver_stack: v.driver_stack.map(Into::into),
+            pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -460,6 +463,7 @@ impl From<pb::HostInfo> for HostInfo {
             uptime_seconds: v.uptime_seconds,
             ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
             driver_stack: v.driver_stack.map(Into::into),
+            pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -601,6 +605,23 @@ macro_rules! os_fields {
         }
     };
 }
+
+macro_rules! pcie_sample_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    bdf: v.bdf,
+                    link_speed_mts: v.link_speed_mts,
+                    link_width: v.link_width,
+                    aer_correctable: v.aer_correctable,
+                    aer_nonfatal: v.aer_nonfatal,
+                    aer_fatal: v.aer_fatal,
+                }
+            }
+        }
+    };
+}
 os_fields!(OsSample => pb::OsSample);
 os_fields!(pb::OsSample => OsSample);
 
@@ -640,3 +661,84 @@ macro_rules! ethernet_port_fields {
 }
 ethernet_port_fields!(EthernetPort => pb::EthernetPort);
 ethernet_port_fields!(pb::EthernetPort => EthernetPort);
+pcie_sample_fields!(PcieDeviceSample => pb::PcieDeviceSample);
+pcie_sample_fields!(pb::PcieDeviceSample => PcieDeviceSample);
+
+impl From<PcieDeviceKind> for pb::PcieDeviceKind {
+    fn from(v: PcieDeviceKind) -> Self {
+        match v {
+            PcieDeviceKind::Unknown => pb::PcieDeviceKind::Unspecified,
+            PcieDeviceKind::Gpu => pb::PcieDeviceKind::Gpu,
+            PcieDeviceKind::NvSwitch => pb::PcieDeviceKind::Nvswitch,
+            PcieDeviceKind::Nic => pb::PcieDeviceKind::Nic,
+            PcieDeviceKind::Nvme => pb::PcieDeviceKind::Nvme,
+            PcieDeviceKind::Bridge => pb::PcieDeviceKind::Bridge,
+        }
+    }
+}
+
+impl From<pb::PcieDeviceKind> for PcieDeviceKind {
+    fn from(v: pb::PcieDeviceKind) -> Self {
+        match v {
+            pb::PcieDeviceKind::Unspecified => PcieDeviceKind::Unknown,
+            pb::PcieDeviceKind::Gpu => PcieDeviceKind::Gpu,
+            pb::PcieDeviceKind::Nvswitch => PcieDeviceKind::NvSwitch,
+            pb::PcieDeviceKind::Nic => PcieDeviceKind::Nic,
+            pb::PcieDeviceKind::Nvme => PcieDeviceKind::Nvme,
+            pb::PcieDeviceKind::Bridge => PcieDeviceKind::Bridge,
+        }
+    }
+}
+
+impl From<PcieDeviceInfo> for pb::PcieDeviceInfo {
+    fn from(v: PcieDeviceInfo) -> Self {
+        let (acs, acs_ctl) = match v.acs {
+            Acs::Unknown => (pb::PcieAcsState::Unknown, 0),
+            Acs::NotCapable => (pb::PcieAcsState::NotCapable, 0),
+            Acs::Control(c) => (pb::PcieAcsState::Capable, u32::from(c)),
+        };
+        pb::PcieDeviceInfo {
+            bdf: v.bdf,
+            kind: pb::PcieDeviceKind::from(v.kind) as i32,
+            vendor_id: v.vendor_id,
+            device_id: v.device_id,
+            class_code: v.class_code,
+            name: v.name,
+            numa_node: v.numa_node,
+            max_link_speed_mts: v.max_link_speed_mts,
+            max_link_width: v.max_link_width,
+            upstream: v.upstream,
+            acs: acs as i32,
+            acs_ctl,
+        }
+    }
+}
+
+impl From<pb::PcieDeviceInfo> for PcieDeviceInfo {
+    fn from(v: pb::PcieDeviceInfo) -> Self {
+        // Unknown enum values read as the safe default: kind unknown, ACS unknown.
+        let acs = match pb::PcieAcsState::try_from(v.acs).unwrap_or_default() {
+            pb::PcieAcsState::Unknown => Acs::Unknown,
+            pb::PcieAcsState::NotCapable => Acs::NotCapable,
+            // The register is 16 bits; anything above is not a reading.
+            pb::PcieAcsState::Capable => {
+                u16::try_from(v.acs_ctl).map_or(Acs::Unknown, Acs::Control)
+            }
+        };
+        PcieDeviceInfo {
+            bdf: v.bdf,
+            kind: pb::PcieDeviceKind::try_from(v.kind)
+                .unwrap_or_default()
+                .into(),
+            vendor_id: v.vendor_id,
+            device_id: v.device_id,
+            class_code: v.class_code,
+            name: v.name,
+            numa_node: v.numa_node,
+            max_link_speed_mts: v.max_link_speed_mts,
+            max_link_width: v.max_link_width,
+            upstream: v.upstream,
+            acs,
+        }
+    }
+}

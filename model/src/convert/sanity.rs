@@ -225,6 +225,18 @@ pub fn sanitize_host(h: &mut HostSample) -> u32 {
         // Ethernet tops out at 800 Gb/s today; a link that reads 0 or u32::MAX has no speed.
         within(&mut e.speed_mbps, 1, 10_000_000, &mut n);
     }
+    for d in &mut h.pcie_devices {
+        for c in [
+            &mut d.aer_correctable,
+            &mut d.aer_nonfatal,
+            &mut d.aer_fatal,
+        ] {
+            if *c == Some(u64::MAX) {
+                *c = None;
+                n += 1;
+            }
+        }
+    }
     let before = h.cpu_per_core_percent.len();
     h.cpu_per_core_percent.retain(|c| (0.0..=100.0).contains(c));
     n + (before - h.cpu_per_core_percent.len()) as u32

@@ -123,7 +123,8 @@ pub struct KernelPcieErrors {
 impl Default for KernelPcieErrors {
     fn default() -> Self {
         KernelPcieErrors {
-            device: "0000:18:00.0".into(),
+            // The onboard NIC: outside the GPU tree, so no AER counters for it in the samples.
+            device: "0000:03:00.0".into(),
             severity: "Uncorrected (Non-Fatal)".into(),
             layer: "Transaction Layer".into(),
             per_minute: 2,
@@ -155,7 +156,7 @@ impl FaultKind for KernelPcieErrors {
     fn kernel_log(&self) -> Option<KernelLogSchedule> {
         Some(KernelLogSchedule {
             line: format!(
-                "nvidia {}: PCIe Bus Error: severity={}, type={}, (Requester ID)",
+                "pcieport {}: PCIe Bus Error: severity={}, type={}, (Requester ID)",
                 self.device, self.severity, self.layer
             ),
             interval_ms: interval(self.per_minute),

@@ -30,6 +30,7 @@ mod memory;
 mod nvlink;
 mod os;
 mod pcie;
+mod pcie_host;
 mod power;
 mod thermal;
 mod versions;
@@ -57,6 +58,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     driver::KINDS,
     os::KINDS,
     kernel::KINDS,
+    pcie_host::KINDS,
 ];
 
 /// Where a fault kind acts.

@@ -44,7 +44,9 @@ const PCIE: Cause = Cause {
     title: "PCIe errors in the kernel log (AER)",
     severity: Severity::Warning,
     detects: "PCIe AER reports in the kernel log: an uncorrected error in the last 30 minutes \
-              (critical when fatal), or 10 or more corrected errors in the last 10 minutes.",
+              (critical when fatal), or 10 or more corrected errors in the last 10 minutes — for \
+              devices whose sysfs AER counters the agent does not read (those are judged by \
+              `pcie.aer.*`, so one error is one finding).",
     action: "`journalctl -k | grep -i aer` names the device and layer; `lspci -vvv -s BDF` shows \
              its error status. Physical or data-link layer errors are the slot, riser or \
              cable: reseat the device; uncorrected errors on a GPU or NIC need a drain and a \
@@ -165,6 +167,20 @@ impl Rule for KernelLog {
         let (mut storage_bad, mut nvme_timeouts, mut tx) =
             (Group::default(), Group::default(), Group::default());
         let mut aer_fatal = false;
+        // Devices whose AER counters arrive in the samples: `pcie.aer.*` speaks for them.
+        let counted: Vec<&str> = node
+            .latest()
+            .map(|s| {
+                s.host
+                    .pcie_devices
+                    .iter()
+                    .filter(|d| {
+                        d.aer_correctable.is_some() || d.aer_nonfatal.is_some() || d.aer_fatal.is_some()
+                    })
+                    .map(|d| d.bdf.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
         for e in node.events.iter().filter(|e| e.kind == EventKind::Kernel) {
             let age = now.since(e.timestamp);
             if age > RECENT_MS {
@@ -184,7 +200,7 @@ impl Rule for KernelLog {
                 } else if short && booted.is_none_or(|b| e.timestamp.0 - b.0 > BOOT_GRACE_MS) {
                     nonfatal.add(key, e);
                 }
-            } else if code == "kernel.pcie_aer" {
+            } else if code == "kernel.pcie_aer" && !counted.contains(&detail(e, "device")) {
                 let device = Self::device_name(node, detail(e, "device"));
                 let severity = detail(e, "severity");
                 if severity.starts_with("Uncorrected") {
@@ -393,6 +409,28 @@ mod tests {
                 got.iter().map(|f| (f.rule_id.as_str(), f.severity)).collect();
             assert_eq!(ids, *want, "{name}: {got:#?}");
         }
+    }
+
+    #[test]
+    fn aer_lines_of_a_device_with_sysfs_counters_are_left_to_the_pcie_rule() {
+        let mut n = node(8, 10, |_, s| {
+            s.host.uptime_seconds = 86_400;
+            s.host.pcie_devices = vec![gpufleet_model::PcieDeviceSample {
+                bdf: "0000:18:00.0".into(),
+                aer_nonfatal: Some(1),
+                ..Default::default()
+            }];
+        });
+        n.events.push_back(event(AER_NONFATAL, 90_000));
+        assert!(KernelLog.check(&n, &FleetContext::default(), NOW).is_empty());
+        // Another device's line still counts.
+        n.events.push_back(event(
+            "nvidia 0000:4b:00.0: PCIe Bus Error: severity=Uncorrected (Non-Fatal), type=Transaction Layer, (Requester ID)",
+            90_000,
+        ));
+        let got = KernelLog.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].summary.contains("0000:4b:00.0"), "{}", got[0].summary);
     }
 
     #[test]

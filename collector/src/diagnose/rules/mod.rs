@@ -50,6 +50,7 @@ rules! {
     straggler::Straggler,
     pcie::PcieDowntrained,
     pcie_replays::PcieReplays,
+    pcie_host::PcieHost,
     ecc::EccErrors,
     row_remap::RowRemap,
     nvlink::NvLink,
