@@ -87,6 +87,9 @@ pub struct HostInfo {
     /// The NVIDIA driver stack (`None`: not read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_stack: Option<DriverStackInfo>,
+    /// Local NVMe controllers (`None`: not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::StorageInfo>,
 }
 
 /// One RDMA device from `/sys/class/infiniband/DEVICE`.

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod labels;
 pub mod pcie;
 pub mod sample;
+pub mod storage;
 pub mod time;
 pub mod xid;
 
@@ -27,5 +28,8 @@ pub use labels::{Labels, Selector};
 pub use sample::{
     CpuConfigSample, DiskSample, DriverDaemons, GpuProcess, GpuSample, GpuStatus, HostSample,
     IbPortSample, NicSample, NvLinkSample, Sample,
+};
+pub use storage::{
+    StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,
 };
 pub use time::UnixMs;

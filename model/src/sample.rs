@@ -145,6 +145,9 @@ pub struct HostSample {
     /// NVIDIA daemons running (`None`: processes could not be listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_daemons: Option<DriverDaemons>,
+    /// Watched mounts and NVMe controllers (`None`: storage could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::StorageSample>,
 }
 
 /// How the host's CPUs and memory are set up (`/sys/devices/system/cpu`, `edac`, THP).

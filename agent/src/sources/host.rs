@@ -116,6 +116,7 @@ impl HostSource for SysinfoHost {
             uptime_seconds: System::uptime().unwrap_or_default(),
             ib_devices: Vec::new(),
             driver_stack: None,
+            storage: None,
         };
         self.unavailable.clear();
         for part in &mut self.parts {
@@ -193,6 +194,7 @@ impl HostSource for SysinfoHost {
             ib_ports: Vec::new(),
             cpu_config: None,
             driver_daemons: None,
+            storage: None,
         };
         self.unavailable_in_sample.clear();
         for part in &mut self.parts {
