@@ -226,6 +226,13 @@ pub struct HostLive<'a> {
     pub fabricmanager_down: bool,
     /// The installed Fabric Manager's version when it differs from the driver's.
     pub fabricmanager_version: Option<&'a str>,
+    /// Watched mounts remounted read-only, hung (statfs times out), unmounted, or nearly full.
+    pub mounts_read_only: Vec<&'a str>,
+    pub mounts_unresponsive: Vec<&'a str>,
+    pub mounts_missing: Vec<&'a str>,
+    pub mounts_full: Vec<&'a str>,
+    /// NVMe controllers out of order: (controller, state, temperature alarm).
+    pub nvme_unhealthy: Vec<(&'a str, &'a str, bool)>,
 }
 
 /// Host facts that hold for the node's whole life once a scenario names a fault.

@@ -29,6 +29,7 @@ mod memory;
 mod nvlink;
 mod pcie;
 mod power;
+mod storage;
 mod thermal;
 mod versions;
 mod workload;
@@ -53,6 +54,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     fabric::KINDS,
     cpu::KINDS,
     driver::KINDS,
+    storage::KINDS,
 ];
 
 /// Where a fault kind acts.
