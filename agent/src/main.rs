@@ -79,6 +79,13 @@ struct SourceArgs {
     /// driver-stack part reads (node_exporter's --path.rootfs; `/host` inside a container).
     #[arg(long, default_value = "/")]
     host_root: PathBuf,
+    /// A mount point to watch (repeatable; as the host sees it, e.g. `--watch-mount /datasets
+    /// --watch-mount /checkpoints`): mounted or not, read-only, statfs latency and space.
+    /// Default: `/` and every network or parallel filesystem mounted (NFS, Lustre, GPFS,
+    /// BeeGFS, CIFS, Weka, CephFS, JuiceFS…).
+    #[arg(long = "watch-mount", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    watch_mounts: Vec<PathBuf>,
 }
 
 /// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
@@ -140,6 +147,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("tls_key", "tls_key = \"/etc/gpufleet/tls/node.key\""),
     ("token_file", "token_file = \"/etc/gpufleet/token\""),
     ("labels", "pool = \"training\""),
+    (
+        "watch_mounts",
+        "watch_mounts = [\"/\", \"/datasets\", \"/checkpoints\"]",
+    ),
 ];
 
 #[derive(Args, Serialize)]
@@ -354,6 +365,7 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
                 sysfs: a.sysfs_root.clone(),
                 procfs: a.procfs_root.clone(),
                 root: a.host_root.clone(),
+                watch_mounts: a.watch_mounts.clone(),
             },
         },
     })

@@ -16,6 +16,7 @@ pub mod host;
 pub mod infiniband;
 pub mod nvml;
 pub mod simulated;
+pub mod storage;
 
 /// A GPU backend (NVML or simulated). Blocking: callers keep it off the async reactor.
 ///
@@ -73,12 +74,14 @@ pub trait HostPart: Send {
 /// Where the host parts read the kernel's files: `/sys` and `/proc` on a real host, fixture
 /// trees in tests (`--sysfs-root`, `--procfs-root`), as node_exporter does; `root` is the
 /// host's root filesystem for the few files outside them (driver libraries, the package
-/// database; `--host-root`, node_exporter's `--path.rootfs`).
+/// database; `--host-root`, node_exporter's `--path.rootfs`). Also what the parts are told
+/// to watch there: the storage part's mount points (`--watch-mount`; empty: its default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoots {
     pub sysfs: std::path::PathBuf,
     pub procfs: std::path::PathBuf,
     pub root: std::path::PathBuf,
+    pub watch_mounts: Vec<std::path::PathBuf>,
 }
 
 impl Default for HostRoots {
@@ -87,6 +90,7 @@ impl Default for HostRoots {
             sysfs: "/sys".into(),
             procfs: "/proc".into(),
             root: "/".into(),
+            watch_mounts: Vec::new(),
         }
     }
 }
@@ -97,6 +101,7 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(infiniband::InfiniBand::new(&roots.sysfs)),
         Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
         Box::new(driver_stack::DriverStack::new(roots)),
+        Box::new(storage::Storage::new(roots)),
     ]
 }
 
