@@ -53,7 +53,7 @@ macro_rules! col_opt {
         }
     )*};
 }
-col_opt!(u32, i32, u64);
+col_opt!(u32, i32, u64, i64);
 
 impl Col for Option<bool> {
     fn take(&mut self) -> Option<i64> {
@@ -153,6 +153,13 @@ columns!(ib_cols: pb::IbPortSample {
 columns!(cpu_config_cols: pb::CpuConfigSample {
     freq_avg_khz, freq_max_khz, scaling_max_khz, edac_corrected_errors, edac_uncorrected_errors,
 });
+columns!(storage_mount_cols: pb::StorageMountSample {
+    statfs_latency_ms, total_bytes, available_bytes,
+});
+columns!(storage_nvme_cols: pb::StorageNvmeSample {
+    temperature_millicelsius, temperature_max_millicelsius, temperature_crit_millicelsius,
+    temperature_alarm,
+});
 columns!(nic_cols: pb::NicSample {
     rx_bytes_per_second, tx_bytes_per_second, rx_errors, tx_errors, rx_dropped, tx_dropped,
     speed_mbps,
@@ -194,7 +201,16 @@ enum Slot {
     CpuConfig {
         field: u16,
     },
+    /// `storage.mounts[index]` (`list` 0) or `storage.nvme[index]` (`list` 1).
+    Storage {
+        list: u16,
+        index: u16,
+        field: u16,
+    },
 }
+
+const STORAGE_MOUNTS: u16 = 0;
+const STORAGE_NVME: u16 = 1;
 
 impl Slot {
     fn key(self) -> u64 {
@@ -207,6 +223,7 @@ impl Slot {
             Slot::Core { core } => (5, core.into(), 0, 0),
             Slot::Ib { port, field } => (6, port.into(), 0, field),
             Slot::CpuConfig { field } => (7, 0, 0, field),
+            Slot::Storage { list, index, field } => (8, index.into(), list.into(), field),
         };
         (kind << 56) | (a << 40) | (b << 24) | u64::from(f)
     }
@@ -228,6 +245,11 @@ impl Slot {
             5 => Slot::Core { core: a },
             6 => Slot::Ib { port: a, field },
             7 => Slot::CpuConfig { field },
+            8 => Slot::Storage {
+                list: b,
+                index: a,
+                field,
+            },
             other => return Err(bad(format!("unknown column kind {other}"))),
         })
     }
@@ -269,6 +291,22 @@ impl Slot {
                 let host = s.host.as_mut().ok_or_else(missing)?;
                 let c = host.cpu_config.as_mut().ok_or_else(missing)?;
                 cpu_config_cols::put(c, field.into(), v)
+            }
+            Slot::Storage { list, index, field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let st = host.storage.as_mut().ok_or_else(missing)?;
+                let i = usize::from(index);
+                match list {
+                    STORAGE_MOUNTS => {
+                        let m = st.mounts.get_mut(i).ok_or_else(missing)?;
+                        storage_mount_cols::put(m, field.into(), v)
+                    }
+                    STORAGE_NVME => {
+                        let n = st.nvme.get_mut(i).ok_or_else(missing)?;
+                        storage_nvme_cols::put(n, field.into(), v)
+                    }
+                    _ => return Err(missing()),
+                }
             }
             Slot::Core { core } => {
                 let host = s.host.as_mut().ok_or_else(missing)?;
@@ -330,6 +368,24 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
         if let Some(c) = h.cpu_config.as_mut() {
             cpu_config_cols::take(c, &mut vals);
             emit(&mut vals, &|field| Slot::CpuConfig { field });
+        }
+        if let Some(st) = h.storage.as_mut() {
+            for (i, m) in st.mounts.iter_mut().enumerate().take(u16::MAX as usize) {
+                storage_mount_cols::take(m, &mut vals);
+                emit(&mut vals, &|field| Slot::Storage {
+                    list: STORAGE_MOUNTS,
+                    index: i as u16,
+                    field,
+                });
+            }
+            for (i, n) in st.nvme.iter_mut().enumerate().take(u16::MAX as usize) {
+                storage_nvme_cols::take(n, &mut vals);
+                emit(&mut vals, &|field| Slot::Storage {
+                    list: STORAGE_NVME,
+                    index: i as u16,
+                    field,
+                });
+            }
         }
     }
     for (gi, g) in s.gpus.iter_mut().enumerate().take(u16::MAX as usize) {
@@ -688,6 +744,32 @@ mod tests {
                     edac_corrected_errors: Some(0),
                     ..Default::default()
                 }),
+                storage: Some(pb::StorageSample {
+                    mounts: ["/", "/datasets", "/checkpoints"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| pb::StorageMountSample {
+                            mount_point: m.to_string(),
+                            mounted: true,
+                            fstype: ["ext4", "nfs4", "lustre"][i].into(),
+                            was_writable: true,
+                            statfs_latency_ms: Some(0.6 + (t % 5) as f64 * 0.013),
+                            total_bytes: Some(1 << 50),
+                            available_bytes: Some((1 << 49) - t as u64 * 1_048_576),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    nvme: (0..2)
+                        .map(|i| pb::StorageNvmeSample {
+                            name: format!("nvme{i}"),
+                            state: "live".into(),
+                            temperature_millicelsius: Some(36_850 + (t % 3) * 1000),
+                            temperature_max_millicelsius: Some(79_850),
+                            temperature_crit_millicelsius: Some(84_850),
+                            temperature_alarm: Some(false),
+                        })
+                        .collect(),
+                }),
                 ..Default::default()
             }),
         }
@@ -716,6 +798,15 @@ mod tests {
         samples[10] = pb::Sample::default();
         samples[11].host.as_mut().unwrap().ib_ports.truncate(2); // an HCA gone
         samples[12].host.as_mut().unwrap().cpu_config = None;
+        let st = samples[13].host.as_mut().unwrap().storage.as_mut().unwrap();
+        st.mounts[1] = pb::StorageMountSample {
+            mount_point: "/datasets".into(),
+            unresponsive: true,
+            ..Default::default()
+        }; // hung: no readings
+        st.nvme.pop(); // a controller gone
+        st.nvme[0].temperature_millicelsius = Some(i64::MIN);
+        samples[14].host.as_mut().unwrap().storage = None;
         assert_eq!(decode(&encode(samples.clone())).unwrap(), samples);
         assert_eq!(
             decode(&encode(Vec::new())).unwrap(),
