@@ -66,6 +66,7 @@ rules! {
     nic_errors::NicErrors,
     infiniband::InfiniBand,
     cpu_config::CpuConfig,
+    storage::Storage,
     swap::Swapping,
     compliance::Compliance,
 }
