@@ -21,6 +21,7 @@ pub mod host_config;
 pub mod http;
 pub mod ingest;
 pub mod nodes;
+pub mod storage;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,6 +143,7 @@ impl Collector for FleetSeries {
         fabric::encode(&mut enc, &nodes)?;
         host_config::encode(&mut enc, &nodes)?;
         driver_stack::encode(&mut enc, &nodes)?;
+        storage::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)
