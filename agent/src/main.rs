@@ -83,7 +83,11 @@ struct SourceArgs {
     /// --watch-mount /checkpoints`): mounted or not, read-only, statfs latency and space.
     /// Default: `/` and every network or parallel filesystem mounted (NFS, Lustre, GPFS,
     /// BeeGFS, CIFS, Weka, CephFS, JuiceFS…).
-    #[arg(long = "watch-mount", value_name = "PATH")]
+    #[arg(
+        long = "watch-mount",
+        visible_alias = "watch-mounts",
+        value_name = "PATH"
+    )]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     watch_mounts: Vec<PathBuf>,
 }

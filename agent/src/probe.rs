@@ -291,10 +291,10 @@ fn storage_lines(r: &ProbeReport) -> String {
             m.mount_point,
             dash(&m.fstype),
             dash(&m.source),
-            if m.read_only {
-                "read-only"
-            } else {
-                "read-write"
+            match (m.read_only, m.view_read_only) {
+                (true, _) => "read-only",
+                (false, true) => "read-write (read-only in the agent's view)",
+                (false, false) => "read-write",
             },
         );
     }

@@ -702,7 +702,7 @@ mod tests {
                             was_writable: true,
                             statfs_latency_ms: Some(0.0),
                             total_bytes: Some(0),
-                            available_bytes: Some(1 << 50),
+                            available_bytes: Some(0),
                             ..Default::default()
                         },
                         StorageMountSample {
@@ -724,7 +724,10 @@ mod tests {
         };
         let wire = pb::Sample::from(s.clone());
         let m = &wire.host.as_ref().unwrap().storage.as_ref().unwrap().mounts;
-        assert_eq!((m[0].statfs_latency_ms, m[1].statfs_latency_ms), (Some(0.0), None));
+        assert_eq!(
+            (m[0].statfs_latency_ms, m[1].statfs_latency_ms),
+            (Some(0.0), None)
+        );
         assert_eq!(Sample::try_from(wire).unwrap(), s);
     }
 

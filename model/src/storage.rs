@@ -25,8 +25,13 @@ pub struct StorageMountSample {
     pub fstype: String,
     /// `storage01:/export/datasets`, `10.0.0.2@o2ib:/ckpt`, `/dev/nvme0n1p2`, …
     pub source: String,
-    /// `ro` in the per-mount or the superblock options.
+    /// The filesystem is read-only: `ro` in its superblock options, for every process.
     pub read_only: bool,
+    /// `ro` in the per-mount options of the agent's own view (a read-only bind mount, or a
+    /// sandbox such as systemd's `ProtectSystem=strict` that makes every mount read-only for
+    /// the agent alone).
+    #[serde(default)]
+    pub view_read_only: bool,
     /// Seen mounted read-write since the agent started: read-only now is a remount.
     pub was_writable: bool,
     /// How long statfs took (absent when it did not complete in time or failed).

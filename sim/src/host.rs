@@ -237,6 +237,7 @@ impl HostSim {
                 total_bytes: Some(r.total_bytes),
                 available_bytes: Some(r.available_bytes),
                 statfs_error: String::new(),
+                view_read_only: false,
             });
         }
         for (i, m) in crate::hosts::NETWORK_MOUNTS.iter().enumerate() {
@@ -259,6 +260,7 @@ impl HostSim {
                 total_bytes: Some(m.total_bytes),
                 available_bytes: Some((m.total_bytes as f64 * free) as u64),
                 statfs_error: String::new(),
+                view_read_only: false,
             });
         }
         for m in &mut mounts {

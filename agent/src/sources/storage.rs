@@ -91,8 +91,10 @@ pub struct MountEntry {
     pub mount_point: String,
     pub fstype: String,
     pub source: String,
-    /// `ro` in the per-mount or the superblock options.
+    /// `ro` in the superblock options: the filesystem itself is read-only.
     pub read_only: bool,
+    /// `ro` in the per-mount options: read-only in this mount namespace's view only.
+    pub view_read_only: bool,
 }
 
 /// `\040` (space), `\011` (tab), `\012` (newline), `\134` (backslash), as the kernel escapes
@@ -135,7 +137,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
                 mount_point: unescape(f.get(4)?),
                 fstype: fstype.to_string(),
                 source: unescape(source),
-                read_only: ro(f.get(5)) || ro(f.get(sep + 3)),
+                read_only: ro(f.get(sep + 3)),
+                view_read_only: ro(f.get(5)),
             })
         })
         .collect()
@@ -343,6 +346,7 @@ impl Storage {
                 m.fstype = e.fstype.clone();
                 m.source = e.source.clone();
                 m.read_only = e.read_only;
+                m.view_read_only = e.view_read_only;
                 w.was_writable |= !e.read_only;
                 // Not mounted: a statfs would read the filesystem underneath, not this one.
                 w.prober.collect_late();
@@ -512,9 +516,11 @@ garbage
         assert_eq!(m[2].fstype, "nfs4");
         assert_eq!(m[2].source, "storage01:/export/datasets");
         assert!(!m[2].read_only);
-        // Read-only in the superblock options (a Lustre client after an eviction, ext4's
-        // errors=remount-ro) or in the per-mount ones.
-        assert!(m[3].read_only && m[4].read_only);
+        // Read-only in the superblock options (a remount, ext4's errors=remount-ro): the
+        // filesystem is; in the per-mount options only (a read-only bind, a sandbox such as
+        // systemd's ProtectSystem=strict): the agent's view is, the filesystem is not.
+        assert!(m[3].read_only && !m[3].view_read_only);
+        assert!(!m[4].read_only && m[4].view_read_only);
         assert!(!m[0].read_only, "errors=remount-ro is not ro");
         assert_eq!(m[5].fstype, "beegfs");
         for (fs, net) in [
@@ -607,7 +613,15 @@ garbage
         assert!(first.nvme.is_empty());
         // "/" is watched but not in this mountinfo.
         assert!(!first.mounts[0].mounted);
+        // A sandbox that makes the agent's view read-only is not a remount.
         fs::write(proc_dir.join("mountinfo"), rw.replace(" rw - ", " ro - ")).unwrap();
+        let m = read(&mut st).mounts[1].clone();
+        assert!(!m.read_only && m.view_read_only && m.was_writable, "{m:?}");
+        fs::write(
+            proc_dir.join("mountinfo"),
+            rw.replace(" s:/d rw", " s:/d ro"),
+        )
+        .unwrap();
         let m = read(&mut st).mounts[1].clone();
         assert!(m.read_only && m.was_writable, "{m:?}");
         fs::write(proc_dir.join("mountinfo"), "").unwrap();

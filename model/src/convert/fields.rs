@@ -609,6 +609,7 @@ macro_rules! storage_mount_fields {
                     fstype: v.fstype,
                     source: v.source,
                     read_only: v.read_only,
+                    view_read_only: v.view_read_only,
                     was_writable: v.was_writable,
                     statfs_latency_ms: v.statfs_latency_ms,
                     unresponsive: v.unresponsive,

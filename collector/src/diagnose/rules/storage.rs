@@ -22,14 +22,15 @@ const READ_ONLY: Cause = Cause {
     id: "storage.mount.read_only",
     title: "Storage mount went read-only",
     severity: Severity::Critical,
-    detects: "A watched mount reads `ro` in mountinfo (per-mount or superblock options) for 3 \
-              samples after the agent saw it read-write (ext4's errors=remount-ro, an evicted \
-              Lustre client, an NFS server gone read-only); `/` read-only from the start counts \
-              too. A mount read-only since the agent started is taken as mounted so on purpose.",
+    detects: "A watched mount's filesystem reads `ro` in mountinfo (its superblock options: \
+              not the agent's own read-only view, as systemd's ProtectSystem=strict makes it) \
+              for 3 samples after the agent saw it read-write (ext4's errors=remount-ro after I/O \
+              errors, a `mount -o remount,ro` by a person or a script); `/` read-only from the \
+              start counts too. A mount read-only since the agent started is taken as mounted so on purpose.",
     action: "`findmnt MOUNT` and `dmesg | grep -iE 'remount|read-only|EXT4-fs error|LustreError|nfs'` \
              on the node: ext4 after I/O errors needs the disk checked (`smartctl`, `nvme \
-             smart-log`) and `fsck` once unmounted; an evicted Lustre client or an NFS export \
-             gone read-only needs the storage servers. Remount (`mount -o remount,rw MOUNT`) \
+             smart-log`) and `fsck` once unmounted; a network filesystem remounted read-only \
+             needs its client logs and the storage servers checked. Remount (`mount -o remount,rw MOUNT`) \
              once fixed. Until then every checkpoint fails: drain the node.",
 };
 
