@@ -174,6 +174,38 @@ pub fn render_text(r: &ProbeReport) -> String {
             opt(c.edac_uncorrected_errors, ""),
         );
     }
+    for e in &h.ethernet {
+        out += &format!(
+            "  ethernet {}: {}, {}, duplex {}, carrier changes {}, MTU {}, PCI {}\n",
+            e.name,
+            dash(&e.operstate),
+            opt(e.speed_mbps, " Mb/s"),
+            dash(&e.duplex),
+            opt(e.carrier_changes, ""),
+            opt(e.mtu, ""),
+            dash(&e.pci_address),
+        );
+    }
+    if let Some(o) = &h.os {
+        out += &format!(
+            "  os: file handles {} of {}, pages swapped in {} out {}, OOM kills {}, processes in D state {}\n",
+            opt(o.file_handles, ""),
+            opt(o.file_handles_max, ""),
+            opt(o.pages_swapped_in, ""),
+            opt(o.pages_swapped_out, ""),
+            opt(o.oom_kills, ""),
+            opt(o.uninterruptible, ""),
+        );
+        for p in &o.stuck {
+            out += &format!(
+                "  stuck process {} ({}): blocked {} s in {}\n",
+                p.pid,
+                p.comm,
+                p.blocked_seconds,
+                dash(&p.wchan)
+            );
+        }
+    }
     for p in &h.ib_ports {
         out += &format!(
             "  ib {}: {} / {}, {}, {}, symbol errors {}, link downed {}, rcv errors {}\n",

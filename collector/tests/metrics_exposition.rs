@@ -16,10 +16,10 @@ use gpufleet_collector::metrics::{Metrics, Rejected};
 use gpufleet_model::convert::{Batch, Hello};
 use gpufleet_model::exposition::Format;
 use gpufleet_model::{
-    DriverDaemons, DriverInfo, DriverStackInfo, Event, EventKind, GpuInfo, GpuSample, GpuStatus,
-    HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity, NvLinkSample, Sample,
-    Severity, StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,
-    UnixMs,
+    DriverDaemons, DriverInfo, DriverStackInfo, EthernetPort, Event, EventKind, GpuInfo, GpuSample,
+    GpuStatus, HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity, NvLinkSample,
+    OsSample, Sample, Severity, StorageInfo, StorageMountSample, StorageNvmeInfo,
+    StorageNvmeSample, StorageSample, StuckProcess, UnixMs,
 };
 
 const T0: UnixMs = UnixMs(1_780_000_000_000);
@@ -211,6 +211,29 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
                         persistenced: true,
                         fabricmanager: false,
                     }),
+                    os: Some(OsSample {
+                        file_handles: Some(18_000),
+                        file_handles_max: Some(2_097_152),
+                        pages_swapped_in: Some(10),
+                        pages_swapped_out: Some(20),
+                        oom_kills: Some(1),
+                        uninterruptible: Some(2),
+                        stuck: vec![StuckProcess {
+                            pid: 4242,
+                            comm: "python3".into(),
+                            blocked_seconds: 75,
+                            wchan: "nfs_wait_bit_killable".into(),
+                        }],
+                    }),
+                    ethernet: vec![EthernetPort {
+                        name: "eth0".into(),
+                        operstate: "up".into(),
+                        speed_mbps: Some(100_000),
+                        duplex: "full".into(),
+                        carrier_changes: Some(3),
+                        pci_address: "0000:2a:00.0".into(),
+                        mtu: Some(9000),
+                    }],
                     storage: Some(StorageSample {
                         mounts: vec![
                             StorageMountSample {

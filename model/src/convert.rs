@@ -671,6 +671,48 @@ mod tests {
     }
 
     #[test]
+    fn os_and_ethernet_readings_round_trip_and_absent_stays_absent() {
+        let s = Sample {
+            timestamp: UnixMs(1_700_000_000_000),
+            gpus: vec![],
+            host: HostSample {
+                os: Some(OsSample {
+                    file_handles: Some(12_000),
+                    file_handles_max: Some(9_223_372_036_854_775_807),
+                    pages_swapped_in: Some(0),
+                    pages_swapped_out: None,
+                    oom_kills: Some(3),
+                    uninterruptible: Some(1),
+                    stuck: vec![StuckProcess {
+                        pid: 4242,
+                        comm: "python3".into(),
+                        blocked_seconds: 95,
+                        wchan: "nfs_wait_bit_killable".into(),
+                    }],
+                }),
+                ethernet: vec![EthernetPort {
+                    name: "eth0".into(),
+                    operstate: "up".into(),
+                    speed_mbps: Some(100_000),
+                    duplex: "full".into(),
+                    carrier_changes: Some(2),
+                    pci_address: "0000:2a:00.0".into(),
+                    mtu: Some(9000),
+                }],
+                ..Default::default()
+            },
+        };
+        assert_eq!(Sample::try_from(pb::Sample::from(s.clone())).unwrap(), s);
+        let none = Sample {
+            timestamp: UnixMs(1_700_000_000_000),
+            gpus: vec![],
+            host: HostSample::default(),
+        };
+        let back = Sample::try_from(pb::Sample::from(none)).unwrap();
+        assert_eq!((back.host.os, back.host.ethernet.len()), (None, 0));
+    }
+
+    #[test]
     fn storage_round_trips_and_absent_stays_absent() {
         let mut inv = Inventory::default();
         inv.host.storage = Some(StorageInfo {

@@ -26,8 +26,8 @@ pub use inventory::{
 };
 pub use labels::{Labels, Selector};
 pub use sample::{
-    CpuConfigSample, DiskSample, DriverDaemons, GpuProcess, GpuSample, GpuStatus, HostSample,
-    IbPortSample, NicSample, NvLinkSample, Sample,
+    CpuConfigSample, DiskSample, DriverDaemons, EthernetPort, GpuProcess, GpuSample, GpuStatus,
+    HostSample, IbPortSample, NicSample, NvLinkSample, OsSample, Sample, StuckProcess,
 };
 pub use storage::{
     StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,

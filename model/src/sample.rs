@@ -148,6 +148,56 @@ pub struct HostSample {
     /// Watched mounts and NVMe controllers (`None`: storage could not be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<crate::StorageSample>,
+    /// File handles, paging, OOM kills, stuck processes (`None`: procfs unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsSample>,
+    /// Physical Ethernet ports from sysfs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ethernet: Vec<EthernetPort>,
+}
+
+/// The operating system's own health, from procfs (`sys/fs/file-nr`, `vmstat`, `PID/stat`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OsSample {
+    pub file_handles: Option<u64>,
+    pub file_handles_max: Option<u64>,
+    /// Cumulative since boot.
+    pub pages_swapped_in: Option<u64>,
+    pub pages_swapped_out: Option<u64>,
+    pub oom_kills: Option<u64>,
+    /// Processes in state D at the last scan.
+    pub uninterruptible: Option<u32>,
+    /// Processes blocked without being scheduled across scans, longest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<StuckProcess>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StuckProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub blocked_seconds: u64,
+    pub wchan: String,
+}
+
+/// One physical Ethernet port (`/sys/class/net/NIC`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EthernetPort {
+    pub name: String,
+    pub operstate: String,
+    pub speed_mbps: Option<u64>,
+    pub duplex: String,
+    pub carrier_changes: Option<u64>,
+    pub pci_address: String,
+    pub mtu: Option<u32>,
+}
+
+impl EthernetPort {
+    /// The link is up (`operstate` up; `unknown` counts as up when a speed was negotiated,
+    /// as some drivers never set operstate).
+    pub fn is_up(&self) -> bool {
+        self.operstate == "up" || (self.operstate == "unknown" && self.speed_mbps.is_some())
+    }
 }
 
 /// How the host's CPUs and memory are set up (`/sys/devices/system/cpu`, `edac`, THP).

@@ -3,9 +3,10 @@
 //! full disk, NIC saturation and errors, kernel change).
 
 use gpufleet_model::{
-    CpuConfigSample, DiskInfo, DiskSample, DriverDaemons, DriverStackInfo, HostInfo, HostSample,
-    IbDeviceInfo, IbPortSample, KernelModuleInfo, NicInfo, NicSample, StorageInfo,
-    StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,
+    CpuConfigSample, DiskInfo, DiskSample, DriverDaemons, DriverStackInfo, EthernetPort, HostInfo,
+    HostSample, IbDeviceInfo, IbPortSample, KernelModuleInfo, NicInfo, NicSample, OsSample,
+    StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,
+    StuckProcess,
 };
 
 use crate::faults::Fault;
@@ -33,6 +34,14 @@ const F_MAC: u64 = 33;
 const F_CPU_FREQ: u64 = 40;
 const F_STATFS: u64 = 50;
 const F_NVME_TEMP: u64 = 60;
+const F_FILES: u64 = 41;
+
+/// `fs.file-max` as systemd sets it (LONG_MAX): on a healthy host the limit is never near.
+pub const FILE_MAX_UNLIMITED: u64 = i64::MAX as u64;
+/// The limit an administrator set on a host whose handles run out (`fs.file-max = 2097152`).
+pub const FILE_MAX_SET: u64 = 2_097_152;
+/// How long a process must be blocked before the agent can call it stuck: two process scans.
+const STUCK_VISIBLE_MS: i64 = 10_000;
 
 /// Per-node constants of the simulated host.
 #[derive(Debug)]
@@ -307,6 +316,99 @@ impl HostSim {
     }
 
     /// Governors, frequencies, THP and EDAC as the host's sysfs would show them.
+    /// The name a NIC fault without `nic` means: the host's first Ethernet port.
+    fn first_ethernet(&self) -> &'static str {
+        self.profile
+            .nics
+            .iter()
+            .find(|n| is_ethernet(n))
+            .map_or("eth0", |n| n.name)
+    }
+
+    fn eth_targets(&self, target: Option<&str>, name: &str) -> bool {
+        target.unwrap_or(self.first_ethernet()) == name
+    }
+
+    /// The link speed a NIC negotiated (`None`: down), and whether at half duplex.
+    fn eth_link(&self, h: &HostLive<'_>, nic: &crate::hosts::NicSpec) -> (Option<u64>, bool) {
+        if h.eth_down.iter().any(|m| self.eth_targets(*m, nic.name)) {
+            return (None, false);
+        }
+        match h.eth_speed.iter().find(|m| self.eth_targets(m.0, nic.name)) {
+            Some((_, speed, half)) => (Some(speed.unwrap_or(nic.speed_mbps)), *half),
+            None => (Some(nic.speed_mbps), false),
+        }
+    }
+
+    fn ethernet(&self, h: &HostLive<'_>) -> Vec<EthernetPort> {
+        self.profile
+            .nics
+            .iter()
+            .filter(|n| is_ethernet(n))
+            .enumerate()
+            .map(|(i, nic)| {
+                let (speed, half) = self.eth_link(h, nic);
+                let changes: u64 = h
+                    .eth_carrier_changes
+                    .iter()
+                    .filter(|(m, _)| self.eth_targets(*m, nic.name))
+                    .map(|(_, c)| c)
+                    .sum();
+                EthernetPort {
+                    name: nic.name.to_string(),
+                    operstate: if speed.is_some() { "up" } else { "down" }.into(),
+                    speed_mbps: speed,
+                    duplex: match (speed, half) {
+                        (None, _) => String::new(),
+                        (Some(_), true) => "half".into(),
+                        (Some(_), false) => "full".into(),
+                    },
+                    // One carrier-up at boot.
+                    carrier_changes: Some(1 + changes),
+                    pci_address: format!("0000:{:02x}:00.{}", 0x2a + i / 2, i % 2),
+                    mtu: Some(nic.mtu),
+                }
+            })
+            .collect()
+    }
+
+    fn os(&self, h: &HostLive<'_>, t: i64, tick: i64) -> OsSample {
+        let (allocated, max) = match h.file_handles_percent {
+            Some(pc) => (FILE_MAX_SET * u64::from(pc) / 100, FILE_MAX_SET),
+            None => (
+                (18_000.0 + 1_500.0 * self.noise.gauss(F_FILES, tick)) as u64,
+                FILE_MAX_UNLIMITED,
+            ),
+        };
+        let swapped_out = h.swapped_bytes.min(self.swap_total_bytes) / 4096;
+        let mut stuck = Vec::new();
+        let mut in_d = 0;
+        for (j, (comm, wchan, count, since)) in h.stuck.iter().enumerate() {
+            in_d += count;
+            if t - since < STUCK_VISIBLE_MS {
+                continue;
+            }
+            for k in 0..*count {
+                stuck.push(StuckProcess {
+                    pid: 40_000 + 100 * j as u32 + k,
+                    comm: comm.to_string(),
+                    blocked_seconds: ((t - since) / 1000) as u64,
+                    wchan: wchan.to_string(),
+                });
+            }
+        }
+        stuck.truncate(8);
+        OsSample {
+            file_handles: Some(allocated),
+            file_handles_max: Some(max),
+            pages_swapped_in: Some(h.swap_pages),
+            pages_swapped_out: Some(swapped_out + h.swap_pages),
+            oom_kills: Some(h.oom_kills),
+            uninterruptible: Some(in_d),
+            stuck,
+        }
+    }
+
     fn cpu_config(&self, h: &HostLive<'_>, t: i64) -> CpuConfigSample {
         let p = self.profile;
         let cap = h
@@ -479,6 +581,14 @@ impl HostSim {
                     .filter(|(target, _)| target.unwrap_or(fault_nic) == nic.name)
                     .map(|(_, count)| count)
                     .sum();
+                let link = if is_ethernet(nic) {
+                    self.eth_link(&h, nic).0
+                } else {
+                    Some(nic.speed_mbps)
+                };
+                if link.is_none() {
+                    (rx, tx) = (0.0, 0.0);
+                }
                 NicSample {
                     name: nic.name.to_string(),
                     rx_bytes_per_second: rx as u64,
@@ -487,7 +597,7 @@ impl HostSim {
                     tx_errors: Some(0),
                     rx_dropped: Some(errors * 2 / 5),
                     tx_dropped: Some(0),
-                    speed_mbps: Some(nic.speed_mbps),
+                    speed_mbps: link,
                 }
             })
             .collect();
@@ -507,6 +617,8 @@ impl HostSim {
             uptime_seconds: self.uptime_s(&h, t),
             ib_ports: self.ib_ports(&h, t),
             cpu_config: Some(self.cpu_config(&h, t)),
+            os: Some(self.os(&h, t, tick)),
+            ethernet: self.ethernet(&h),
             driver_daemons: Some(DriverDaemons {
                 persistenced: !h.persistenced_down,
                 fabricmanager: self.profile.nvswitch_count() > 0 && !h.fabricmanager_down,
@@ -563,6 +675,11 @@ impl HostSim {
 }
 
 /// A fault aimed at `target` (`None`: the first HCA) hits HCA `name`.
+/// A NIC the host shows under `/sys/class/net` as Ethernet (the `ibp…` ones are IPoIB).
+fn is_ethernet(n: &crate::hosts::NicSpec) -> bool {
+    !n.name.starts_with("ib")
+}
+
 fn targets(target: Option<&str>, name: &str) -> bool {
     target.unwrap_or("mlx5_0") == name
 }

@@ -226,6 +226,20 @@ pub struct HostLive<'a> {
     pub fabricmanager_down: bool,
     /// The installed Fabric Manager's version when it differs from the driver's.
     pub fabricmanager_version: Option<&'a str>,
+    /// Ethernet ports (`None`: the host's first) whose link is down.
+    pub eth_down: Vec<Option<&'a str>>,
+    /// Ethernet ports that negotiated a lower speed (Mb/s), or half duplex.
+    pub eth_speed: Vec<(Option<&'a str>, Option<u64>, bool)>,
+    /// Carrier changes per Ethernet port so far (two per flap).
+    pub eth_carrier_changes: Vec<(Option<&'a str>, u64)>,
+    /// File handles allocated as a percentage of the kernel's maximum.
+    pub file_handles_percent: Option<u32>,
+    /// Processes blocked in D state: (command, kernel wait channel, how many, since when).
+    pub stuck: Vec<(&'a str, &'a str, u32, i64)>,
+    /// Processes the OOM killer ended so far.
+    pub oom_kills: u64,
+    /// Pages swapped in and out so far by thrashing (swap use stays flat).
+    pub swap_pages: u64,
     /// Watched mounts remounted read-only, hung (statfs times out), unmounted, or nearly full.
     pub mounts_read_only: Vec<&'a str>,
     pub mounts_unresponsive: Vec<&'a str>,

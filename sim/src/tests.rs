@@ -701,6 +701,64 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
                 && d.nvswitch_count == 6
                 && !o.host.driver_daemons.unwrap().fabricmanager
         }),
+        ("nic_link_down", "h100", "", |o, _| {
+            let e = &o.host.ethernet[0];
+            let nic = o.host.nics.iter().find(|n| n.name == "eth0").unwrap();
+            !e.is_up() && e.speed_mbps.is_none() && nic.rx_bytes_per_second == 0
+        }),
+        (
+            "nic_speed_degraded",
+            "l40s",
+            "nic = \"ens1f1np1\"\nspeed_mbps = 100000\nhalf_duplex = true",
+            |o, _| {
+                let e = o
+                    .host
+                    .ethernet
+                    .iter()
+                    .find(|e| e.name == "ens1f1np1")
+                    .unwrap();
+                let other = o
+                    .host
+                    .ethernet
+                    .iter()
+                    .find(|e| e.name == "ens1f0np0")
+                    .unwrap();
+                e.is_up()
+                    && e.speed_mbps == Some(100_000)
+                    && e.duplex == "half"
+                    && other.speed_mbps == Some(200_000)
+            },
+        ),
+        ("nic_flapping", "h100", "per_minute = 6", |o, _| {
+            rising(
+                o.host.ethernet[0].carrier_changes,
+                o.host_prev.ethernet[0].carrier_changes,
+                1,
+            )
+        }),
+        ("file_handles_exhausted", "h100", "percent = 99", |o, _| {
+            let os = o.host.os.as_ref().unwrap();
+            os.file_handles.unwrap() * 100 / os.file_handles_max.unwrap() >= 98
+        }),
+        ("processes_stuck", "h100", "count = 3", |o, _| {
+            let os = o.host.os.as_ref().unwrap();
+            os.uninterruptible == Some(3)
+                && os.stuck.len() == 3
+                && os.stuck[0].wchan == "nfs_wait_bit_killable"
+                && os.stuck[0].blocked_seconds == (o.t - 60) as u64
+        }),
+        ("oom_kills", "h100", "per_minute = 60", |o, _| {
+            let (now, prev) = (o.host.os.as_ref(), o.host_prev.os.as_ref());
+            rising(now.unwrap().oom_kills, prev.unwrap().oom_kills, 1)
+        }),
+        ("swap_thrashing", "h100", "", |o, _| {
+            let (now, prev) = (
+                o.host.os.as_ref().unwrap(),
+                o.host_prev.os.as_ref().unwrap(),
+            );
+            rising(now.pages_swapped_in, prev.pages_swapped_in, 1000)
+                && o.host.swap_used_bytes == o.host_prev.swap_used_bytes
+        }),
         (
             "kernel_change",
             "h100",

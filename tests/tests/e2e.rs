@@ -80,7 +80,12 @@ fn serve_two_simulated_agents_and_query_them() {
         let d = json(gpufleet().args(["node", "gpu-node-a", "-o", "json", "--collector", &url]))?;
         d["latest"]["gpus"].as_array().is_some().then_some(d)
     })
-    .unwrap_or_else(|| panic!("gpu-node-a never had a sample; server log:\n{}", server.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "gpu-node-a never had a sample; server log:\n{}",
+            server.log()
+        )
+    });
     let gpus = detail["inventory"]["gpus"].as_array().unwrap();
     assert_eq!(gpus.len(), 8);
     for g in gpus {

@@ -195,6 +195,8 @@ impl HostSource for SysinfoHost {
             cpu_config: None,
             driver_daemons: None,
             storage: None,
+            os: None,
+            ethernet: Vec::new(),
         };
         self.unavailable_in_sample.clear();
         for part in &mut self.parts {

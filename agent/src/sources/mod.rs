@@ -12,9 +12,11 @@ pub use gpufleet_model::GpuInventory;
 pub mod cadence;
 pub mod cpu_config;
 pub mod driver_stack;
+pub mod ethernet;
 pub mod host;
 pub mod infiniband;
 pub mod nvml;
+pub mod os;
 pub mod simulated;
 pub mod storage;
 
@@ -102,6 +104,8 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
         Box::new(driver_stack::DriverStack::new(roots)),
         Box::new(storage::Storage::new(roots)),
+        Box::new(ethernet::Ethernet::new(&roots.sysfs)),
+        Box::new(os::Os::new(&roots.procfs)),
     ]
 }
 

@@ -20,6 +20,9 @@ pub struct FleetContext {
     /// Per GPU product name: the usual number of InfiniBand ports of its nodes (among nodes
     /// that have any), against which a node missing an HCA is judged.
     pub ib_ports: HashMap<String, Majority>,
+    /// Per (GPU product name, Ethernet port name): how that port looks on the nodes that
+    /// have it, against which one node's link down or slower link is judged.
+    pub ethernet: HashMap<(String, String), EthernetPeers>,
     pub nodes: usize,
     /// The compliance policy in force (`serve --policy`), if any.
     pub policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
@@ -76,6 +79,7 @@ impl FleetContext {
                 .collect(),
             peers: peers::by_model(nodes),
             ib_ports: ib_port_majorities(nodes),
+            ethernet: ethernet_peers(nodes),
             nodes: nodes.len(),
             policy: None,
         }
@@ -105,6 +109,46 @@ fn ib_port_majorities(nodes: &[&NodeState]) -> HashMap<String, Majority> {
     counts
         .into_iter()
         .filter_map(|(m, v)| Some((m.to_string(), majority(v.iter().map(String::as_str))?)))
+        .collect()
+}
+
+/// One Ethernet port name across the nodes of one GPU model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EthernetPeers {
+    /// Nodes that have a port of this name.
+    pub nodes: usize,
+    /// Of them, nodes where it is up.
+    pub up: usize,
+    /// The usual speed (Mb/s) where it is up.
+    pub speed: Option<Majority>,
+}
+
+fn ethernet_peers(nodes: &[&NodeState]) -> HashMap<(String, String), EthernetPeers> {
+    let mut acc: HashMap<(String, String), (EthernetPeers, Vec<String>)> = HashMap::new();
+    for n in nodes {
+        let (Some(model), Some(latest)) = (gpu_model(n), n.latest()) else {
+            continue;
+        };
+        for e in &latest.host.ethernet {
+            let entry = acc.entry((model.to_string(), e.name.clone())).or_default();
+            entry.0.nodes += 1;
+            if e.is_up() {
+                entry.0.up += 1;
+                if let Some(speed) = e.speed_mbps {
+                    entry.1.push(format!("{speed:012}"));
+                }
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(k, (mut peers, speeds))| {
+            // Zero-padded so that ties go to the faster speed.
+            peers.speed = majority(speeds.iter().map(String::as_str)).map(|m| Majority {
+                value: m.value.trim_start_matches('0').to_string(),
+                ..m
+            });
+            (k, peers)
+        })
         .collect()
 }
 

@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod auth;
 pub mod compliance;
 pub mod driver_stack;
+pub mod ethernet;
 pub mod fabric;
 pub mod findings;
 pub mod gpus;
@@ -21,6 +22,7 @@ pub mod host_config;
 pub mod http;
 pub mod ingest;
 pub mod nodes;
+pub mod os;
 pub mod storage;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,6 +144,8 @@ impl Collector for FleetSeries {
         nodes::encode(&mut enc, &nodes, self.now)?;
         fabric::encode(&mut enc, &nodes)?;
         host_config::encode(&mut enc, &nodes)?;
+        os::encode(&mut enc, &nodes)?;
+        ethernet::encode(&mut enc, &nodes)?;
         driver_stack::encode(&mut enc, &nodes)?;
         storage::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;

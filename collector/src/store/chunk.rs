@@ -153,6 +153,11 @@ columns!(ib_cols: pb::IbPortSample {
 columns!(cpu_config_cols: pb::CpuConfigSample {
     freq_avg_khz, freq_max_khz, scaling_max_khz, edac_corrected_errors, edac_uncorrected_errors,
 });
+columns!(os_cols: pb::OsSample {
+    file_handles, file_handles_max, pages_swapped_in, pages_swapped_out, oom_kills,
+    uninterruptible,
+});
+columns!(eth_cols: pb::EthernetPort { speed_mbps, carrier_changes, mtu });
 columns!(storage_mount_cols: pb::StorageMountSample {
     statfs_latency_ms, total_bytes, available_bytes,
 });
@@ -201,6 +206,15 @@ enum Slot {
     CpuConfig {
         field: u16,
     },
+    /// `os`.
+    Os {
+        field: u16,
+    },
+    /// `ethernet[port]`.
+    Eth {
+        port: u16,
+        field: u16,
+    },
     /// `storage.mounts[index]` (`list` 0) or `storage.nvme[index]` (`list` 1).
     Storage {
         list: u16,
@@ -223,6 +237,8 @@ impl Slot {
             Slot::Core { core } => (5, core.into(), 0, 0),
             Slot::Ib { port, field } => (6, port.into(), 0, field),
             Slot::CpuConfig { field } => (7, 0, 0, field),
+            Slot::Os { field } => (10, 0, 0, field),
+            Slot::Eth { port, field } => (11, port.into(), 0, field),
             Slot::Storage { list, index, field } => (8, index.into(), list.into(), field),
         };
         (kind << 56) | (a << 40) | (b << 24) | u64::from(f)
@@ -245,6 +261,8 @@ impl Slot {
             5 => Slot::Core { core: a },
             6 => Slot::Ib { port: a, field },
             7 => Slot::CpuConfig { field },
+            10 => Slot::Os { field },
+            11 => Slot::Eth { port: a, field },
             8 => Slot::Storage {
                 list: b,
                 index: a,
@@ -291,6 +309,19 @@ impl Slot {
                 let host = s.host.as_mut().ok_or_else(missing)?;
                 let c = host.cpu_config.as_mut().ok_or_else(missing)?;
                 cpu_config_cols::put(c, field.into(), v)
+            }
+            Slot::Os { field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let o = host.os.as_mut().ok_or_else(missing)?;
+                os_cols::put(o, field.into(), v)
+            }
+            Slot::Eth { port, field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let p = host
+                    .ethernet
+                    .get_mut(usize::from(port))
+                    .ok_or_else(missing)?;
+                eth_cols::put(p, field.into(), v)
             }
             Slot::Storage { list, index, field } => {
                 let host = s.host.as_mut().ok_or_else(missing)?;
@@ -368,6 +399,17 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
         if let Some(c) = h.cpu_config.as_mut() {
             cpu_config_cols::take(c, &mut vals);
             emit(&mut vals, &|field| Slot::CpuConfig { field });
+        }
+        if let Some(o) = h.os.as_mut() {
+            os_cols::take(o, &mut vals);
+            emit(&mut vals, &|field| Slot::Os { field });
+        }
+        for (i, p) in h.ethernet.iter_mut().enumerate().take(u16::MAX as usize) {
+            eth_cols::take(p, &mut vals);
+            emit(&mut vals, &|field| Slot::Eth {
+                port: i as u16,
+                field,
+            });
         }
         if let Some(st) = h.storage.as_mut() {
             for (i, m) in st.mounts.iter_mut().enumerate().take(u16::MAX as usize) {
@@ -744,6 +786,24 @@ mod tests {
                     edac_corrected_errors: Some(0),
                     ..Default::default()
                 }),
+                os: Some(pb::OsSample {
+                    file_handles: Some(18_000 + (t as u64 % 13)),
+                    file_handles_max: Some(i64::MAX as u64),
+                    pages_swapped_in: Some(0),
+                    pages_swapped_out: Some(t as u64 * 5),
+                    oom_kills: Some(0),
+                    uninterruptible: Some(u32::from(t % 10 == 0)),
+                    stuck: vec![],
+                }),
+                ethernet: vec![pb::EthernetPort {
+                    name: "eth0".into(),
+                    operstate: "up".into(),
+                    speed_mbps: Some(100_000),
+                    duplex: "full".into(),
+                    carrier_changes: Some(1),
+                    pci_address: "0000:2a:00.0".into(),
+                    mtu: Some(9000),
+                }],
                 storage: Some(pb::StorageSample {
                     mounts: ["/", "/datasets", "/checkpoints"]
                         .iter()
@@ -798,7 +858,22 @@ mod tests {
         samples[10] = pb::Sample::default();
         samples[11].host.as_mut().unwrap().ib_ports.truncate(2); // an HCA gone
         samples[12].host.as_mut().unwrap().cpu_config = None;
-        let st = samples[13].host.as_mut().unwrap().storage.as_mut().unwrap();
+        samples[13].host.as_mut().unwrap().os = None;
+        samples[14].host.as_mut().unwrap().ethernet.clear(); // the port unplugged from sysfs
+        samples[15]
+            .host
+            .as_mut()
+            .unwrap()
+            .os
+            .as_mut()
+            .unwrap()
+            .stuck = vec![pb::StuckProcess {
+            pid: 4242,
+            comm: "python3".into(),
+            blocked_seconds: 70,
+            wchan: "nfs_wait_bit_killable".into(),
+        }];
+        let st = samples[16].host.as_mut().unwrap().storage.as_mut().unwrap();
         st.mounts[1] = pb::StorageMountSample {
             mount_point: "/datasets".into(),
             unresponsive: true,
@@ -806,7 +881,7 @@ mod tests {
         }; // hung: no readings
         st.nvme.pop(); // a controller gone
         st.nvme[0].temperature_millicelsius = Some(i64::MIN);
-        samples[14].host.as_mut().unwrap().storage = None;
+        samples[17].host.as_mut().unwrap().storage = None;
         assert_eq!(decode(&encode(samples.clone())).unwrap(), samples);
         assert_eq!(
             decode(&encode(Vec::new())).unwrap(),

@@ -396,6 +396,8 @@ impl From<HostSample> for pb::HostSample {
             cpu_config: v.cpu_config.map(Into::into),
             driver_daemons: v.driver_daemons.map(Into::into),
             storage: v.storage.map(Into::into),
+            os: v.os.map(Into::into),
+            ethernet: v.ethernet.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -420,6 +422,8 @@ impl From<pb::HostSample> for HostSample {
             cpu_config: v.cpu_config.map(Into::into),
             driver_daemons: v.driver_daemons.map(Into::into),
             storage: v.storage.map(Into::into),
+            os: v.os.map(Into::into),
+            ethernet: v.ethernet.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -583,6 +587,63 @@ macro_rules! driver_daemons_fields {
 }
 driver_daemons_fields!(DriverDaemons => pb::DriverDaemons);
 driver_daemons_fields!(pb::DriverDaemons => DriverDaemons);
+
+macro_rules! os_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    file_handles: v.file_handles,
+                    file_handles_max: v.file_handles_max,
+                    pages_swapped_in: v.pages_swapped_in,
+                    pages_swapped_out: v.pages_swapped_out,
+                    oom_kills: v.oom_kills,
+                    uninterruptible: v.uninterruptible,
+                    stuck: v.stuck.into_iter().map(Into::into).collect(),
+                }
+            }
+        }
+    };
+}
+os_fields!(OsSample => pb::OsSample);
+os_fields!(pb::OsSample => OsSample);
+
+macro_rules! stuck_process_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    pid: v.pid,
+                    comm: v.comm,
+                    blocked_seconds: v.blocked_seconds,
+                    wchan: v.wchan,
+                }
+            }
+        }
+    };
+}
+stuck_process_fields!(StuckProcess => pb::StuckProcess);
+stuck_process_fields!(pb::StuckProcess => StuckProcess);
+
+macro_rules! ethernet_port_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    name: v.name,
+                    operstate: v.operstate,
+                    speed_mbps: v.speed_mbps,
+                    duplex: v.duplex,
+                    carrier_changes: v.carrier_changes,
+                    pci_address: v.pci_address,
+                    mtu: v.mtu,
+                }
+            }
+        }
+    };
+}
+ethernet_port_fields!(EthernetPort => pb::EthernetPort);
+ethernet_port_fields!(pb::EthernetPort => EthernetPort);
 
 macro_rules! storage_sample_fields {
     ($from:ty => $to:ty) => {

@@ -221,6 +221,10 @@ pub fn sanitize_host(h: &mut HostSample) -> u32 {
             }
         }
     }
+    for e in &mut h.ethernet {
+        // Ethernet tops out at 800 Gb/s today; a link that reads 0 or u32::MAX has no speed.
+        within(&mut e.speed_mbps, 1, 10_000_000, &mut n);
+    }
     if let Some(st) = h.storage.as_mut() {
         for m in &mut st.mounts {
             // A statfs is bounded by the agent's time-out (seconds); an hour is impossible.

@@ -27,6 +27,7 @@ mod fabric;
 mod host;
 mod memory;
 mod nvlink;
+mod os;
 mod pcie;
 mod power;
 mod storage;
@@ -55,6 +56,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     cpu::KINDS,
     driver::KINDS,
     storage::KINDS,
+    os::KINDS,
 ];
 
 /// Where a fault kind acts.

@@ -64,10 +64,12 @@ rules! {
     node_drift::NodeDrift,
     host::HostSaturation,
     nic_errors::NicErrors,
+    ethernet::Ethernet,
     infiniband::InfiniBand,
     cpu_config::CpuConfig,
     storage::Storage,
     swap::Swapping,
+    os::OsHealth,
     compliance::Compliance,
 }
 

@@ -1,5 +1,7 @@
 //! `host.memory.swapping`: the host is pushing memory out to swap, and more every minute —
 //! whatever touches the swapped pages (data loaders, pinned-buffer staging) stalls on disk.
+//! `host.memory.swap_thrashing`: swap use stays flat but pages keep coming back in from it
+//! (`/proc/vmstat` pswpin) — the working set no longer fits, and each page fault waits on disk.
 
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
@@ -21,11 +23,27 @@ const SWAPPING: Cause = Cause {
              killer ends the job; GPU nodes are usually best run without swap.",
 };
 
+const THRASHING: Cause = Cause {
+    id: "host.memory.swap_thrashing",
+    title: "Host thrashing on swap",
+    severity: Severity::Warning,
+    detects: "Pages swapped in from swap at more than 64 MiB per minute (pswpin in \
+              `/proc/vmstat`) over the last 5 minutes, in several separate intervals, while swap \
+              use itself is not growing (that is `host.memory.swapping`).",
+    action: "The processes' working set no longer fits in RAM: `vmstat 1` (si/so columns) and \
+             `smem -s swap` name who is paged; reduce dataloader workers, cache sizes or \
+             pinned buffers, or move work off the node. `swapoff -a` after freeing memory ends \
+             the thrashing.",
+};
+
 static INFO: RuleInfo = RuleInfo {
     id: SWAPPING.id,
     title: SWAPPING.title,
-    catalog: &[SWAPPING],
+    catalog: &[SWAPPING, THRASHING],
 };
+
+/// Bytes per page as `/proc/vmstat` counts swap (4 KiB on x86-64 and most arm64 kernels).
+const PAGE_BYTES: f64 = 4096.0;
 
 /// Swap growth that is real paging rather than the kernel evicting a few idle pages.
 const GROWTH_BYTES_PER_MINUTE: f64 = 64.0 * (1u64 << 20) as f64;
@@ -39,14 +57,16 @@ impl Rule for Swapping {
         let Some(latest) = node.latest() else {
             return vec![];
         };
-        if latest.host.swap_used_bytes == 0 {
-            return vec![];
-        }
-        let Some(g) = growth(&node.history, RATE_WINDOW_MS, |s| {
-            Some(s.host.swap_used_bytes)
-        })
-        .filter(|g| g.sustained(GROWTH_BYTES_PER_MINUTE, MIN_SAMPLES)) else {
-            return vec![];
+        let growing = (latest.host.swap_used_bytes > 0)
+            .then(|| {
+                growth(&node.history, RATE_WINDOW_MS, |s| {
+                    Some(s.host.swap_used_bytes)
+                })
+            })
+            .flatten()
+            .filter(|g| g.sustained(GROWTH_BYTES_PER_MINUTE, MIN_SAMPLES));
+        let Some(g) = growing else {
+            return self.thrashing(node, latest).into_iter().collect();
         };
         let mib = |b: f64| b / (1u64 << 20) as f64;
         let mut f = raise(self, &SWAPPING, node, g.first_rise);
@@ -92,13 +112,60 @@ impl Rule for Swapping {
     }
 }
 
+impl Swapping {
+    fn thrashing(&self, node: &NodeState, latest: &gpufleet_model::Sample) -> Option<Finding> {
+        let pages_per_minute = GROWTH_BYTES_PER_MINUTE / PAGE_BYTES;
+        let g = growth(&node.history, RATE_WINDOW_MS, |s| {
+            s.host.os.as_ref()?.pages_swapped_in
+        })
+        .filter(|g| g.sustained(pages_per_minute, MIN_SAMPLES))?;
+        let mib_per_minute = g.per_minute() * PAGE_BYTES / (1u64 << 20) as f64;
+        let mut f = raise(self, &THRASHING, node, g.first_rise);
+        f.evidence.push(
+            Evidence::new(
+                "host.os.pages_swapped_in rate",
+                format!("{:.0} pages/s ({mib_per_minute:.0} MiB/min)", g.per_minute() / 60.0),
+                format!("{:.0} MiB/min", GROWTH_BYTES_PER_MINUTE / (1u64 << 20) as f64),
+            )
+            .held_for(g.rising_for_ms(latest.timestamp)),
+        );
+        if let Some(out) = growth(&node.history, RATE_WINDOW_MS, |s| {
+            s.host.os.as_ref()?.pages_swapped_out
+        }) {
+            f.evidence.push(Evidence::new(
+                "host.os.pages_swapped_out rate",
+                format!("{:.0} pages/s", out.per_minute() / 60.0),
+                "",
+            ));
+        }
+        f.summary = format!(
+            "the host is thrashing: {:.0} MiB/min paged back in from swap while swap use stays \
+             at {:.1} GiB",
+            mib_per_minute,
+            latest.host.swap_used_bytes as f64 / (1u64 << 30) as f64
+        );
+        Some(f)
+    }
+}
+
 /// Nodes that fire each cause of this rule, for the catalog tests in `rules/mod.rs`.
 #[cfg(test)]
 pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
-    vec![super::testutil::trigger("swap", |i, s| {
-        s.host.swap_total_bytes = 64 << 30;
-        s.host.swap_used_bytes = (1 << 30) + i as u64 * (50 << 20);
-    })]
+    vec![
+        super::testutil::trigger("swap", |i, s| {
+            s.host.swap_total_bytes = 64 << 30;
+            s.host.swap_used_bytes = (1 << 30) + i as u64 * (50 << 20);
+        }),
+        super::testutil::trigger("swap thrashing", |i, s| {
+            s.host.swap_total_bytes = 64 << 30;
+            s.host.swap_used_bytes = 16 << 30;
+            s.host.os = Some(gpufleet_model::OsSample {
+                pages_swapped_in: Some(i as u64 * 5000),
+                pages_swapped_out: Some(i as u64 * 5000),
+                ..Default::default()
+            });
+        }),
+    ]
 }
 
 #[cfg(test)]
@@ -139,5 +206,49 @@ mod tests {
                 assert_eq!(f.evidence[0].value, "3000 MiB/min");
             }
         }
+    }
+
+    #[test]
+    fn thrashing_cases() {
+        // (name, swap used in sample i, pages swapped in by sample i, cause wanted)
+        type Read = fn(u64) -> u64;
+        let cases: &[(&str, Read, Read, Option<&str>)] = &[
+            ("no paging", |_| 16 << 30, |_| 100, None),
+            ("a trickle of swap-ins", |_| 16 << 30, |i| i * 10, None),
+            (
+                "5000 pages/s in, flat use",
+                |_| 16 << 30,
+                |i| i * 5000,
+                Some("host.memory.swap_thrashing"),
+            ),
+            (
+                "paging in while use grows is swapping, one finding",
+                |i| (1 << 30) + i * 50 * MIB,
+                |i| i * 5000,
+                Some("host.memory.swapping"),
+            ),
+        ];
+        for (name, used, pages, want) in cases {
+            let n = node(1, 60, |i, s| {
+                s.host.swap_total_bytes = 64 << 30;
+                s.host.swap_used_bytes = used(i as u64);
+                s.host.os = Some(gpufleet_model::OsSample {
+                    pages_swapped_in: Some(pages(i as u64)),
+                    ..Default::default()
+                });
+            });
+            let got = Swapping.check(&n, &FleetContext::default(), NOW);
+            let ids: Vec<&str> = got.iter().map(|f| f.rule_id.as_str()).collect();
+            assert_eq!(ids, want.iter().copied().collect::<Vec<_>>(), "{name}");
+        }
+        let n = node(1, 60, |i, s| {
+            s.host.swap_used_bytes = 16 << 30;
+            s.host.os = Some(gpufleet_model::OsSample {
+                pages_swapped_in: Some(i as u64 * 5000),
+                ..Default::default()
+            });
+        });
+        let f = &Swapping.check(&n, &FleetContext::default(), NOW)[0];
+        assert_eq!(f.evidence[0].value, "5000 pages/s (1172 MiB/min)");
     }
 }
