@@ -4,8 +4,9 @@
 //! scratch space or RAID member with it — and no GPU counter shows any of it.
 //!
 //! Fullness of a mount the host's disk list already covers (`/`, local filesystems) is
-//! `host.disk_full`'s; `storage.mount.full` speaks only for watched mounts outside it (NFS and
-//! the other network filesystems sysinfo leaves out), so one full filesystem is one finding.
+//! `host.disk_full`'s; `storage.mount.full` speaks only for watched mounts outside it (the
+//! network filesystems, which the agent leaves out of the disk list), so one full filesystem
+//! is one finding.
 
 use gpufleet_model::{
     Evidence, Finding, Sample, Severity, StorageMountSample, StorageNvmeSample, UnixMs,
