@@ -40,6 +40,8 @@ pub struct AgentConfig {
     /// Mount points the storage part watches (empty: `/` and every network filesystem).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub watch_mounts: Vec<PathBuf>,
+    /// The kernel log (`/dev/kmsg`, or a file of records for tests).
+    pub kmsg_path: PathBuf,
     pub collector: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -82,6 +84,7 @@ impl Default for AgentConfig {
             procfs_root: "/proc".into(),
             host_root: "/".into(),
             watch_mounts: Vec::new(),
+            kmsg_path: crate::sources::nvml::kmsg::DEV_KMSG.into(),
             collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
             interval: crate::DEFAULT_SAMPLE_INTERVAL,
             slow_interval: crate::sources::cadence::DEFAULT_SLOW_INTERVAL,

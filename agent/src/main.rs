@@ -90,6 +90,11 @@ struct SourceArgs {
     )]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     watch_mounts: Vec<PathBuf>,
+    /// The kernel log the agent reads Xids' companions from (NVSwitch SXids, PCIe, storage
+    /// and NIC errors): a device like /dev/kmsg, or a file of `prio,seq,usec,-;message`
+    /// records for testing.
+    #[arg(long, default_value = gpufleet_agent::sources::nvml::kmsg::DEV_KMSG)]
+    kmsg_path: PathBuf,
 }
 
 /// The node's labels: `--label` flags merged with `GPUFLEET_LABELS`.
@@ -370,6 +375,7 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
                 procfs: a.procfs_root.clone(),
                 root: a.host_root.clone(),
                 watch_mounts: a.watch_mounts.clone(),
+                kmsg: a.kmsg_path.clone(),
             },
         },
     })

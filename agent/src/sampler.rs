@@ -113,6 +113,7 @@ impl NodeAgent {
             host,
         };
         let mut events = self.gpu.events(now);
+        events.extend(self.host.events(now));
 
         let status: Vec<(u32, GpuStatus)> =
             sample.gpus.iter().map(|g| (g.index, g.status)).collect();

@@ -56,6 +56,9 @@ pub struct NodeState {
     /// Per GPU index: Xid events received since the collector started, and the last Xid.
     pub xid_events: BTreeMap<u32, u64>,
     pub last_xid: BTreeMap<u32, u32>,
+    /// Kernel-log error events received since the collector started, by type (`sxid`,
+    /// `pcie_aer`, `storage`, `nic_tx_timeout`, `hung_task`).
+    pub kernel_events: BTreeMap<String, u64>,
 }
 
 impl NodeState {
@@ -117,6 +120,7 @@ impl NodeState {
             known_gpus: BTreeMap::new(),
             xid_events: self.xid_events.clone(),
             last_xid: self.last_xid.clone(),
+            kernel_events: self.kernel_events.clone(),
         }
     }
 }
@@ -286,6 +290,11 @@ impl Fleet {
                 if let (Some(xid), Some(gpu)) = (e.xid, e.gpu_index) {
                     *n.xid_events.entry(gpu).or_default() += 1;
                     n.last_xid.insert(gpu, xid);
+                }
+                if e.kind == gpufleet_model::EventKind::Kernel {
+                    let kind = e.code.trim_start_matches("kernel.");
+                    let kind = kind.split('.').next().unwrap_or(kind);
+                    *n.kernel_events.entry(kind.to_string()).or_default() += 1;
                 }
                 n.events.push_back(e.clone());
             }

@@ -266,7 +266,18 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
                     ..Default::default()
                 },
             }],
-            events: if seq == 0 { vec![xid] } else { vec![] },
+            events: if seq == 0 {
+                vec![
+                    xid,
+                    gpufleet_model::kernel_log::classify(
+                        "nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 12028, Fatal, Link 46 egress non-posted PRIV error (First)",
+                    )
+                    .unwrap()
+                    .event(now, "kmsg"),
+                ]
+            } else {
+                vec![]
+            },
             inventory: None,
             dropped_samples: 0,
             dropped_events: 0,

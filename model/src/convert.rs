@@ -226,6 +226,7 @@ impl From<EventKind> for pb::EventKind {
             EventKind::GpuLost => pb::EventKind::GpuLost,
             EventKind::Nvml => pb::EventKind::Nvml,
             EventKind::Agent => pb::EventKind::Agent,
+            EventKind::Kernel => pb::EventKind::Kernel,
         }
     }
 }
@@ -238,6 +239,7 @@ impl From<pb::EventKind> for EventKind {
             pb::EventKind::Saturation => EventKind::Saturation,
             pb::EventKind::GpuLost => EventKind::GpuLost,
             pb::EventKind::Nvml => EventKind::Nvml,
+            pb::EventKind::Kernel => EventKind::Kernel,
             pb::EventKind::Agent | pb::EventKind::Unspecified => EventKind::Agent,
         }
     }

@@ -14,6 +14,9 @@ pub enum EventKind {
     Saturation,
     GpuLost,
     Nvml,
+    /// A hardware or driver error from the kernel log other than an Xid (NVSwitch SXid, PCIe
+    /// AER, storage, NIC transmit timeout, hung task): `code` says which ([`crate::kernel_log`]).
+    Kernel,
     #[default]
     Agent,
 }

@@ -11,6 +11,7 @@ pub mod event;
 pub mod exposition;
 pub mod finding;
 pub mod inventory;
+pub mod kernel_log;
 pub mod labels;
 pub mod pcie;
 pub mod sample;

@@ -630,6 +630,44 @@ impl HostSim {
 }
 
 impl HostSim {
+    /// Kernel-log events the node's faults write in `(after, until]` (ms from the origin),
+    /// dated from `origin`, in time order.
+    pub fn events(
+        &self,
+        after: i64,
+        until: i64,
+        origin: gpufleet_model::UnixMs,
+    ) -> Vec<gpufleet_model::Event> {
+        let mut out = Vec::new();
+        for f in &self.faults {
+            let Some(k) = f.kind.kernel_log() else {
+                continue;
+            };
+            let Some(line) = gpufleet_model::kernel_log::classify(&k.line) else {
+                continue;
+            };
+            let start = f.start_ms as i64;
+            let end = f.end_ms.map_or(i64::MAX, |e| e as i64);
+            let interval = k.interval_ms.max(1);
+            // Occurrence n at start + n·interval, while the fault is on.
+            let lo = after + 1 - start;
+            let hi = until.min(end - 1) - start;
+            if hi < 0 {
+                continue;
+            }
+            let first = if lo <= 0 {
+                0
+            } else {
+                (lo + interval - 1) / interval
+            };
+            for n in first..=hi / interval {
+                out.push(line.event(origin.plus_ms(start + n * interval), "simulated"));
+            }
+        }
+        out.sort_by_key(|e| e.timestamp);
+        out
+    }
+
     /// The node's driver at `t`: the simulated one unless a `driver_change` installed another.
     fn driver_version(&self, t: i64) -> &str {
         let mut n = NodeInfoEdit::default();

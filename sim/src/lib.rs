@@ -84,6 +84,8 @@ pub struct SimulatedGpus {
 pub struct SimulatedHost {
     host: HostSim,
     start: UnixMs,
+    /// Kernel-log events up to this offset (ms) have been handed out.
+    events_until: i64,
 }
 
 /// Builds a simulated node: its GPUs and its host. Fails on an unknown model, a bad GPU count,
@@ -131,6 +133,7 @@ pub fn simulated_node(cfg: SimConfig) -> Result<(SimulatedGpus, SimulatedHost), 
         SimulatedHost {
             host,
             start: cfg.start,
+            events_until: -1,
         },
     ))
 }
@@ -240,6 +243,23 @@ impl SimulatedGpus {
 }
 
 impl SimulatedHost {
+    /// Kernel-log events since the last call (on the first: since the virtual origin).
+    pub fn events(&mut self, now: UnixMs) -> Vec<Event> {
+        let t = now.0 - self.start.0;
+        if t <= self.events_until {
+            return Vec::new();
+        }
+        let events = self.host.events(self.events_until, t, self.start);
+        self.events_until = t;
+        events
+    }
+
+    /// Kernel-log events in `(after, until]`, without moving the cursor.
+    pub fn events_between(&self, after: UnixMs, until: UnixMs) -> Vec<Event> {
+        self.host
+            .events(after.0 - self.start.0, until.0 - self.start.0, self.start)
+    }
+
     pub fn info(&self, now: UnixMs) -> HostInfo {
         self.host.info(now.0 - self.start.0)
     }

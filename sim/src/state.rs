@@ -144,6 +144,14 @@ pub struct NodeInfoEdit<'a> {
     pub kernel_version: Option<&'a str>,
 }
 
+/// Kernel log lines a node-scoped fault writes while it is on: `line` every `interval_ms`,
+/// the first at the fault's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLogSchedule {
+    pub line: String,
+    pub interval_ms: i64,
+}
+
 /// An Xid a fault raises: `repeat` times, `interval_ms` apart, from its start while it is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XidSchedule {

@@ -389,6 +389,8 @@ struct Obs {
     info: HostInfo,
     /// Xids of the last ten minutes.
     xids: Vec<u32>,
+    /// Codes of the host's kernel-log events of the last minute.
+    kernel: Vec<String>,
     t: i64,
 }
 
@@ -408,6 +410,11 @@ fn observe(gpus: &mut SimulatedGpus, host: &mut SimulatedHost, t: i64) -> Obs {
             .events_between(at(t - 600), at(t))
             .iter()
             .filter_map(|e| e.xid)
+            .collect(),
+        kernel: host
+            .events_between(at(t - 60), at(t))
+            .into_iter()
+            .map(|e| e.code)
             .collect(),
         t,
     }
@@ -758,6 +765,24 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
             );
             rising(now.pages_swapped_in, prev.pages_swapped_in, 1000)
                 && o.host.swap_used_bytes == o.host_prev.swap_used_bytes
+        }),
+        ("nvswitch_sxid", "h100", "nvswitch = 2", |o, _| {
+            o.kernel.iter().any(|c| c == "kernel.sxid.12028")
+        }),
+        (
+            "kernel_pcie_errors",
+            "h100",
+            "severity = \"Uncorrected (Fatal)\"",
+            |o, _| o.kernel.iter().any(|c| c == "kernel.pcie_aer"),
+        ),
+        (
+            "kernel_storage_errors",
+            "h100",
+            "timeouts = true",
+            |o, _| o.kernel.len() >= 5 && o.kernel.iter().all(|c| c == "kernel.storage"),
+        ),
+        ("nic_tx_timeout", "h100", "", |o, _| {
+            o.kernel.iter().any(|c| c == "kernel.nic_tx_timeout")
         }),
         (
             "kernel_change",

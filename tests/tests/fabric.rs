@@ -38,6 +38,8 @@ fn probe(sysfs: &Path, json: bool) -> String {
         .arg("--host-root")
         .arg(repo_root().join("tests/fixtures/rootfs/hgx-h100"))
         .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+        .arg("--kmsg-path")
+        .arg(repo_root().join("tests/fixtures/kmsg/hgx-h100.txt"))
         .env("GPUFLEET_CONFIG", "/dev/null");
     if json {
         cmd.arg("--json");
@@ -117,6 +119,8 @@ fn a_downed_and_a_downgraded_port_are_diagnosed_on_the_right_hca() {
     .arg(state.path())
     .args(["--collector", &url])
     .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+    .arg("--kmsg-path")
+    .arg(repo_root().join("tests/fixtures/kmsg/hgx-h100.txt"))
     .env("GPUFLEET_CONFIG", "/dev/null");
     let mut a = Proc::spawn(cmd, "agent hgx-07");
     // Healthy first, then the faults, as the kernel would write them.

@@ -1,4 +1,5 @@
-//! The OS and Ethernet-link parts over the real agent binary, on the HGX fixture trees
+//! The OS, Ethernet-link and kernel-log parts over the real agent binary, on the HGX fixture
+//! trees
 //! (`tests/fixtures/sysfs/hgx-h100-8x-ndr` for `/sys/class/net`, `tests/fixtures/procfs/hgx-h100`
 //! for file handles, vmstat and the process list), as node_exporter's tests do with
 //! `--path.sysfs` / `--path.procfs`.
@@ -38,6 +39,8 @@ fn probe(sysfs: &Path, procfs: &Path, json: bool) -> String {
         .arg("--host-root")
         .arg(fixture("rootfs", "hgx-h100"))
         .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+        .arg("--kmsg-path")
+        .arg(repo_root().join("tests/fixtures/kmsg/hgx-h100.txt"))
         .env("GPUFLEET_CONFIG", "/dev/null");
     if json {
         cmd.arg("--json");
@@ -84,12 +87,14 @@ fn probe_says_which_part_is_missing_and_why() {
 }
 
 /// The storage port's link dropped, the kernel's file handles nearly gone, the OOM killer at
-/// work: the collector names all three on the right node, from the real agent reading the
-/// kernel's files.
+/// work, a fatal NVSwitch SXid and a disk write error in the kernel log: the collector names
+/// all five on the right node, from the real agent reading the kernel's files.
 #[test]
-fn a_dropped_link_exhausted_handles_and_an_oom_kill_are_diagnosed() {
+fn link_handles_oom_sxid_and_disk_errors_are_diagnosed() {
     let sys = copy(&fixture("sysfs", "hgx-h100-8x-ndr"));
     let proc = copy(&fixture("procfs", "hgx-h100"));
+    let kmsg = proc.path().join("kmsg.txt");
+    std::fs::copy(repo_root().join("tests/fixtures/kmsg/hgx-h100.txt"), &kmsg).unwrap();
     let port = free_port();
     let data = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -115,6 +120,8 @@ fn a_dropped_link_exhausted_handles_and_an_oom_kill_are_diagnosed() {
     .arg(state.path())
     .args(["--collector", &url])
     .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+    .arg("--kmsg-path")
+    .arg(&kmsg)
     .env("GPUFLEET_CONFIG", "/dev/null");
     let mut a = Proc::spawn(cmd, "agent hgx-08");
     // Healthy first (the port is seen up), then the faults, as the kernel would write them.
@@ -131,6 +138,24 @@ fn a_dropped_link_exhausted_handles_and_an_oom_kill_are_diagnosed() {
         vmstat.replace("oom_kill 0", "oom_kill 1"),
     )
     .unwrap();
+
+    // And the kernel log: a fatal SXid and a write error, stamped now (records count
+    // microseconds from boot).
+    let uptime_us = (std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        * 1e6) as u64;
+    let mut log = std::fs::read_to_string(&kmsg).unwrap();
+    log += &format!(
+        "3,100,{uptime_us},-;nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 12028, Fatal, Link 46 egress non-posted PRIV error (First)\n\
+         3,101,{},-;I/O error, dev nvme1n1, sector 1953525168 op 0x1:(WRITE) flags 0x0 phys_seg 1 prio class 2\n",
+        uptime_us + 1000
+    );
+    std::fs::write(&kmsg, log).unwrap();
 
     let found = wait_for(Duration::from_secs(90), || {
         let out = run(
@@ -149,9 +174,11 @@ fn a_dropped_link_exhausted_handles_and_an_oom_kill_are_diagnosed() {
             by("host.nic.link_down")?,
             by("host.os.file_handles")?,
             by("host.memory.oom_kills")?,
+            by("fabric.nvswitch.sxid_fatal")?,
+            by("host.kernel.storage_errors")?,
         ))
     });
-    let (link, files, oom) =
+    let (link, files, oom, sxid, storage) =
         found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
     assert_eq!(
         link["summary"], "Ethernet link down: enp170s0f1np1 (PCI 0000:aa:00.1)",
@@ -171,6 +198,25 @@ fn a_dropped_link_exhausted_handles_and_an_oom_kill_are_diagnosed() {
             .unwrap()
             .starts_with("the OOM killer ended 1 process in the last"),
         "{oom}"
+    );
+    assert_eq!(
+        sxid["summary"], "fatal NVSwitch SXid: NVSwitch 1 (0000:06:00.0) SXid 12028 (1×)",
+        "{sxid}"
+    );
+    assert_eq!(sxid["severity"], "critical");
+    assert_eq!(
+        storage["summary"], "storage errors: nvme1n1: I/O error (1×)",
+        "{storage}"
+    );
+    // The boot-time non-fatal SXids of the fixture log are not a finding.
+    assert!(
+        !run(
+            gpufleet().args(["diagnose", "hgx-08", "-o", "json", "--collector", &url]),
+            false
+        )
+        .stdout
+        .windows(13)
+        .any(|w| w == b"sxid_nonfatal"),
     );
     assert!(a.terminate(Duration::from_secs(10)).is_some());
     assert!(collector.terminate(Duration::from_secs(10)).is_some());

@@ -45,6 +45,8 @@ fn roots(cmd: &mut std::process::Command, procfs: &Path, sysfs: &Path, root: &Pa
         .arg("--nvml-lib")
         .arg(fake_nvml_lib())
         .env("FAKE_NVML_FIXTURE", nvml_fixture("h100-8gpu.json"))
+        .arg("--kmsg-path")
+        .arg(repo_root().join("tests/fixtures/kmsg/hgx-h100.txt"))
         .env("GPUFLEET_CONFIG", "/dev/null");
 }
 

@@ -303,6 +303,7 @@ mod tests {
             procfs: base.join("procfs/hgx-h100"),
             root: base.join("rootfs/hgx-h100"),
             watch_mounts: Vec::new(),
+            kmsg: "/nonexistent".into(),
         }
     }
 
@@ -466,6 +467,7 @@ mod tests {
             procfs: dir.path().join("proc"),
             root: dir.path().to_path_buf(),
             watch_mounts: Vec::new(),
+            kmsg: dir.path().join("kmsg"),
         };
         let mut part = DriverStack::new(&roots);
         let e = part.info(&mut HostInfo::default()).unwrap_err();

@@ -148,6 +148,10 @@ impl HostSource for SysinfoHost {
         info
     }
 
+    fn events(&mut self, now: UnixMs) -> Vec<gpufleet_model::Event> {
+        self.parts.iter_mut().flat_map(|p| p.events(now)).collect()
+    }
+
     fn unavailable(&self) -> Vec<(&'static str, String)> {
         let mut out = self.unavailable.clone();
         for u in &self.unavailable_in_sample {

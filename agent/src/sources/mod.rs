@@ -15,6 +15,7 @@ pub mod driver_stack;
 pub mod ethernet;
 pub mod host;
 pub mod infiniband;
+pub mod kernel_log;
 pub mod nvml;
 pub mod os;
 pub mod simulated;
@@ -59,6 +60,10 @@ pub trait HostSource: Send {
     fn unavailable(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// Host events since the last call (kernel-log errors); called once per sample.
+    fn events(&mut self, _now: UnixMs) -> Vec<Event> {
+        Vec::new()
+    }
 }
 
 /// One part of the host read from sysfs or procfs beyond what sysinfo gives (InfiniBand, …).
@@ -71,6 +76,10 @@ pub trait HostPart: Send {
     fn info(&mut self, info: &mut HostInfo) -> Result<(), String>;
     /// Adds this part's readings to `sample`.
     fn sample(&mut self, now: UnixMs, sample: &mut HostSample) -> Result<(), String>;
+    /// Events that arrived since the last call (the kernel log's errors). Must not block.
+    fn events(&mut self, _now: UnixMs) -> Vec<Event> {
+        Vec::new()
+    }
 }
 
 /// Where the host parts read the kernel's files: `/sys` and `/proc` on a real host, fixture
@@ -84,6 +93,8 @@ pub struct HostRoots {
     pub procfs: std::path::PathBuf,
     pub root: std::path::PathBuf,
     pub watch_mounts: Vec<std::path::PathBuf>,
+    /// The kernel log (`/dev/kmsg`; a file of records for tests, `--kmsg-path`).
+    pub kmsg: std::path::PathBuf,
 }
 
 impl Default for HostRoots {
@@ -93,6 +104,7 @@ impl Default for HostRoots {
             procfs: "/proc".into(),
             root: "/".into(),
             watch_mounts: Vec::new(),
+            kmsg: nvml::kmsg::DEV_KMSG.into(),
         }
     }
 }
@@ -106,6 +118,7 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(storage::Storage::new(roots)),
         Box::new(ethernet::Ethernet::new(&roots.sysfs)),
         Box::new(os::Os::new(&roots.procfs)),
+        Box::new(kernel_log::KernelLog::open(&roots.kmsg)),
     ]
 }
 

@@ -76,6 +76,10 @@ impl HostSource for SimulatedHost {
     fn sample(&mut self, now: UnixMs) -> HostSample {
         SimulatedHost::sample(self, now)
     }
+
+    fn events(&mut self, now: UnixMs) -> Vec<Event> {
+        SimulatedHost::events(self, now)
+    }
 }
 
 #[cfg(test)]

@@ -484,6 +484,7 @@ mod tests {
             procfs: fx.join("procfs/hgx-h100"),
             root: fx.join("rootfs/hgx-h100"),
             watch_mounts: Vec::new(),
+            kmsg: "/nonexistent".into(),
         }
     }
 
@@ -599,6 +600,7 @@ garbage
             procfs: dir.path().join("proc"),
             root: dir.path().join("root"),
             watch_mounts: Vec::new(),
+            kmsg: "/nonexistent".into(),
         };
         let rw = "40 22 0:52 / /datasets rw - nfs4 s:/d rw\n";
         fs::write(proc_dir.join("mountinfo"), rw).unwrap();
@@ -649,6 +651,7 @@ garbage
             procfs: dir.path().join("proc"),
             root,
             watch_mounts: vec!["/datasets".into()],
+            kmsg: "/nonexistent".into(),
         };
         let mut s = HostSample::default();
         Storage::new(&roots).sample(UnixMs(1), &mut s).unwrap();

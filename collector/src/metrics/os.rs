@@ -16,6 +16,19 @@ pub fn encode(enc: &mut DescriptorEncoder, nodes: &[&NodeState]) -> Result<(), s
         .collect();
 
     let mut f = enc.encode_descriptor(
+        "gpufleet_kernel_log_events",
+        "Hardware and driver errors from the node's kernel log since the collector started, by type (sxid, pcie_aer, storage, nic_tx_timeout, hung_task).",
+        None,
+        MetricType::Counter,
+    )?;
+    for n in nodes {
+        for (kind, v) in &n.kernel_events {
+            f.encode_family(&LabelSet([("Hostname", n.name()), ("type", kind.as_str())]))?
+                .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+        }
+    }
+
+    let mut f = enc.encode_descriptor(
         "gpufleet_file_handles",
         "File handles the kernel has allocated (`allocated`) and its limit, fs.file-max (`max`).",
         None,

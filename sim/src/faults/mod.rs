@@ -25,6 +25,7 @@ mod cpu;
 mod driver;
 mod fabric;
 mod host;
+mod kernel;
 mod memory;
 mod nvlink;
 mod os;
@@ -57,6 +58,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     driver::KINDS,
     storage::KINDS,
     os::KINDS,
+    kernel::KINDS,
 ];
 
 /// Where a fault kind acts.
@@ -164,6 +166,11 @@ pub trait FaultKind: fmt::Debug + Send + Sync + 'static {
 
     /// The Xid the fault raises, if any.
     fn xid(&self) -> Option<XidSchedule> {
+        None
+    }
+
+    /// The kernel log lines a node-scoped fault writes (SXids, AER, storage, NIC), if any.
+    fn kernel_log(&self) -> Option<crate::state::KernelLogSchedule> {
         None
     }
 

@@ -117,22 +117,47 @@ impl KmsgReader {
         self.overrun
     }
 
+    /// Opens `path`: a kernel log device such as `/dev/kmsg`, or a regular file of records,
+    /// one per line (a replay or a test fixture; dated from this host's boot).
+    pub fn open_path(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            KmsgReader::from_text_file(path, boot_time().unwrap_or_else(UnixMs::now))
+        } else {
+            KmsgReader::open(path)
+        }
+    }
+
     /// Xid events in the records that arrived since the last call (on the first call: the
     /// whole ring buffer). `gpus` maps PCI bus ids to GPUs; an Xid on an unknown address is
     /// reported without a GPU.
     pub fn read(&mut self, now: UnixMs, gpus: &GpuByPci) -> Vec<Event> {
-        let records = self.read_records();
-        let mut events = Vec::new();
-        for r in records {
+        let boot = self.boot;
+        self.read_new()
+            .iter()
+            .filter_map(|r| record_event(r, boot, now, gpus))
+            .collect()
+    }
+
+    /// The records that arrived since the last call, each once (on the first call: the whole
+    /// ring buffer).
+    pub fn read_new(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for r in self.read_records() {
             if self.last_seq.is_some_and(|last| r.seq <= last) {
                 continue;
             }
             self.last_seq = Some(r.seq);
-            if let Some(e) = record_event(&r, self.boot, now, gpus) {
-                events.push(e);
-            }
+            out.push(r);
         }
-        events
+        out
+    }
+
+    /// When a record was logged: boot time plus its timestamp, or `now` when boot time is
+    /// unknown.
+    pub fn dated(&self, r: &Record, now: UnixMs) -> UnixMs {
+        self.boot
+            .map_or(now, |b| b.plus_ms((r.ts_usec / 1000) as i64))
     }
 
     fn read_records(&mut self) -> Vec<Record> {
@@ -199,6 +224,7 @@ pub fn parse_record(text: &str) -> Option<Record> {
 fn record_event(r: &Record, boot: Option<UnixMs>, now: UnixMs, gpus: &GpuByPci) -> Option<Event> {
     let k = xid::parse_kernel_line(&r.message)?;
     let at = boot.map_or(now, |b| b.plus_ms((r.ts_usec / 1000) as i64));
+
     let mut e = xid_event(at, k.xid, "kmsg")
         .detail("pci_bus_id", &k.pci_bus_id)
         .detail("text", &k.text);

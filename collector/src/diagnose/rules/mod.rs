@@ -70,6 +70,7 @@ rules! {
     storage::Storage,
     swap::Swapping,
     os::OsHealth,
+    kernel_log::KernelLog,
     compliance::Compliance,
 }
 

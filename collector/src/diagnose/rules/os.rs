@@ -4,7 +4,7 @@
 //! on a hung filesystem or a wedged driver and will not come back by themselves; the OOM
 //! killer ends dataloader workers or the training process itself.
 
-use gpufleet_model::{Evidence, Finding, OsSample, Sample, Severity, StuckProcess, UnixMs};
+use gpufleet_model::{Event, Evidence, Finding, OsSample, Sample, Severity, StuckProcess, UnixMs};
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, growth, sustained_node};
@@ -31,8 +31,10 @@ const STUCK: Cause = Cause {
     title: "Processes stuck in uninterruptible sleep",
     severity: Severity::Warning,
     detects: "Processes blocked in state D without being scheduled for 60 s or more (what the \
-              kernel's hung-task detector reports), in 3 samples. The kernel function they wait \
-              in (wchan) names the culprit: NFS/RPC, block I/O, or the GPU driver.",
+              kernel's hung-task detector reports), in 3 samples, or the kernel's own `task … \
+              blocked for more than N seconds` lines in the last 10 minutes. The kernel \
+              function they wait in (wchan) names the culprit: NFS/RPC, block I/O, or the GPU \
+              driver.",
     action: "`cat /proc/PID/stack` (as root) and `dmesg | grep -i 'blocked for more than'` show \
              where they hang. NFS or parallel-filesystem waits: check the mount and its server \
              (`mount | grep nfs`, `nfsstat`); block I/O: the disk or RAID (`iostat -x 1`, \
@@ -64,6 +66,8 @@ const FILES_CRITICAL: f64 = 0.98;
 /// Blocked this long is stuck: the kernel's hung-task detector waits 120 s by default, and a
 /// training step stalled for a minute is already lost time.
 const STUCK_SECONDS: u64 = 60;
+/// How long a kernel hung-task line keeps the finding up.
+const HUNG_TASK_RECENT_MS: u64 = 10 * 60 * 1000;
 
 fn os(s: &Sample) -> Option<&OsSample> {
     s.host.os.as_ref()
@@ -127,9 +131,12 @@ impl OsHealth {
         Some(f)
     }
 
-    fn stuck(&self, node: &NodeState, latest: &Sample) -> Option<Finding> {
+    fn stuck(&self, node: &NodeState, latest: &Sample, now: UnixMs) -> Option<Finding> {
+        let Some(longest) = os(latest).and_then(|o| stuck(o).map(|p| p.blocked_seconds).max())
+        else {
+            return self.hung_tasks(node, now);
+        };
         let o = os(latest)?;
-        let longest = stuck(o).map(|p| p.blocked_seconds).max()?;
         let held = sustained_node(node, 0, |s| os(s).is_some_and(|o| stuck(o).next().is_some()))?;
         let since = latest.timestamp.plus_ms(-((longest * 1000) as i64));
         let mut f = raise(self, &STUCK, node, since.min(held.since));
@@ -165,6 +172,41 @@ impl OsHealth {
             } else {
                 format!(", waiting on {}", on.join(" and "))
             }
+        );
+        Some(f)
+    }
+
+    /// The kernel's hung-task warnings, for hosts whose processes the agent cannot scan.
+    fn hung_tasks(&self, node: &NodeState, now: UnixMs) -> Option<Finding> {
+        let hung: Vec<&Event> = node
+            .events
+            .iter()
+            .filter(|e| e.code == "kernel.hung_task" && now.since(e.timestamp) <= HUNG_TASK_RECENT_MS)
+            .collect();
+        let first = hung.iter().map(|e| e.timestamp).min()?;
+        let mut f = raise(self, &STUCK, node, first);
+        let mut names = Vec::new();
+        for e in &hung {
+            let who = format!(
+                "{}:{}",
+                e.details.get("comm").map_or("?", String::as_str),
+                e.details.get("pid").map_or("?", String::as_str)
+            );
+            if names.contains(&who) {
+                continue;
+            }
+            f.evidence.push(Evidence::new(
+                &format!("kernel_log[hung_task {who}]"),
+                &e.message,
+                format!("< {STUCK_SECONDS} s in D state"),
+            ));
+            names.push(who);
+        }
+        f.summary = format!(
+            "the kernel reports {} hung task{}: {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
         );
         Some(f)
     }
@@ -207,16 +249,13 @@ impl Rule for OsHealth {
         &INFO
     }
 
-    fn check(&self, node: &NodeState, _fleet: &FleetContext, _now: UnixMs) -> Vec<Finding> {
+    fn check(&self, node: &NodeState, _fleet: &FleetContext, now: UnixMs) -> Vec<Finding> {
         let Some(latest) = node.latest() else {
             return vec![];
         };
-        if latest.host.os.is_none() {
-            return vec![];
-        }
         [
             self.files(node, latest),
-            self.stuck(node, latest),
+            self.stuck(node, latest, now),
             self.oom(node, latest),
         ]
         .into_iter()
@@ -384,6 +423,27 @@ mod tests {
         assert_eq!(f.evidence[0].field, "host.os.stuck[10]");
         assert_eq!(f.evidence[0].value, "python3 blocked 300 s in nfs_wait_bit_killable");
         assert_eq!(f.since, UnixMs(100_000 - 300_000));
+    }
+
+    #[test]
+    fn the_kernels_hung_task_lines_stand_in_when_no_scan_sees_them() {
+        let mut n = node(8, 10, |_, _| {});
+        for at in [80_000, 95_000] {
+            n.events.push_back(
+                gpufleet_model::kernel_log::classify(
+                    "INFO: task python3:4242 blocked for more than 120 seconds.",
+                )
+                .unwrap()
+                .event(UnixMs(at), "kmsg"),
+            );
+        }
+        let got = OsHealth.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].rule_id, "host.os.stuck_processes");
+        assert_eq!(got[0].summary, "the kernel reports 1 hung task: python3:4242");
+        assert_eq!(got[0].since, UnixMs(80_000));
+        let later = UnixMs(95_000 + HUNG_TASK_RECENT_MS as i64 + 1);
+        assert!(OsHealth.check(&n, &FleetContext::default(), later).is_empty());
     }
 
     #[test]
