@@ -179,7 +179,7 @@ AGENT_KEYS = {
     "collector", "node_name", "labels", "interval", "state_dir", "metrics_listen",
     "log_format", "buffer_samples", "spool_max_bytes", "saturation_hold", "nvml_lib", "slow_interval",
     "inventory_interval", "tls_ca", "tls_cert", "tls_key", "token_file",
-    "sysfs_root", "procfs_root", "host_root",
+    "sysfs_root", "procfs_root", "host_root", "watch_mounts",
 }
 COLLECTOR_KEYS = {
     "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",

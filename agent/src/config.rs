@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub procfs_root: PathBuf,
     /// The host's root filesystem (driver libraries, package database).
     pub host_root: PathBuf,
+    /// Mount points the storage part watches (empty: `/` and every network filesystem).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watch_mounts: Vec<PathBuf>,
     /// The kernel log (`/dev/kmsg`, or a file of records for tests).
     pub kmsg_path: PathBuf,
     pub collector: String,
@@ -80,6 +83,7 @@ impl Default for AgentConfig {
             sysfs_root: "/sys".into(),
             procfs_root: "/proc".into(),
             host_root: "/".into(),
+            watch_mounts: Vec::new(),
             kmsg_path: crate::sources::nvml::kmsg::DEV_KMSG.into(),
             collector: gpufleet_proto::DEFAULT_COLLECTOR_URL.into(),
             interval: crate::DEFAULT_SAMPLE_INTERVAL,
@@ -117,6 +121,12 @@ impl AgentConfig {
             return Err(format!(
                 "inventory_interval {:?} is too short (`inventory_interval` / --inventory-interval): at least 1s",
                 self.inventory_interval
+            ));
+        }
+        if let Some(p) = self.watch_mounts.iter().find(|p| !p.is_absolute()) {
+            return Err(format!(
+                "watch_mounts entry {:?} is not an absolute path (`watch_mounts` / --watch-mount): name the mount point as the host sees it, e.g. /datasets",
+                p.display().to_string()
             ));
         }
         if self.buffer_samples == 0 {

@@ -79,6 +79,17 @@ struct SourceArgs {
     /// driver-stack part reads (node_exporter's --path.rootfs; `/host` inside a container).
     #[arg(long, default_value = "/")]
     host_root: PathBuf,
+    /// A mount point to watch (repeatable; as the host sees it, e.g. `--watch-mount /datasets
+    /// --watch-mount /checkpoints`): mounted or not, read-only, statfs latency and space.
+    /// Default: `/` and every network or parallel filesystem mounted (NFS, Lustre, GPFS,
+    /// BeeGFS, CIFS, Weka, CephFS, JuiceFS…).
+    #[arg(
+        long = "watch-mount",
+        visible_alias = "watch-mounts",
+        value_name = "PATH"
+    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    watch_mounts: Vec<PathBuf>,
     /// The kernel log the agent reads Xids' companions from (NVSwitch SXids, PCIe, storage
     /// and NIC errors): a device like /dev/kmsg, or a file of `prio,seq,usec,-;message`
     /// records for testing.
@@ -145,6 +156,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("tls_key", "tls_key = \"/etc/gpufleet/tls/node.key\""),
     ("token_file", "token_file = \"/etc/gpufleet/token\""),
     ("labels", "pool = \"training\""),
+    (
+        "watch_mounts",
+        "watch_mounts = [\"/\", \"/datasets\", \"/checkpoints\"]",
+    ),
 ];
 
 #[derive(Args, Serialize)]
@@ -359,6 +374,7 @@ fn backend(a: &AgentConfig) -> Result<GpuBackend> {
                 sysfs: a.sysfs_root.clone(),
                 procfs: a.procfs_root.clone(),
                 root: a.host_root.clone(),
+                watch_mounts: a.watch_mounts.clone(),
                 kmsg: a.kmsg_path.clone(),
             },
         },

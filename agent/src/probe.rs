@@ -231,6 +231,7 @@ pub fn render_text(r: &ProbeReport) -> String {
     }
     out += &driver_stack_lines(r);
     out += &pcie_lines(r);
+    out += &storage_lines(r);
     if !r.unavailable.is_empty() {
         out += "\nNot available on this machine\n";
         for u in &r.unavailable {
@@ -342,6 +343,70 @@ fn pcie_lines(r: &ProbeReport) -> String {
             out += &format!(", below {up}");
         }
         out += "\n";
+    }
+    out
+}
+
+/// Watched mounts (state, statfs latency, space) and NVMe controllers.
+fn storage_lines(r: &ProbeReport) -> String {
+    let mut out = String::new();
+    let Some(s) = &r.sample.host.storage else {
+        return out;
+    };
+    for m in &s.mounts {
+        if !m.mounted {
+            out += &format!("  mount {}: not mounted\n", m.mount_point);
+            continue;
+        }
+        let statfs = if m.unresponsive {
+            "statfs timed out".to_string()
+        } else if !m.statfs_error.is_empty() {
+            format!("statfs failed: {}", m.statfs_error)
+        } else {
+            format!(
+                "statfs {}, {} of {} GiB free",
+                opt(m.statfs_latency_ms.map(|l| format!("{l:.2}")), " ms"),
+                opt(m.available_bytes.map(|b| b >> 30), ""),
+                opt(m.total_bytes.map(|b| b >> 30), ""),
+            )
+        };
+        out += &format!(
+            "  mount {}: {} {}, {}, {statfs}\n",
+            m.mount_point,
+            dash(&m.fstype),
+            dash(&m.source),
+            match (m.read_only, m.view_read_only) {
+                (true, _) => "read-only",
+                (false, true) => "read-write (read-only in the agent's view)",
+                (false, false) => "read-write",
+            },
+        );
+    }
+    let infos = r.inventory.host.storage.as_ref().map(|s| s.nvme.as_slice());
+    for n in &s.nvme {
+        let info = infos.and_then(|i| i.iter().find(|c| c.name == n.name));
+        out += &format!(
+            "  nvme {}: {} firmware {}, {}, temperature {} (critical {}), alarm {}\n",
+            n.name,
+            dash(info.map_or("", |i| i.model.as_str())),
+            dash(info.map_or("", |i| i.firmware_rev.as_str())),
+            dash(&n.state),
+            opt(
+                n.temperature_millicelsius
+                    .map(|t| format!("{:.2}", t as f64 / 1000.0)),
+                " °C"
+            ),
+            opt(
+                n.temperature_crit_millicelsius
+                    .map(|t| format!("{:.2}", t as f64 / 1000.0)),
+                " °C"
+            ),
+            match n.temperature_alarm {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "n/a",
+            },
+        );
     }
     out
 }

@@ -19,6 +19,7 @@ use gpufleet_model::{
     Acs, DriverDaemons, DriverInfo, DriverStackInfo, EthernetPort, Event, EventKind, GpuInfo,
     GpuSample, GpuStatus, HostInfo, HostSample, Inventory, KernelModuleInfo, NodeIdentity,
     NvLinkSample, OsSample, PcieDeviceInfo, PcieDeviceKind, PcieDeviceSample, Sample, Severity,
+    StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,
     StuckProcess, UnixMs,
 };
 
@@ -161,6 +162,16 @@ fn hello(node: &str, gpus: u32) -> Hello {
                         ..Default::default()
                     },
                 ],
+                storage: Some(StorageInfo {
+                    nvme: vec![StorageNvmeInfo {
+                        name: "nvme0".into(),
+                        model: "SAMSUNG MZ1L21T9HCLS-00A07".into(),
+                        serial: "S666NE0T812345".into(),
+                        firmware_rev: "GDC7302Q".into(),
+                        transport: "pcie".into(),
+                        address: "0000:c4:00.0".into(),
+                    }],
+                }),
                 ..Default::default()
             },
         },
@@ -253,6 +264,35 @@ fn populated() -> (Arc<Metrics>, UnixMs) {
                         aer_nonfatal: Some(0),
                         aer_fatal: Some(0),
                     }],
+                    storage: Some(StorageSample {
+                        mounts: vec![
+                            StorageMountSample {
+                                mount_point: "/datasets".into(),
+                                mounted: true,
+                                fstype: "nfs4".into(),
+                                source: "storage01:/export/datasets".into(),
+                                was_writable: true,
+                                statfs_latency_ms: Some(1.5),
+                                total_bytes: Some(1 << 50),
+                                available_bytes: Some(1 << 48),
+                                ..Default::default()
+                            },
+                            StorageMountSample {
+                                mount_point: "/checkpoints".into(),
+                                mounted: true,
+                                fstype: "lustre".into(),
+                                unresponsive: true,
+                                ..Default::default()
+                            },
+                        ],
+                        nvme: vec![StorageNvmeSample {
+                            name: "nvme0".into(),
+                            state: "live".into(),
+                            temperature_millicelsius: Some(36_850),
+                            temperature_alarm: Some(false),
+                            ..Default::default()
+                        }],
+                    }),
                     ..Default::default()
                 },
             }],
@@ -471,6 +511,41 @@ fn absent_readings_give_no_series_and_counts_start_at_zero() {
         Some(600.0)
     );
     assert!(sample_value(&text, "process_resident_memory_bytes").unwrap() > 0.0);
+
+    // Storage: a hung mount reads unresponsive and has no latency or size series.
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"gpufleet_storage_mount_statfs_seconds{Hostname="gpu-node-01",mount_point="/datasets"}"#
+        ),
+        Some(0.0015)
+    );
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"gpufleet_storage_mount_unresponsive{Hostname="gpu-node-01",mount_point="/checkpoints",fstype="lustre"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !text.contains(r#"gpufleet_storage_mount_statfs_seconds{Hostname="gpu-node-01",mount_point="/checkpoints""#)
+            && !text.contains(r#"gpufleet_storage_mount_size_bytes{Hostname="gpu-node-01",mount_point="/checkpoints""#),
+        "{text}"
+    );
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"gpufleet_storage_nvme_temperature_celsius{Hostname="gpu-node-01",controller="nvme0"}"#
+        ),
+        Some(36.85)
+    );
+    assert_eq!(
+        sample_value(
+            &text,
+            r#"gpufleet_storage_nvme_live{Hostname="gpu-node-01",controller="nvme0",state="live"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -766,6 +766,67 @@ mod tests {
     }
 
     #[test]
+    fn storage_round_trips_and_absent_stays_absent() {
+        let mut inv = Inventory::default();
+        inv.host.storage = Some(StorageInfo {
+            nvme: vec![StorageNvmeInfo {
+                name: "nvme0".into(),
+                model: "SAMSUNG MZ1L21T9HCLS-00A07".into(),
+                serial: "S666NE0T812345".into(),
+                firmware_rev: "GDC7302Q".into(),
+                transport: "pcie".into(),
+                address: "0000:c4:00.0".into(),
+            }],
+        });
+        let back = Inventory::try_from(pb::Inventory::from(inv.clone())).unwrap();
+        assert_eq!(back, inv);
+        let none = Inventory::try_from(pb::Inventory::from(Inventory::default())).unwrap();
+        assert_eq!(none.host.storage, None);
+
+        let s = Sample {
+            timestamp: UnixMs(1_700_000_000_000),
+            gpus: vec![],
+            host: HostSample {
+                storage: Some(StorageSample {
+                    mounts: vec![
+                        StorageMountSample {
+                            mount_point: "/datasets".into(),
+                            mounted: true,
+                            fstype: "nfs4".into(),
+                            source: "storage01:/export/datasets".into(),
+                            was_writable: true,
+                            statfs_latency_ms: Some(0.0),
+                            total_bytes: Some(0),
+                            available_bytes: Some(0),
+                            ..Default::default()
+                        },
+                        StorageMountSample {
+                            mount_point: "/checkpoints".into(),
+                            unresponsive: true,
+                            ..Default::default()
+                        },
+                    ],
+                    nvme: vec![StorageNvmeSample {
+                        name: "nvme0".into(),
+                        state: "live".into(),
+                        temperature_millicelsius: Some(-5_150),
+                        temperature_alarm: Some(false),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            },
+        };
+        let wire = pb::Sample::from(s.clone());
+        let m = &wire.host.as_ref().unwrap().storage.as_ref().unwrap().mounts;
+        assert_eq!(
+            (m[0].statfs_latency_ms, m[1].statfs_latency_ms),
+            (Some(0.0), None)
+        );
+        assert_eq!(Sample::try_from(wire).unwrap(), s);
+    }
+
+    #[test]
     fn batch_limits_are_enforced() {
         let wire = pb::Batch {
             sequence: 1,

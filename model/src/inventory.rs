@@ -91,6 +91,9 @@ pub struct HostInfo {
     /// (`/sys/bus/pci/devices`): endpoints in address order, then bridges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pcie_devices: Vec<PcieDeviceInfo>,
+    /// Local NVMe controllers (`None`: not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::StorageInfo>,
 }
 
 /// What a PCIe device is, by vendor and class.

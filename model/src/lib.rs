@@ -15,6 +15,7 @@ pub mod kernel_log;
 pub mod labels;
 pub mod pcie;
 pub mod sample;
+pub mod storage;
 pub mod time;
 pub mod xid;
 
@@ -29,5 +30,8 @@ pub use sample::{
     CpuConfigSample, DiskSample, DriverDaemons, EthernetPort, GpuProcess, GpuSample, GpuStatus,
     HostSample, IbPortSample, NicSample, NvLinkSample, OsSample, PcieDeviceSample, Sample,
     StuckProcess,
+};
+pub use storage::{
+    StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,
 };
 pub use time::UnixMs;

@@ -145,6 +145,9 @@ pub struct HostSample {
     /// NVIDIA daemons running (`None`: processes could not be listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_daemons: Option<DriverDaemons>,
+    /// Watched mounts and NVMe controllers (`None`: storage could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::StorageSample>,
     /// File handles, paging, OOM kills, stuck processes (`None`: procfs unreadable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<OsSample>,

@@ -5,7 +5,8 @@
 use gpufleet_model::{
     Acs, CpuConfigSample, DiskInfo, DiskSample, DriverDaemons, DriverStackInfo, EthernetPort,
     HostInfo, HostSample, IbDeviceInfo, IbPortSample, KernelModuleInfo, NicInfo, NicSample,
-    OsSample, PcieDeviceInfo, PcieDeviceKind, PcieDeviceSample, StuckProcess,
+    OsSample, PcieDeviceInfo, PcieDeviceKind, PcieDeviceSample, StorageInfo, StorageMountSample,
+    StorageNvmeInfo, StorageNvmeSample, StorageSample, StuckProcess,
 };
 
 use crate::faults::Fault;
@@ -32,6 +33,8 @@ const F_NIC_RX: u64 = 31;
 const F_NIC_TX: u64 = 32;
 const F_MAC: u64 = 33;
 const F_CPU_FREQ: u64 = 40;
+const F_STATFS: u64 = 50;
+const F_NVME_TEMP: u64 = 60;
 const F_FILES: u64 = 41;
 
 /// `fs.file-max` as systemd sets it (LONG_MAX): on a healthy host the limit is never near.
@@ -230,7 +233,111 @@ impl HostSim {
                 .collect(),
             driver_stack: Some(self.driver_stack(&h, t)),
             pcie_devices: self.pcie_info(&h),
+            storage: Some(StorageInfo {
+                nvme: crate::hosts::NVME
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, model, fw, pci))| StorageNvmeInfo {
+                        name: name.to_string(),
+                        model: model.to_string(),
+                        serial: format!(
+                            "S666NE0T8{:05}",
+                            self.noise.bits(F_NVME_TEMP + 8 + i as u64) % 100_000
+                        ),
+                        firmware_rev: fw.to_string(),
+                        transport: "pcie".into(),
+                        address: pci.to_string(),
+                    })
+                    .collect(),
+            }),
         }
+    }
+
+    /// `/` (the first disk, as `disks` reads it) and the network mounts, as the storage part
+    /// reads them, and the NVMe controllers' health.
+    fn storage(&self, h: &HostLive<'_>, root: Option<&DiskSample>, tick: i64) -> StorageSample {
+        let n = self.noise;
+        let mut mounts = Vec::new();
+        if let (Some(d), Some(r)) = (self.profile.disks.first(), root) {
+            mounts.push(StorageMountSample {
+                mount_point: d.mount_point.to_string(),
+                mounted: true,
+                fstype: d.filesystem.to_string(),
+                source: d.device.to_string(),
+                read_only: false,
+                was_writable: true,
+                statfs_latency_ms: Some(0.02 + 0.005 * n.gauss(F_STATFS, tick).abs()),
+                unresponsive: false,
+                total_bytes: Some(r.total_bytes),
+                available_bytes: Some(r.available_bytes),
+                statfs_error: String::new(),
+                view_read_only: false,
+            });
+        }
+        for (i, m) in crate::hosts::NETWORK_MOUNTS.iter().enumerate() {
+            let k = F_STATFS + 1 + i as u64;
+            let free = if h.mounts_full.contains(&m.mount_point) {
+                0.008 + 0.001 * n.gauss(k, tick)
+            } else {
+                m.available_fraction
+            };
+            mounts.push(StorageMountSample {
+                mount_point: m.mount_point.to_string(),
+                mounted: true,
+                fstype: m.fstype.to_string(),
+                source: m.source.to_string(),
+                read_only: false,
+                was_writable: true,
+                // A round trip to the storage servers: about a millisecond.
+                statfs_latency_ms: Some(0.6 + 0.2 * n.gauss(k, tick).abs()),
+                unresponsive: false,
+                total_bytes: Some(m.total_bytes),
+                available_bytes: Some((m.total_bytes as f64 * free) as u64),
+                statfs_error: String::new(),
+                view_read_only: false,
+            });
+        }
+        for m in &mut mounts {
+            let p = m.mount_point.as_str();
+            if h.mounts_read_only.contains(&p) {
+                m.read_only = true;
+            }
+            if h.mounts_unresponsive.contains(&p) {
+                m.unresponsive = true;
+                (m.statfs_latency_ms, m.total_bytes, m.available_bytes) = (None, None, None);
+            }
+            if h.mounts_missing.contains(&p) {
+                *m = StorageMountSample {
+                    mount_point: m.mount_point.clone(),
+                    was_writable: true,
+                    ..Default::default()
+                };
+            }
+        }
+        let nvme = crate::hosts::NVME
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ..))| {
+                let bad = h.nvme_unhealthy.iter().find(|u| u.0 == *name);
+                let alarm = bad.is_some_and(|b| b.2);
+                let temp = if alarm {
+                    86_850
+                } else {
+                    36_850
+                        + 2_000 * i as i64
+                        + (1_000.0 * n.gauss(F_NVME_TEMP + i as u64, tick / 30)) as i64
+                };
+                StorageNvmeSample {
+                    name: name.to_string(),
+                    state: bad.map_or("live", |b| b.1).to_string(),
+                    temperature_millicelsius: Some(temp),
+                    temperature_max_millicelsius: Some(79_850),
+                    temperature_crit_millicelsius: Some(84_850),
+                    temperature_alarm: Some(alarm),
+                }
+            })
+            .collect();
+        StorageSample { mounts, nvme }
     }
 
     /// The PCIe tree as the node's faults leave it: ACS redirect on the switch ports above
@@ -501,7 +608,7 @@ impl HostSim {
         };
         let swapped = h.swapped_bytes;
 
-        let disks = p
+        let disks: Vec<DiskSample> = p
             .disks
             .iter()
             .zip(&self.disk_avail_frac)
@@ -580,7 +687,6 @@ impl HostSim {
             memory_available_bytes: available.min(total),
             swap_used_bytes: swapped.min(self.swap_total_bytes * 9 / 10),
             swap_total_bytes: self.swap_total_bytes,
-            disks,
             nics,
             uptime_seconds: self.uptime_s(&h, t),
             ib_ports: self.ib_ports(&h, t),
@@ -592,6 +698,8 @@ impl HostSim {
                 fabricmanager: self.profile.nvswitch_count() > 0 && !h.fabricmanager_down,
             }),
             pcie_devices: self.pcie_sample(&h),
+            storage: Some(self.storage(&h, disks.first(), tick)),
+            disks,
         }
     }
 }

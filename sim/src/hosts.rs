@@ -37,6 +37,52 @@ pub struct DiskSpec {
     pub total_bytes: u64,
 }
 
+/// A dataset or checkpoint mount on shared storage (the same on every simulated host).
+#[derive(Debug, PartialEq)]
+pub struct MountSpec {
+    pub mount_point: &'static str,
+    pub fstype: &'static str,
+    pub source: &'static str,
+    pub total_bytes: u64,
+    /// Fraction free on a healthy cluster.
+    pub available_fraction: f64,
+}
+
+/// Datasets on NFS, checkpoints on Lustre, as training clusters mount them. The storage part
+/// also watches `/`, the first of the profile's disks.
+pub const NETWORK_MOUNTS: &[MountSpec] = &[
+    MountSpec {
+        mount_point: "/datasets",
+        fstype: "nfs4",
+        source: "storage01:/export/datasets",
+        total_bytes: 512 * TIB,
+        available_fraction: 0.31,
+    },
+    MountSpec {
+        mount_point: "/checkpoints",
+        fstype: "lustre",
+        source: "10.0.0.2@o2ib:10.0.0.3@o2ib:/ckpt",
+        total_bytes: 2048 * TIB,
+        available_fraction: 0.44,
+    },
+];
+
+/// The local NVMe controllers (the M.2 boot pair): name, model, firmware, PCI address.
+pub const NVME: &[(&str, &str, &str, &str)] = &[
+    (
+        "nvme0",
+        "SAMSUNG MZ1L21T9HCLS-00A07",
+        "GDC7302Q",
+        "0000:c4:00.0",
+    ),
+    (
+        "nvme1",
+        "SAMSUNG MZ1L21T9HCLS-00A07",
+        "GDC7302Q",
+        "0000:c5:00.0",
+    ),
+];
+
 const fn ib(name: &'static str, speed_mbps: u64) -> NicSpec {
     NicSpec {
         name,

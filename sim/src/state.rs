@@ -252,6 +252,13 @@ pub struct HostLive<'a> {
     pub pcie_acs: Vec<u32>,
     /// AER errors counted so far per PCIe device: (correctable, non-fatal, fatal).
     pub pcie_aer: Vec<(PcieTarget<'a>, [u64; 3])>,
+    /// Watched mounts remounted read-only, hung (statfs times out), unmounted, or nearly full.
+    pub mounts_read_only: Vec<&'a str>,
+    pub mounts_unresponsive: Vec<&'a str>,
+    pub mounts_missing: Vec<&'a str>,
+    pub mounts_full: Vec<&'a str>,
+    /// NVMe controllers out of order: (controller, state, temperature alarm).
+    pub nvme_unhealthy: Vec<(&'a str, &'a str, bool)>,
 }
 
 /// A GPU's or an HCA's PCIe device.

@@ -655,6 +655,43 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
             d.libcuda_version == "550.90.07"
                 && d.kernel_version() == o.inventory.driver.driver_version
         }),
+        ("mount_read_only", "h100", "", |o, _| {
+            let m = &o.host.storage.as_ref().unwrap().mounts;
+            m[2].mount_point == "/checkpoints"
+                && m[2].read_only
+                && m[2].was_writable
+                && !m[1].read_only
+                && !m[0].read_only
+        }),
+        (
+            "mount_unresponsive",
+            "h100",
+            "mount = \"/checkpoints\"",
+            |o, _| {
+                let m = &o.host.storage.as_ref().unwrap().mounts;
+                m[2].unresponsive && m[2].statfs_latency_ms.is_none() && !m[1].unresponsive
+            },
+        ),
+        ("mount_missing", "h100", "", |o, _| {
+            let m = &o.host.storage.as_ref().unwrap().mounts;
+            !m[1].mounted && m[1].fstype.is_empty() && m[2].mounted
+        }),
+        ("mount_full", "h100", "", |o, _| {
+            let m = &o.host.storage.as_ref().unwrap().mounts;
+            m[2].available_fraction().unwrap() < 0.02 && m[1].available_fraction().unwrap() > 0.2
+        }),
+        (
+            "nvme_unhealthy",
+            "h100",
+            "controller = \"nvme0\"\nstate = \"live\"\ntemperature_alarm = true",
+            |o, _| {
+                let n = &o.host.storage.as_ref().unwrap().nvme;
+                n[0].temperature_alarm == Some(true)
+                    && n[0].temperature_millicelsius > n[0].temperature_crit_millicelsius
+                    && n[0].is_live()
+                    && n[1].temperature_alarm == Some(false)
+            },
+        ),
         ("persistenced_down", "h100", "", |o, _| {
             !o.host.driver_daemons.unwrap().persistenced
                 && o.inventory

@@ -302,6 +302,7 @@ mod tests {
             sysfs: base.join("sysfs/hgx-h100-8x-ndr"),
             procfs: base.join("procfs/hgx-h100"),
             root: base.join("rootfs/hgx-h100"),
+            watch_mounts: Vec::new(),
             kmsg: "/nonexistent".into(),
         }
     }
@@ -465,6 +466,7 @@ mod tests {
             sysfs: dir.path().join("sys"),
             procfs: dir.path().join("proc"),
             root: dir.path().to_path_buf(),
+            watch_mounts: Vec::new(),
             kmsg: dir.path().join("kmsg"),
         };
         let mut part = DriverStack::new(&roots);

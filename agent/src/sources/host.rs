@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use gpufleet_model::{DiskInfo, DiskSample, HostInfo, HostSample, NicInfo, NicSample, UnixMs};
-use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
+use sysinfo::{
+    CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System,
+};
 
 use super::{HostSource, SourceError};
 
@@ -55,7 +57,9 @@ impl SysinfoHost {
         .map_err(|e| err("CPU/memory", e))?;
         Ok(SysinfoHost {
             system,
-            disks: Disks::new_with_refreshed_list().map_err(|e| err("disks", e))?,
+            // The list only: no statvfs until `refresh_disks` (see there).
+            disks: Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing())
+                .map_err(|e| err("disks", e))?,
             networks: Networks::new_with_refreshed_list().map_err(|e| err("networks", e))?,
             proc_root: roots.procfs.clone(),
             last_net_read: None,
@@ -65,10 +69,26 @@ impl SysinfoHost {
         })
     }
 
+    /// The mounts list again, and the size and free space of the local filesystems only: a
+    /// statvfs of a hung Lustre, GPFS or FUSE mount blocks in the kernel, so network
+    /// filesystems are left to the storage part, which times its statfs out on a thread of
+    /// its own (sysinfo itself leaves out NFS and CIFS, but not the others).
+    fn refresh_disks(&mut self) {
+        self.disks
+            .refresh_specifics(true, DiskRefreshKind::nothing());
+        for d in self.disks.iter_mut() {
+            if !super::storage::is_network_fs(&d.file_system().to_string_lossy()) {
+                d.refresh_specifics(DiskRefreshKind::nothing().with_storage());
+            }
+        }
+    }
+
     fn real_disks(&self) -> impl Iterator<Item = &sysinfo::Disk> {
         self.disks.iter().filter(|d| {
             let fs = d.file_system().to_string_lossy();
-            !PSEUDO_FS.contains(&fs.as_ref()) && d.total_space() > 0
+            !PSEUDO_FS.contains(&fs.as_ref())
+                && !super::storage::is_network_fs(&fs)
+                && d.total_space() > 0
         })
     }
 
@@ -83,6 +103,7 @@ impl SysinfoHost {
 impl HostSource for SysinfoHost {
     fn info(&mut self, _now: UnixMs) -> HostInfo {
         self.system.refresh_cpu_all();
+        self.refresh_disks();
         let cpus = self.system.cpus();
         let mut info = HostInfo {
             os_name: System::long_os_version().unwrap_or_default(),
@@ -117,6 +138,7 @@ impl HostSource for SysinfoHost {
             ib_devices: Vec::new(),
             driver_stack: None,
             pcie_devices: Vec::new(),
+            storage: None,
         };
         self.unavailable.clear();
         for part in &mut self.parts {
@@ -144,7 +166,7 @@ impl HostSource for SysinfoHost {
     fn sample(&mut self, now: UnixMs) -> HostSample {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        self.disks.refresh(true);
+        self.refresh_disks();
         self.networks.refresh(true);
         let elapsed_s = self
             .last_net_read
@@ -198,6 +220,7 @@ impl HostSource for SysinfoHost {
             ib_ports: Vec::new(),
             cpu_config: None,
             driver_daemons: None,
+            storage: None,
             os: None,
             ethernet: Vec::new(),
             pcie_devices: Vec::new(),
@@ -266,6 +289,36 @@ garbage line\n";
             }
         );
         assert!(!got.contains_key("bad"));
+    }
+
+    #[test]
+    fn local_disks_are_sized_without_a_statvfs_of_network_mounts() {
+        let mut h = SysinfoHost::new(&Default::default()).unwrap();
+        let s = h.sample(UnixMs(1));
+        for d in &s.disks {
+            assert!(
+                d.total_bytes > 0 && d.available_bytes <= d.total_bytes,
+                "{d:?}"
+            );
+        }
+        // A root on a local block device (as on this and most hosts) is listed with its size.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let root = super::super::storage::parse_mountinfo(&mountinfo)
+            .into_iter()
+            .rfind(|m| m.mount_point == "/");
+        if root.is_some_and(|r| {
+            r.source.starts_with("/dev/") && !PSEUDO_FS.contains(&r.fstype.as_str())
+        }) {
+            assert!(
+                s.disks.iter().any(|d| d.mount_point == "/"),
+                "{:?}",
+                s.disks
+            );
+        }
+        assert!(
+            h.real_disks()
+                .all(|d| !super::super::storage::is_network_fs(&d.file_system().to_string_lossy()))
+        );
     }
 
     #[test]

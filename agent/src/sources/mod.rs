@@ -20,6 +20,7 @@ pub mod nvml;
 pub mod os;
 pub mod pcie;
 pub mod simulated;
+pub mod storage;
 
 /// A GPU backend (NVML or simulated). Blocking: callers keep it off the async reactor.
 ///
@@ -85,12 +86,14 @@ pub trait HostPart: Send {
 /// Where the host parts read the kernel's files: `/sys` and `/proc` on a real host, fixture
 /// trees in tests (`--sysfs-root`, `--procfs-root`), as node_exporter does; `root` is the
 /// host's root filesystem for the few files outside them (driver libraries, the package
-/// database; `--host-root`, node_exporter's `--path.rootfs`).
+/// database; `--host-root`, node_exporter's `--path.rootfs`). Also what the parts are told
+/// to watch there: the storage part's mount points (`--watch-mount`; empty: its default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoots {
     pub sysfs: std::path::PathBuf,
     pub procfs: std::path::PathBuf,
     pub root: std::path::PathBuf,
+    pub watch_mounts: Vec<std::path::PathBuf>,
     /// The kernel log (`/dev/kmsg`; a file of records for tests, `--kmsg-path`).
     pub kmsg: std::path::PathBuf,
 }
@@ -101,6 +104,7 @@ impl Default for HostRoots {
             sysfs: "/sys".into(),
             procfs: "/proc".into(),
             root: "/".into(),
+            watch_mounts: Vec::new(),
             kmsg: nvml::kmsg::DEV_KMSG.into(),
         }
     }
@@ -112,6 +116,7 @@ pub fn host_parts(roots: &HostRoots) -> Vec<Box<dyn HostPart>> {
         Box::new(infiniband::InfiniBand::new(&roots.sysfs)),
         Box::new(cpu_config::CpuConfig::new(&roots.sysfs)),
         Box::new(driver_stack::DriverStack::new(roots)),
+        Box::new(storage::Storage::new(roots)),
         Box::new(ethernet::Ethernet::new(&roots.sysfs)),
         Box::new(os::Os::new(&roots.procfs)),
         Box::new(kernel_log::KernelLog::open(&roots.kmsg)),

@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod nodes;
 pub mod os;
 pub mod pcie;
+pub mod storage;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,7 @@ impl Collector for FleetSeries {
         ethernet::encode(&mut enc, &nodes)?;
         driver_stack::encode(&mut enc, &nodes)?;
         pcie::encode(&mut enc, &nodes)?;
+        storage::encode(&mut enc, &nodes)?;
         compliance::encode(&mut enc, &audit)?;
         findings::encode(&mut enc, &self.causes, &self.evaluator.latest())?;
         process::encode(&mut enc)

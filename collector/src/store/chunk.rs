@@ -53,7 +53,7 @@ macro_rules! col_opt {
         }
     )*};
 }
-col_opt!(u32, i32, u64);
+col_opt!(u32, i32, u64, i64);
 
 impl Col for Option<bool> {
     fn take(&mut self) -> Option<i64> {
@@ -161,6 +161,13 @@ columns!(eth_cols: pb::EthernetPort { speed_mbps, carrier_changes, mtu });
 columns!(pcie_cols: pb::PcieDeviceSample {
     link_speed_mts, link_width, aer_correctable, aer_nonfatal, aer_fatal,
 });
+columns!(storage_mount_cols: pb::StorageMountSample {
+    statfs_latency_ms, total_bytes, available_bytes,
+});
+columns!(storage_nvme_cols: pb::StorageNvmeSample {
+    temperature_millicelsius, temperature_max_millicelsius, temperature_crit_millicelsius,
+    temperature_alarm,
+});
 columns!(nic_cols: pb::NicSample {
     rx_bytes_per_second, tx_bytes_per_second, rx_errors, tx_errors, rx_dropped, tx_dropped,
     speed_mbps,
@@ -216,7 +223,16 @@ enum Slot {
         device: u16,
         field: u16,
     },
+    /// `storage.mounts[index]` (`list` 0) or `storage.nvme[index]` (`list` 1).
+    Storage {
+        list: u16,
+        index: u16,
+        field: u16,
+    },
 }
+
+const STORAGE_MOUNTS: u16 = 0;
+const STORAGE_NVME: u16 = 1;
 
 impl Slot {
     fn key(self) -> u64 {
@@ -233,6 +249,7 @@ impl Slot {
             Slot::Eth { port, field } => (11, port.into(), 0, field),
             // 8 is another part's.
             Slot::Pcie { device, field } => (9, device.into(), 0, field),
+            Slot::Storage { list, index, field } => (8, index.into(), list.into(), field),
         };
         (kind << 56) | (a << 40) | (b << 24) | u64::from(f)
     }
@@ -257,6 +274,11 @@ impl Slot {
             10 => Slot::Os { field },
             11 => Slot::Eth { port: a, field },
             9 => Slot::Pcie { device: a, field },
+            8 => Slot::Storage {
+                list: b,
+                index: a,
+                field,
+            },
             other => return Err(bad(format!("unknown column kind {other}"))),
         })
     }
@@ -319,6 +341,22 @@ impl Slot {
                     .get_mut(usize::from(device))
                     .ok_or_else(missing)?;
                 pcie_cols::put(d, field.into(), v)
+            }
+            Slot::Storage { list, index, field } => {
+                let host = s.host.as_mut().ok_or_else(missing)?;
+                let st = host.storage.as_mut().ok_or_else(missing)?;
+                let i = usize::from(index);
+                match list {
+                    STORAGE_MOUNTS => {
+                        let m = st.mounts.get_mut(i).ok_or_else(missing)?;
+                        storage_mount_cols::put(m, field.into(), v)
+                    }
+                    STORAGE_NVME => {
+                        let n = st.nvme.get_mut(i).ok_or_else(missing)?;
+                        storage_nvme_cols::put(n, field.into(), v)
+                    }
+                    _ => return Err(missing()),
+                }
             }
             Slot::Core { core } => {
                 let host = s.host.as_mut().ok_or_else(missing)?;
@@ -403,6 +441,24 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
                 device: i as u16,
                 field,
             });
+        }
+        if let Some(st) = h.storage.as_mut() {
+            for (i, m) in st.mounts.iter_mut().enumerate().take(u16::MAX as usize) {
+                storage_mount_cols::take(m, &mut vals);
+                emit(&mut vals, &|field| Slot::Storage {
+                    list: STORAGE_MOUNTS,
+                    index: i as u16,
+                    field,
+                });
+            }
+            for (i, n) in st.nvme.iter_mut().enumerate().take(u16::MAX as usize) {
+                storage_nvme_cols::take(n, &mut vals);
+                emit(&mut vals, &|field| Slot::Storage {
+                    list: STORAGE_NVME,
+                    index: i as u16,
+                    field,
+                });
+            }
         }
     }
     for (gi, g) in s.gpus.iter_mut().enumerate().take(u16::MAX as usize) {
@@ -790,6 +846,32 @@ mod tests {
                         aer_fatal: (i % 5 != 0).then_some(0),
                     })
                     .collect(),
+                storage: Some(pb::StorageSample {
+                    mounts: ["/", "/datasets", "/checkpoints"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| pb::StorageMountSample {
+                            mount_point: m.to_string(),
+                            mounted: true,
+                            fstype: ["ext4", "nfs4", "lustre"][i].into(),
+                            was_writable: true,
+                            statfs_latency_ms: Some(0.6 + (t % 5) as f64 * 0.013),
+                            total_bytes: Some(1 << 50),
+                            available_bytes: Some((1 << 49) - t as u64 * 1_048_576),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    nvme: (0..2)
+                        .map(|i| pb::StorageNvmeSample {
+                            name: format!("nvme{i}"),
+                            state: "live".into(),
+                            temperature_millicelsius: Some(36_850 + (t % 3) * 1000),
+                            temperature_max_millicelsius: Some(79_850),
+                            temperature_crit_millicelsius: Some(84_850),
+                            temperature_alarm: Some(false),
+                        })
+                        .collect(),
+                }),
                 ..Default::default()
             }),
         }
@@ -865,6 +947,15 @@ mod tests {
         }];
         samples[13].host.as_mut().unwrap().pcie_devices.truncate(5); // a switch gone
         samples[14].host.as_mut().unwrap().pcie_devices[2].aer_fatal = Some(u64::MAX);
+        let st = samples[16].host.as_mut().unwrap().storage.as_mut().unwrap();
+        st.mounts[1] = pb::StorageMountSample {
+            mount_point: "/datasets".into(),
+            unresponsive: true,
+            ..Default::default()
+        }; // hung: no readings
+        st.nvme.pop(); // a controller gone
+        st.nvme[0].temperature_millicelsius = Some(i64::MIN);
+        samples[17].host.as_mut().unwrap().storage = None;
         assert_eq!(decode(&encode(samples.clone())).unwrap(), samples);
         assert_eq!(
             decode(&encode(Vec::new())).unwrap(),

@@ -395,6 +395,7 @@ impl From<HostSample> for pb::HostSample {
             ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
             cpu_config: v.cpu_config.map(Into::into),
             driver_daemons: v.driver_daemons.map(Into::into),
+            storage: v.storage.map(Into::into),
             os: v.os.map(Into::into),
             ethernet: v.ethernet.into_iter().map(Into::into).collect(),
             pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
@@ -421,6 +422,7 @@ impl From<pb::HostSample> for HostSample {
             ib_ports: v.ib_ports.into_iter().map(Into::into).collect(),
             cpu_config: v.cpu_config.map(Into::into),
             driver_daemons: v.driver_daemons.map(Into::into),
+            storage: v.storage.map(Into::into),
             os: v.os.map(Into::into),
             ethernet: v.ethernet.into_iter().map(Into::into).collect(),
             pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
@@ -444,6 +446,7 @@ impl From<HostInfo> for pb::HostInfo {
             ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
             driver_stack: v.driver_stack.map(Into::into),
             pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
+            storage: v.storage.map(Into::into),
         }
     }
 }
@@ -464,6 +467,7 @@ impl From<pb::HostInfo> for HostInfo {
             ib_devices: v.ib_devices.into_iter().map(Into::into).collect(),
             driver_stack: v.driver_stack.map(Into::into),
             pcie_devices: v.pcie_devices.into_iter().map(Into::into).collect(),
+            storage: v.storage.map(Into::into),
         }
     }
 }
@@ -742,3 +746,95 @@ impl From<pb::PcieDeviceInfo> for PcieDeviceInfo {
         }
     }
 }
+
+macro_rules! storage_sample_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    mounts: v.mounts.into_iter().map(Into::into).collect(),
+                    nvme: v.nvme.into_iter().map(Into::into).collect(),
+                }
+            }
+        }
+    };
+}
+storage_sample_fields!(StorageSample => pb::StorageSample);
+storage_sample_fields!(pb::StorageSample => StorageSample);
+
+macro_rules! storage_mount_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    mount_point: v.mount_point,
+                    mounted: v.mounted,
+                    fstype: v.fstype,
+                    source: v.source,
+                    read_only: v.read_only,
+                    view_read_only: v.view_read_only,
+                    was_writable: v.was_writable,
+                    statfs_latency_ms: v.statfs_latency_ms,
+                    unresponsive: v.unresponsive,
+                    total_bytes: v.total_bytes,
+                    available_bytes: v.available_bytes,
+                    statfs_error: v.statfs_error,
+                }
+            }
+        }
+    };
+}
+storage_mount_fields!(StorageMountSample => pb::StorageMountSample);
+storage_mount_fields!(pb::StorageMountSample => StorageMountSample);
+
+macro_rules! storage_nvme_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    name: v.name,
+                    state: v.state,
+                    temperature_millicelsius: v.temperature_millicelsius,
+                    temperature_max_millicelsius: v.temperature_max_millicelsius,
+                    temperature_crit_millicelsius: v.temperature_crit_millicelsius,
+                    temperature_alarm: v.temperature_alarm,
+                }
+            }
+        }
+    };
+}
+storage_nvme_fields!(StorageNvmeSample => pb::StorageNvmeSample);
+storage_nvme_fields!(pb::StorageNvmeSample => StorageNvmeSample);
+
+macro_rules! storage_info_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    nvme: v.nvme.into_iter().map(Into::into).collect(),
+                }
+            }
+        }
+    };
+}
+storage_info_fields!(StorageInfo => pb::StorageInfo);
+storage_info_fields!(pb::StorageInfo => StorageInfo);
+
+macro_rules! storage_nvme_info_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(v: $from) -> Self {
+                Self {
+                    name: v.name,
+                    model: v.model,
+                    serial: v.serial,
+                    firmware_rev: v.firmware_rev,
+                    transport: v.transport,
+                    address: v.address,
+                }
+            }
+        }
+    };
+}
+storage_nvme_info_fields!(StorageNvmeInfo => pb::StorageNvmeInfo);
+storage_nvme_info_fields!(pb::StorageNvmeInfo => StorageNvmeInfo);

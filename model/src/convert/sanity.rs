@@ -237,6 +237,26 @@ pub fn sanitize_host(h: &mut HostSample) -> u32 {
             }
         }
     }
+    if let Some(st) = h.storage.as_mut() {
+        for m in &mut st.mounts {
+            // A statfs is bounded by the agent's time-out (seconds); an hour is impossible.
+            within(&mut m.statfs_latency_ms, 0.0, 3_600_000.0, &mut n);
+            if m.available_bytes > m.total_bytes && m.total_bytes.is_some() {
+                m.available_bytes = None;
+                n += 1;
+            }
+        }
+        for c in &mut st.nvme {
+            // Kelvin's zero to well past any drive's critical point, millidegrees.
+            for t in [
+                &mut c.temperature_millicelsius,
+                &mut c.temperature_max_millicelsius,
+                &mut c.temperature_crit_millicelsius,
+            ] {
+                within(t, -273_150, 1_000_000, &mut n);
+            }
+        }
+    }
     let before = h.cpu_per_core_percent.len();
     h.cpu_per_core_percent.retain(|c| (0.0..=100.0).contains(c));
     n + (before - h.cpu_per_core_percent.len()) as u32
@@ -355,6 +375,31 @@ mod tests {
         assert_eq!(h.cpu_per_core_percent, [12.0, 99.0]);
         assert_eq!((h.load_average_1m, h.load_average_5m), (None, None));
         assert_eq!(h.load_average_15m, Some(3.5));
+
+        let mut h = HostSample {
+            storage: Some(crate::StorageSample {
+                mounts: vec![crate::StorageMountSample {
+                    statfs_latency_ms: Some(f64::NAN),
+                    total_bytes: Some(100),
+                    available_bytes: Some(200),
+                    ..Default::default()
+                }],
+                nvme: vec![crate::StorageNvmeSample {
+                    temperature_millicelsius: Some(-300_000),
+                    temperature_crit_millicelsius: Some(84_850),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(sanitize_host(&mut h), 3);
+        let st = h.storage.unwrap();
+        assert_eq!(
+            (st.mounts[0].statfs_latency_ms, st.mounts[0].available_bytes),
+            (None, None)
+        );
+        assert_eq!(st.nvme[0].temperature_millicelsius, None);
+        assert_eq!(st.nvme[0].temperature_crit_millicelsius, Some(84_850));
     }
 
     #[test]

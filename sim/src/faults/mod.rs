@@ -32,6 +32,7 @@ mod os;
 mod pcie;
 mod pcie_host;
 mod power;
+mod storage;
 mod thermal;
 mod versions;
 mod workload;
@@ -56,6 +57,7 @@ static FAMILIES: &[&[FaultKindInfo]] = &[
     fabric::KINDS,
     cpu::KINDS,
     driver::KINDS,
+    storage::KINDS,
     os::KINDS,
     kernel::KINDS,
     pcie_host::KINDS,

@@ -68,6 +68,7 @@ rules! {
     ethernet::Ethernet,
     infiniband::InfiniBand,
     cpu_config::CpuConfig,
+    storage::Storage,
     swap::Swapping,
     os::OsHealth,
     kernel_log::KernelLog,
