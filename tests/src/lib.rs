@@ -343,6 +343,54 @@ pub fn promtool_problems(exposition: &str) -> Option<Vec<String>> {
     )
 }
 
+/// A copy of the fixture tree `from` in a new temporary directory (symlinks kept), for a test
+/// to break under a running agent.
+pub fn copy_tree(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree_into(from, dir.path());
+    dir
+}
+
+/// Copies the fixture tree `from` into `to` (created if missing), symlinks kept.
+pub fn copy_tree_into(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// Waits until `gpufleet diagnose NODE` against `url` lists a finding of each cause in `ids` on
+/// `node`, and returns them in the order asked; `None` at the time-out.
+pub fn wait_for_findings<const N: usize>(
+    url: &str,
+    node: &str,
+    ids: [&str; N],
+    timeout: Duration,
+) -> Option<[serde_json::Value; N]> {
+    wait_for(timeout, || {
+        let out = run(
+            gpufleet().args(["diagnose", node, "-o", "json", "--collector", url]),
+            false,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let findings = v["findings"].as_array()?;
+        let found: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| {
+                findings
+                    .iter()
+                    .find(|f| f["rule_id"] == *id && f["node"] == node)
+                    .cloned()
+            })
+            .collect::<Option<_>>()?;
+        found.try_into().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

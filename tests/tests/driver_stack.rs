@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufleet_tests::{
-    Proc, agent, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run, serve, wait_for,
+    Proc, agent, copy_tree_into, fake_nvml_lib, free_port, nvml_fixture, repo_root, run, serve,
+    wait_for_findings,
 };
 
 fn fixture(kind: &str) -> PathBuf {
@@ -22,14 +23,7 @@ fn fixture(kind: &str) -> PathBuf {
 fn copies() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for kind in ["procfs", "sysfs", "rootfs"] {
-        std::fs::create_dir_all(dir.path().join(kind)).unwrap();
-        let ok = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", fixture(kind).display()))
-            .arg(dir.path().join(kind))
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        copy_tree_into(&fixture(kind), &dir.path().join(kind));
     }
     dir
 }
@@ -159,27 +153,17 @@ fn a_missing_module_a_library_mismatch_and_fabric_manager_down_are_diagnosed() {
     std::os::unix::fs::symlink("libcuda.so.550.90.07", libs.join("libcuda.so.1")).unwrap();
     std::fs::remove_dir_all(procfs.join("2290")).unwrap();
 
-    let found = wait_for(Duration::from_secs(90), || {
-        let out = run(
-            gpufleet().args(["diagnose", "hgx-08", "-o", "json", "--collector", &url]),
-            false,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let findings = v["findings"].as_array()?.clone();
-        let by = |id: &str| {
-            findings
-                .iter()
-                .find(|f| f["rule_id"] == id && f["node"] == "hgx-08")
-                .cloned()
-        };
-        Some((
-            by("driver.module_missing")?,
-            by("driver.version_mismatch")?,
-            by("driver.fabricmanager_down")?,
-        ))
-    });
-    let (missing, mismatch, fm) =
-        found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
+    let [missing, mismatch, fm] = wait_for_findings(
+        &url,
+        "hgx-08",
+        [
+            "driver.module_missing",
+            "driver.version_mismatch",
+            "driver.fabricmanager_down",
+        ],
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
     let summary = |f: &serde_json::Value| f["summary"].as_str().unwrap().to_string();
     assert!(
         summary(&missing).contains("nvidia_peermem not loaded")

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufleet_tests::{
-    Proc, agent, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run, serve, wait_for,
+    Proc, agent, copy_tree, fake_nvml_lib, free_port, nvml_fixture, repo_root, run, serve,
+    wait_for_findings,
 };
 
 fn hgx() -> PathBuf {
@@ -15,15 +16,7 @@ fn hgx() -> PathBuf {
 
 /// A copy of the HGX fixture to break (symlinks kept).
 fn hgx_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", hgx().display()))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    dir
+    copy_tree(&hgx())
 }
 
 fn probe(sysfs: &Path, json: bool) -> String {
@@ -141,23 +134,13 @@ fn a_downed_and_a_downgraded_port_are_diagnosed_on_the_right_hca() {
     let p5 = sys.path().join("class/infiniband/mlx5_5/ports/1");
     std::fs::write(p5.join("rate"), "200 Gb/sec (4X HDR)\n").unwrap();
 
-    let found = wait_for(Duration::from_secs(90), || {
-        let out = run(
-            gpufleet().args(["diagnose", "hgx-07", "-o", "json", "--collector", &url]),
-            false,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let findings = v["findings"].as_array()?.clone();
-        let by = |id: &str| {
-            findings
-                .iter()
-                .find(|f| f["rule_id"] == id && f["node"] == "hgx-07")
-                .cloned()
-        };
-        Some((by("fabric.ib.port_down")?, by("fabric.ib.rate_degraded")?))
-    });
-    let (down, rate) =
-        found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
+    let [down, rate] = wait_for_findings(
+        &url,
+        "hgx-07",
+        ["fabric.ib.port_down", "fabric.ib.rate_degraded"],
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
     assert!(
         down["summary"]
             .as_str()

@@ -8,24 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufleet_tests::{
-    Proc, agent, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run, serve, wait_for,
+    Proc, agent, copy_tree, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run,
+    serve, wait_for_findings,
 };
 
 fn fixture(kind: &str, name: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(kind).join(name)
-}
-
-/// A copy of a fixture tree to break (symlinks kept).
-fn copy(from: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    dir
 }
 
 fn probe(sysfs: &Path, procfs: &Path, json: bool) -> String {
@@ -91,8 +79,8 @@ fn probe_says_which_part_is_missing_and_why() {
 /// all five on the right node, from the real agent reading the kernel's files.
 #[test]
 fn link_handles_oom_sxid_and_disk_errors_are_diagnosed() {
-    let sys = copy(&fixture("sysfs", "hgx-h100-8x-ndr"));
-    let proc = copy(&fixture("procfs", "hgx-h100"));
+    let sys = copy_tree(&fixture("sysfs", "hgx-h100-8x-ndr"));
+    let proc = copy_tree(&fixture("procfs", "hgx-h100"));
     let kmsg = proc.path().join("kmsg.txt");
     std::fs::copy(repo_root().join("tests/fixtures/kmsg/hgx-h100.txt"), &kmsg).unwrap();
     let port = free_port();
@@ -157,29 +145,19 @@ fn link_handles_oom_sxid_and_disk_errors_are_diagnosed() {
     );
     std::fs::write(&kmsg, log).unwrap();
 
-    let found = wait_for(Duration::from_secs(90), || {
-        let out = run(
-            gpufleet().args(["diagnose", "hgx-08", "-o", "json", "--collector", &url]),
-            false,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let findings = v["findings"].as_array()?.clone();
-        let by = |id: &str| {
-            findings
-                .iter()
-                .find(|f| f["rule_id"] == id && f["node"] == "hgx-08")
-                .cloned()
-        };
-        Some((
-            by("host.nic.link_down")?,
-            by("host.os.file_handles")?,
-            by("host.memory.oom_kills")?,
-            by("fabric.nvswitch.sxid_fatal")?,
-            by("host.kernel.storage_errors")?,
-        ))
-    });
-    let (link, files, oom, sxid, storage) =
-        found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
+    let [link, files, oom, sxid, storage] = wait_for_findings(
+        &url,
+        "hgx-08",
+        [
+            "host.nic.link_down",
+            "host.os.file_handles",
+            "host.memory.oom_kills",
+            "fabric.nvswitch.sxid_fatal",
+            "host.kernel.storage_errors",
+        ],
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
     assert_eq!(
         link["summary"], "Ethernet link down: enp170s0f1np1 (PCI 0000:aa:00.1)",
         "{link}"

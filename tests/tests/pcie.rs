@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufleet_tests::{
-    Proc, agent, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run, serve, wait_for,
+    Proc, agent, copy_tree, fake_nvml_lib, free_port, nvml_fixture, repo_root, run, serve,
+    wait_for_findings,
 };
 
 fn hgx() -> PathBuf {
@@ -15,15 +16,7 @@ fn hgx() -> PathBuf {
 
 /// A copy of the HGX fixture to break (symlinks kept).
 fn hgx_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", hgx().display()))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    dir
+    copy_tree(&hgx())
 }
 
 /// The switch port above GPU 0 (`0000:1a:00.0`) and where make-hgx.py puts its ACS Control
@@ -161,23 +154,13 @@ fn acs_on_a_switch_port_and_fatal_aer_errors_are_diagnosed_on_the_right_node() {
     let fatal = fatal.replace("TOTAL_ERR_FATAL 0", "TOTAL_ERR_FATAL 1");
     std::fs::write(gpu3.join("aer_dev_fatal"), fatal).unwrap();
 
-    let found = wait_for(Duration::from_secs(90), || {
-        let out = run(
-            gpufleet().args(["diagnose", "hgx-09", "-o", "json", "--collector", &url]),
-            false,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let findings = v["findings"].as_array()?.clone();
-        let by = |id: &str| {
-            findings
-                .iter()
-                .find(|f| f["rule_id"] == id && f["node"] == "hgx-09")
-                .cloned()
-        };
-        Some((by("pcie.acs_enabled")?, by("pcie.aer.fatal")?))
-    });
-    let (acs, fatal) =
-        found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
+    let [acs, fatal] = wait_for_findings(
+        &url,
+        "hgx-09",
+        ["pcie.acs_enabled", "pcie.aer.fatal"],
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
     let summary = acs["summary"].as_str().unwrap();
     assert!(
         summary.contains("port 0000:17:01.0") && summary.contains("GPU 0 (0000:1a:00.0)"),

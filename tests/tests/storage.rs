@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufleet_tests::{
-    Proc, agent, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run, serve, wait_for,
+    Proc, agent, copy_tree_into, fake_nvml_lib, free_port, gpufleet, nvml_fixture, repo_root, run,
+    serve, wait_for_findings,
 };
 
 fn fixture(kind: &str) -> PathBuf {
@@ -23,14 +24,7 @@ fn fixture(kind: &str) -> PathBuf {
 fn copies() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for kind in ["procfs", "sysfs", "rootfs"] {
-        std::fs::create_dir_all(dir.path().join(kind)).unwrap();
-        let ok = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", fixture(kind).display()))
-            .arg(dir.path().join(kind))
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        copy_tree_into(&fixture(kind), &dir.path().join(kind));
     }
     dir
 }
@@ -177,26 +171,13 @@ fn a_read_only_remount_and_a_dead_nvme_controller_are_diagnosed() {
     std::fs::write(&mountinfo, ro).unwrap();
     std::fs::write(sysfs.join("class/nvme/nvme1/state"), "dead\n").unwrap();
 
-    let found = wait_for(Duration::from_secs(90), || {
-        let out = run(
-            gpufleet().args(["diagnose", "hgx-09", "-o", "json", "--collector", &url]),
-            false,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let findings = v["findings"].as_array()?.clone();
-        let by = |id: &str| {
-            findings
-                .iter()
-                .find(|f| f["rule_id"] == id && f["node"] == "hgx-09")
-                .cloned()
-        };
-        Some((
-            by("storage.mount.read_only")?,
-            by("storage.nvme.unhealthy")?,
-        ))
-    });
-    let (ro, nvme) =
-        found.unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
+    let [ro, nvme] = wait_for_findings(
+        &url,
+        "hgx-09",
+        ["storage.mount.read_only", "storage.nvme.unhealthy"],
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
     let summary = |f: &serde_json::Value| f["summary"].as_str().unwrap().to_string();
     assert!(
         summary(&ro)
