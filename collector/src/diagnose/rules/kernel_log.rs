@@ -168,19 +168,16 @@ impl Rule for KernelLog {
             (Group::default(), Group::default(), Group::default());
         let mut aer_fatal = false;
         // Devices whose AER counters arrive in the samples: `pcie.aer.*` speaks for them.
-        let counted: Vec<&str> = node
-            .latest()
-            .map(|s| {
-                s.host
-                    .pcie_devices
-                    .iter()
-                    .filter(|d| {
-                        d.aer_correctable.is_some() || d.aer_nonfatal.is_some() || d.aer_fatal.is_some()
-                    })
-                    .map(|d| d.bdf.as_str())
-                    .collect()
+        let counted = |device: &str| {
+            node.latest().is_some_and(|s| {
+                s.host.pcie_devices.iter().any(|d| {
+                    d.bdf == device
+                        && (d.aer_correctable.is_some()
+                            || d.aer_nonfatal.is_some()
+                            || d.aer_fatal.is_some())
+                })
             })
-            .unwrap_or_default();
+        };
         for e in node.events.iter().filter(|e| e.kind == EventKind::Kernel) {
             let age = now.since(e.timestamp);
             if age > RECENT_MS {
@@ -200,7 +197,7 @@ impl Rule for KernelLog {
                 } else if short && booted.is_none_or(|b| e.timestamp.0 - b.0 > BOOT_GRACE_MS) {
                     nonfatal.add(key, e);
                 }
-            } else if code == "kernel.pcie_aer" && !counted.contains(&detail(e, "device")) {
+            } else if code == "kernel.pcie_aer" && !counted(detail(e, "device")) {
                 let device = Self::device_name(node, detail(e, "device"));
                 let severity = detail(e, "severity");
                 if severity.starts_with("Uncorrected") {
