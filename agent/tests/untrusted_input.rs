@@ -47,6 +47,16 @@ proptest! {
     fn proc_net_dev_never_panics(text in "(.{0,60}\n){0,6}") {
         let _ = parse_proc_net_dev(&text);
     }
+
+    #[test]
+    fn procfs_texts_never_panic(text in "[0-9a-zA-Z ()_:\t\n-]{0,120}") {
+        use gpufleet_agent::sources::os;
+        let _ = os::parse_stat(&text);
+        let _ = os::parse_file_nr(&text);
+        let _ = os::parse_vmstat(&text);
+        let _ = os::context_switches(&text);
+        let _ = gpufleet_agent::sources::ethernet::parse_speed(&text);
+    }
 }
 
 // --- the agent's config file --------------------------------------------------------------

@@ -34,6 +34,22 @@ proptest! {
     }
 
     #[test]
+    fn kernel_error_lines_never_panic(
+        prefix in prop::sample::select(vec![
+            "nvidia-nvswitch", "nvidia 0000:18:00.0: PCIe Bus Error: severity=", "I/O error, dev ",
+            "critical medium error, dev ", "EXT4-fs ", "XFS ", "nvme nvme", "NETDEV WATCHDOG: ",
+            "INFO: task ", "",
+        ]),
+        rest in ".{0,80}",
+    ) {
+        let line = format!("{prefix}{rest}");
+        if let Some(k) = gpufleet_model::kernel_log::classify(&line) {
+            // Whatever is classified becomes an event without panicking.
+            let _ = k.event(gpufleet_model::UnixMs(0), "kmsg");
+        }
+    }
+
+    #[test]
     fn pci_addresses_never_panic(addr in ".{0,30}") {
         let _ = normalize_pci(&addr);
     }
