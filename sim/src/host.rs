@@ -377,10 +377,17 @@ impl HostSim {
                         }
                     }
                 }
+                let (mut speed, mut width) = (d.info.max_link_speed_mts, d.info.max_link_width);
+                for (hca, s, w) in &h.pcie_link {
+                    if d.hca.as_deref() == Some(*hca) {
+                        speed = s.or(speed);
+                        width = w.or(width);
+                    }
+                }
                 PcieDeviceSample {
                     bdf: d.info.bdf.clone(),
-                    link_speed_mts: d.info.max_link_speed_mts,
-                    link_width: d.info.max_link_width,
+                    link_speed_mts: speed,
+                    link_width: width,
                     aer_correctable: Some(aer[0]),
                     aer_nonfatal: Some(aer[1]),
                     aer_fatal: Some(aer[2]),

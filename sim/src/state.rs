@@ -252,6 +252,8 @@ pub struct HostLive<'a> {
     pub pcie_acs: Vec<u32>,
     /// AER errors counted so far per PCIe device: (correctable, non-fatal, fatal).
     pub pcie_aer: Vec<(PcieTarget<'a>, [u64; 3])>,
+    /// HCAs whose PCIe link trained low: (HCA, rate in MT/s, lanes); `None` keeps the rated one.
+    pub pcie_link: Vec<(&'a str, Option<u32>, Option<u32>)>,
     /// Watched mounts remounted read-only, hung (statfs times out), unmounted, or nearly full.
     pub mounts_read_only: Vec<&'a str>,
     pub mounts_unresponsive: Vec<&'a str>,

@@ -845,6 +845,20 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
                     .count()
                     == 1
         }),
+        ("pcie_link_downtrained", "h100", "", |o, _| {
+            let inv = &o.info.pcie_devices;
+            let narrow: Vec<&str> = o
+                .host
+                .pcie_devices
+                .iter()
+                .filter(|x| {
+                    let i = inv.iter().find(|i| i.bdf == x.bdf).unwrap();
+                    x.link_width < i.max_link_width || x.link_speed_mts < i.max_link_speed_mts
+                })
+                .map(|x| inv.iter().find(|i| i.bdf == x.bdf).unwrap().name.as_str())
+                .collect();
+            narrow == ["mlx5_0"]
+        }),
         (
             "kernel_change",
             "h100",

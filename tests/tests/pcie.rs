@@ -106,10 +106,11 @@ fn probe_says_plainly_when_there_is_no_pci_bus() {
 }
 
 /// ACS redirect left on at the switch port above GPU 0 (set before the agent starts, as a BIOS
-/// does), and fatal AER errors on GPU 3 while it runs: the collector names both on the right
-/// node, port and GPU, from the real agent reading the kernel's files.
+/// does), and, while it runs, fatal AER errors on GPU 3 and HCA mlx5_0 retrained at x8: the
+/// collector names all three on the right node, port, GPU and HCA, from the real agent reading
+/// the kernel's files.
 #[test]
-fn acs_on_a_switch_port_and_fatal_aer_errors_are_diagnosed_on_the_right_node() {
+fn acs_on_a_switch_port_fatal_aer_errors_and_a_narrow_nic_link_are_diagnosed() {
     let sys = hgx_copy();
     let config = sys.path().join(GPU0_PORT).join("config");
     let mut bytes = std::fs::read(&config).unwrap();
@@ -153,11 +154,19 @@ fn acs_on_a_switch_port_and_fatal_aer_errors_are_diagnosed_on_the_right_node() {
     let fatal = fatal.replace("Completion Timeout 0", "Completion Timeout 1");
     let fatal = fatal.replace("TOTAL_ERR_FATAL 0", "TOTAL_ERR_FATAL 1");
     std::fs::write(gpu3.join("aer_dev_fatal"), fatal).unwrap();
+    let mlx5_0 = sys
+        .path()
+        .join("devices/pci0000:15/0000:15:01.0/0000:16:00.0/0000:17:00.0/0000:18:00.0");
+    std::fs::write(mlx5_0.join("current_link_width"), "8\n").unwrap();
 
-    let [acs, fatal] = wait_for_findings(
+    let [acs, fatal, link] = wait_for_findings(
         &url,
         "hgx-09",
-        ["pcie.acs_enabled", "pcie.aer.fatal"],
+        [
+            "pcie.acs_enabled",
+            "pcie.aer.fatal",
+            "pcie.link_downtrained",
+        ],
         Duration::from_secs(90),
     )
     .unwrap_or_else(|| panic!("not diagnosed:\n{}\n{}", collector.log(), a.log()));
@@ -173,6 +182,12 @@ fn acs_on_a_switch_port_and_fatal_aer_errors_are_diagnosed_on_the_right_node() {
         "{fatal}"
     );
     assert_eq!(fatal["gpu_index"], 3, "{fatal}");
+    assert_eq!(
+        link["summary"],
+        "PCIe link downtrained: NIC mlx5_0 (0000:18:00.0) at 32 GT/s x8 instead of 32 GT/s x16 \
+         (50% of its bandwidth)",
+        "{link}"
+    );
     assert!(a.terminate(Duration::from_secs(10)).is_some());
     assert!(collector.terminate(Duration::from_secs(10)).is_some());
 }

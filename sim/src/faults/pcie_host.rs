@@ -1,6 +1,7 @@
 //! The host's PCIe tree (GPUs and NICs below PCIe switches): `pcie_acs_enabled` (ACS P2P
 //! redirect set on the switch port above a GPU) and the AER error counters of a GPU's or
-//! NIC's PCIe device, `pcie_aer_fatal`, `pcie_aer_nonfatal` and `pcie_aer_correctable`.
+//! NIC's PCIe device, `pcie_aer_fatal`, `pcie_aer_nonfatal` and `pcie_aer_correctable`, and
+//! an HCA's link trained below its rating, `pcie_link_downtrained`.
 //! (`pcie.rs` is the GPU's own link as NVML reports it.)
 //!
 //! A device is named by `gpu_index` (the GPU's PCIe device, default GPU 0) or `nic` (an HCA's
@@ -41,6 +42,14 @@ pub(super) static KINDS: &[FaultKindInfo] = &[
         Scope::Node,
         "pcie.aer.correctable",
         "a GPU's or NIC's PCIe link reports correctable AER errors at a steady rate",
+    ),
+    kind::<PcieLinkDowntrained>(
+        "pcie_link_downtrained",
+        &[],
+        Scope::Node,
+        "pcie.link_downtrained",
+        "an HCA's PCIe link trained narrower or slower than it and its switch port support \
+         (a badly seated card or riser)",
     ),
 ];
 
@@ -206,5 +215,62 @@ impl FaultKind for PcieAerCorrectable {
             target(self.gpu_index, &self.nic),
             [at.per_minute(self.per_minute), 0, 0],
         ));
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PcieLinkDowntrained {
+    /// The HCA (default `mlx5_0`).
+    pub nic: Option<String>,
+    /// Lanes it trained at (default 8 when `speed_mts` is not given either).
+    pub width: Option<u32>,
+    /// Rate it trained at, MT/s (2500, 5000, 8000, 16000, 32000, 64000; default: rated).
+    pub speed_mts: Option<u32>,
+}
+
+impl PcieLinkDowntrained {
+    fn width(&self) -> Option<u32> {
+        match (self.width, self.speed_mts) {
+            (None, None) => Some(8),
+            (w, _) => w,
+        }
+    }
+}
+
+impl Params for PcieLinkDowntrained {
+    fn check(&self, _gpu: Option<u32>) -> Result<(), String> {
+        if let Some(w) = self.width
+            && ![1, 2, 4, 8, 16].contains(&w)
+        {
+            return Err(format!(
+                "width = {w} is not a PCIe link width (1, 2, 4, 8 or 16)"
+            ));
+        }
+        if let Some(s) = self.speed_mts
+            && ![2_500, 5_000, 8_000, 16_000, 32_000, 64_000].contains(&s)
+        {
+            return Err(format!(
+                "speed_mts = {s} is not a PCIe rate (2500, 5000, 8000, 16000, 32000 or 64000)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl FaultKind for PcieLinkDowntrained {
+    fn validate_for(&self, p: &GpuModelProfile) -> Result<(), String> {
+        let nic = Some(self.nic.clone().unwrap_or_else(|| super::hca_name(0)));
+        if p.host.nics.iter().all(|n| !n.fabric) {
+            return Err("the simulated host has no HCA to downtrain".into());
+        }
+        check_target(None, &nic, p)
+    }
+
+    fn host<'a>(&'a self, h: &mut HostLive<'a>, at: &At) {
+        if at.active() {
+            let nic = self.nic.as_deref().unwrap_or("mlx5_0");
+            h.pcie_link.push((nic, self.speed_mts, self.width()));
+        }
     }
 }

@@ -35,7 +35,7 @@ fn catalog_names_are_unique_and_buildable() {
         info_of("applications_clocks", Some(0), "").name,
         "clocks_locked"
     );
-    assert_eq!(fault_kinds().len(), 59);
+    assert_eq!(fault_kinds().len(), 60);
 }
 
 #[test]

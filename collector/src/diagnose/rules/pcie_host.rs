@@ -80,10 +80,31 @@ const AER_CORRECTABLE: Cause = Cause {
              connector, and check that the slot runs at its rated generation.",
 };
 
+const LINK_DOWNTRAINED: Cause = Cause {
+    id: "pcie.link_downtrained",
+    title: "NIC, NVMe or NVSwitch PCIe link downtrained",
+    severity: Severity::Warning,
+    detects: "A NIC's, NVMe drive's or NVSwitch's PCIe link trained narrower or slower \
+              (current_link_width, current_link_speed) than both the device and the port \
+              above it support (the lesser of their max_link_*), for several samples. A \
+              GPU's own link is gpu.pcie.downtrained (NVML); bridges are not judged.",
+    action: "`lspci -vvv -s BDF` shows LnkCap against LnkSta (marked `downgraded`). Reseat \
+             the card, riser or cable, and check the slot's bifurcation and PCIe generation \
+             in the BIOS; if it persists after a reboot, replace the riser or card. Until \
+             then the device moves data at the fraction shown: a 400 Gb/s NDR HCA needs \
+             gen5 x16, and at x8 caps RDMA to its GPUs at half the line rate.",
+};
+
 static INFO: RuleInfo = RuleInfo {
     id: "pcie.host",
-    title: "PCIe tree (ACS, AER)",
-    catalog: &[ACS_ENABLED, AER_FATAL, AER_NONFATAL, AER_CORRECTABLE],
+    title: "PCIe tree (ACS, AER, device links)",
+    catalog: &[
+        ACS_ENABLED,
+        AER_FATAL,
+        AER_NONFATAL,
+        AER_CORRECTABLE,
+        LINK_DOWNTRAINED,
+    ],
 };
 
 /// Correctable errors per minute that mean a marginal link: a healthy one counts none.
@@ -284,6 +305,95 @@ impl PcieHost {
     }
 }
 
+/// Devices whose link this rule judges: the GPUs' is NVML's (`gpu.pcie.downtrained`, which
+/// knows that an idle GPU lowers its rate on purpose); a bridge's link register describes a
+/// different link depending on the port's type, which the agent does not read.
+fn link_judged(kind: PcieDeviceKind) -> bool {
+    matches!(
+        kind,
+        PcieDeviceKind::Nic | PcieDeviceKind::Nvme | PcieDeviceKind::NvSwitch
+    )
+}
+
+/// Data rate of a link, relative: MT/s per lane after line encoding (8b/10b up to gen2,
+/// 128b/130b since gen3) times lanes.
+fn link_rate(mts: u32, width: u32) -> f64 {
+    let encoding = if mts <= 5_000 { 0.8 } else { 128.0 / 130.0 };
+    f64::from(mts) * encoding * f64::from(width)
+}
+
+impl PcieHost {
+    /// One finding for the node's devices whose link trained below the lesser of the device's
+    /// and its port's maximum, for several samples.
+    fn downtrained(&self, node: &NodeState, latest: &Sample) -> Option<Finding> {
+        let devices = &node.inventory.host.pcie_devices;
+        let max_of = |bdf: &str| {
+            devices
+                .iter()
+                .find(|d| d.bdf == bdf)
+                .map(|d| (d.max_link_speed_mts, d.max_link_width))
+        };
+        let mut f: Option<Finding> = None;
+        let mut parts = Vec::new();
+        let mut worst = 1.0f64;
+        for (pos, d) in latest.host.pcie_devices.iter().enumerate() {
+            let Some(info) = devices.iter().find(|i| i.bdf == d.bdf) else {
+                continue;
+            };
+            if !link_judged(info.kind) {
+                continue;
+            }
+            let port = info.upstream.last().and_then(|u| max_of(u));
+            let lesser = |own: Option<u32>, port: Option<u32>| match (own, port) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, None) => a,
+                (None, _) => None,
+            };
+            let want_speed = lesser(info.max_link_speed_mts, port.and_then(|p| p.0));
+            let want_width = lesser(info.max_link_width, port.and_then(|p| p.1));
+            let bdf = d.bdf.as_str();
+            let low = |x: &PcieDeviceSample| {
+                let slow = matches!((x.link_speed_mts, want_speed), (Some(c), Some(w)) if c < w);
+                let narrow = matches!((x.link_width, want_width), (Some(c), Some(w)) if c < w);
+                slow || narrow
+            };
+            let Some(held) = super::window::sustained_node(node, 0, |s| {
+                device(s, pos, bdf).is_some_and(low)
+            }) else {
+                continue;
+            };
+            let (speed, width) = (d.link_speed_mts.unwrap_or(0), d.link_width.unwrap_or(0));
+            let (max_speed, max_width) = (want_speed.unwrap_or(speed), want_width.unwrap_or(width));
+            let ratio = link_rate(speed, width) / link_rate(max_speed, max_width);
+            let gts = |mts: u32| format!("{} GT/s", f64::from(mts) / 1000.0);
+            let (what, _) = describe(node, bdf);
+            let f = f.get_or_insert_with(|| raise(self, &LINK_DOWNTRAINED, node, held.since));
+            f.since = f.since.min(held.since);
+            f.evidence.push(
+                Evidence::new(
+                    &format!("host.pcie[{bdf}].link"),
+                    format!("{} x{width} ({what})", gts(speed)),
+                    format!("{} x{max_width}", gts(max_speed)),
+                )
+                .held_for(held.held_ms),
+            );
+            parts.push(format!(
+                "{what} at {} x{width} instead of {} x{max_width} ({:.0}% of its bandwidth)",
+                gts(speed),
+                gts(max_speed),
+                100.0 * ratio
+            ));
+            if ratio.is_finite() {
+                worst = worst.min(ratio);
+            }
+        }
+        let mut f = f?;
+        f.performance_ratio = Some(worst.clamp(0.0, 1.0));
+        f.summary = format!("PCIe link downtrained: {}", parts.join("; "));
+        Some(f)
+    }
+}
+
 impl Rule for PcieHost {
     fn info(&self) -> &'static RuleInfo {
         &INFO
@@ -306,6 +416,7 @@ impl Rule for PcieHost {
         for (cause, name, read) in counters {
             out.extend(self.aer(node, latest, cause, name, read));
         }
+        out.extend(self.downtrained(node, latest));
         out
     }
 }
@@ -434,7 +545,20 @@ pub(super) fn triggers() -> Vec<(&'static str, NodeState)> {
             "pcie aer correctable",
             hgx_node(40, |i, d| at(d, "0000:8a:00.0").aer_correctable = Some(i as u64 * 3)),
         ),
+        named(
+            "pcie link downtrained",
+            with_links(hgx_node(40, |_, d| at(d, "0000:18:00.0").link_width = Some(8))),
+        ),
     ]
+}
+
+/// The tree's devices and bridges all rated gen5 x16, as on an HGX H100 board.
+#[cfg(test)]
+fn with_links(mut n: NodeState) -> NodeState {
+    for d in &mut n.inventory.host.pcie_devices {
+        (d.max_link_speed_mts, d.max_link_width) = (Some(32_000), Some(16));
+    }
+    n
 }
 
 #[cfg(test)]
@@ -614,5 +738,99 @@ mod tests {
         assert_eq!(got[1].gpu_index, Some(3));
         assert_eq!(got[1].evidence[0].field, "host.pcie[0000:4b:00.0].aer_nonfatal");
         assert_eq!(got[1].since, UnixMs(91_000));
+    }
+
+    #[test]
+    fn link_cases() {
+        type Bend = fn(usize, &mut Vec<PcieDeviceSample>);
+        type Rate = fn(&mut NodeState);
+        let none: Rate = |_| {};
+        // (name, edit of sample i of 20, edit of the inventory, causes wanted)
+        let cases: &[(&str, Bend, Rate, &[&str])] = &[
+            ("healthy: every link at gen5 x16", |_, _| {}, none, &[]),
+            (
+                "NIC mlx5_0 trained at x8",
+                |_, d| at(d, "0000:18:00.0").link_width = Some(8),
+                none,
+                &["pcie.link_downtrained"],
+            ),
+            (
+                "NIC at gen4 under a gen5 port",
+                |_, d| at(d, "0000:40:00.0").link_speed_mts = Some(16_000),
+                none,
+                &["pcie.link_downtrained"],
+            ),
+            (
+                "a gen5 NIC in a gen4 slot runs as fast as the slot can",
+                |_, d| at(d, "0000:40:00.0").link_speed_mts = Some(16_000),
+                |n| {
+                    for d in &mut n.inventory.host.pcie_devices {
+                        if d.bdf == "0000:17:03.0" {
+                            d.max_link_speed_mts = Some(16_000);
+                        }
+                    }
+                },
+                &[],
+            ),
+            (
+                "a GPU's link is NVML's rule, not this one",
+                |_, d| at(d, "0000:1a:00.0").link_width = Some(8),
+                none,
+                &[],
+            ),
+            (
+                "a bridge is not judged",
+                |_, d| at(d, "0000:16:00.0").link_width = Some(8),
+                none,
+                &[],
+            ),
+            (
+                "one sample at x8 (retraining) is not a state",
+                |i, d| at(d, "0000:18:00.0").link_width = Some(if i == 19 { 8 } else { 16 }),
+                none,
+                &[],
+            ),
+            (
+                "an unreadable link is not a slow one",
+                |_, d| {
+                    let x = at(d, "0000:18:00.0");
+                    (x.link_speed_mts, x.link_width) = (None, None);
+                },
+                none,
+                &[],
+            ),
+        ];
+        for (name, bend, rate, want) in cases {
+            let mut n = with_links(hgx_node(20, bend));
+            rate(&mut n);
+            let got = PcieHost.check(&n, &FleetContext::default(), NOW);
+            assert_eq!(ids(&got), *want, "{name}: {got:#?}");
+        }
+        // Without the inventory's rated links nothing is judged.
+        let n = hgx_node(20, |_, d| at(d, "0000:18:00.0").link_width = Some(8));
+        assert!(PcieHost.check(&n, &FleetContext::default(), NOW).is_empty());
+    }
+
+    #[test]
+    fn a_downtrained_link_names_the_device_and_its_share_of_bandwidth() {
+        let n = with_links(hgx_node(20, |_, d| {
+            at(d, "0000:18:00.0").link_width = Some(8);
+            let x = at(d, "0000:5e:00.0");
+            (x.link_speed_mts, x.link_width) = (Some(8_000), Some(16));
+        }));
+        let got = PcieHost.check(&n, &FleetContext::default(), NOW);
+        assert_eq!(ids(&got), ["pcie.link_downtrained"]);
+        let f = &got[0];
+        assert_eq!(
+            f.summary,
+            "PCIe link downtrained: NIC mlx5_0 (0000:18:00.0) at 32 GT/s x8 instead of 32 GT/s \
+             x16 (50% of its bandwidth); NIC mlx5_3 (0000:5e:00.0) at 8 GT/s x16 instead of 32 \
+             GT/s x16 (25% of its bandwidth)"
+        );
+        assert_eq!(f.evidence[0].field, "host.pcie[0000:18:00.0].link");
+        assert_eq!(f.evidence[0].value, "32 GT/s x8 (NIC mlx5_0 (0000:18:00.0))");
+        assert_eq!(f.evidence[0].threshold, "32 GT/s x16");
+        assert!((f.performance_ratio.unwrap() - 0.25).abs() < 1e-9);
+        assert_eq!(f.gpu_index, None);
     }
 }
