@@ -801,7 +801,10 @@ fn is_ethernet(n: &crate::hosts::NicSpec) -> bool {
 }
 
 fn targets(target: Option<&str>, name: &str) -> bool {
-    target.unwrap_or("mlx5_0") == name
+    match target {
+        Some(crate::faults::ALL_HCAS) => true,
+        t => t.unwrap_or("mlx5_0") == name,
+    }
 }
 
 /// `ibp24s0` (the netdev name udev gives the HCA in PCI bus 24) → `0000:18:00.0`.

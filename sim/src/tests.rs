@@ -628,6 +628,15 @@ fn fault_table() -> Vec<(&'static str, &'static str, &'static str, Check)> {
         ("ib_hca_missing", "h100", "hca = \"mlx5_7\"", |o, _| {
             o.host.ib_ports.len() == 7 && o.host.ib_ports.iter().all(|p| p.device != "mlx5_7")
         }),
+        ("ib_hca_missing", "h100", "hca = \"all\"", |o, _| {
+            let nics = o
+                .info
+                .pcie_devices
+                .iter()
+                .filter(|d| d.kind == gpufleet_model::PcieDeviceKind::Nic && d.vendor_id == 0x15b3)
+                .count();
+            o.host.ib_ports.is_empty() && o.info.ib_devices.is_empty() && nics >= 8
+        }),
         ("cpu_governor_powersave", "h100", "", |o, _| {
             let c = o.host.cpu_config.as_ref().unwrap();
             c.main_governor() == Some(("powersave", 224))

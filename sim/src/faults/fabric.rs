@@ -162,15 +162,27 @@ impl FaultKind for IbLinkErrors {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IbHcaMissing {
-    /// The HCA (default: `mlx5_0`).
+    /// The HCA (default: `mlx5_0`), or `all`: the RDMA stack shows none (mlx5_ib not
+    /// loaded) while the NICs stay on the PCIe bus.
     pub hca: Option<String>,
 }
+
+/// `hca = "all"` of `ib_hca_missing`.
+pub const ALL_HCAS: &str = "all";
 
 impl Params for IbHcaMissing {}
 
 impl FaultKind for IbHcaMissing {
     fn validate_for(&self, p: &GpuModelProfile) -> Result<(), String> {
+        if self.hca.as_deref() == Some(ALL_HCAS) {
+            return check_hca(&None, p);
+        }
         check_hca(&self.hca, p)
+    }
+
+    /// Without any HCA the agent's inventory lists no RDMA device either (it re-reads it).
+    fn changes_inventory(&self) -> bool {
+        self.hca.as_deref() == Some(ALL_HCAS)
     }
 
     fn host<'a>(&'a self, h: &mut HostLive<'a>, at: &At) {

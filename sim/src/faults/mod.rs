@@ -40,7 +40,7 @@ mod xid;
 
 pub use crate::state::Direction;
 pub use driver::MODULES as DRIVER_MODULES;
-pub use fabric::hca_name;
+pub use fabric::{ALL_HCAS, hca_name};
 
 /// Every family's kinds, in documentation order: the one list a new family joins.
 static FAMILIES: &[&[FaultKindInfo]] = &[

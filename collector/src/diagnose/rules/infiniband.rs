@@ -3,7 +3,9 @@
 //! slowest rail, so one port down, retrained at half rate, or taking symbol errors slows every
 //! job spanning the node — and no GPU counter shows it.
 
-use gpufleet_model::{Evidence, Finding, IbPortSample, Sample, Severity, UnixMs};
+use gpufleet_model::{
+    Evidence, Finding, IbPortSample, PcieDeviceKind, Sample, Severity, UnixMs,
+};
 
 use super::raise;
 use super::window::{RATE_WINDOW_MS, growth, sustained_node};
@@ -51,13 +53,20 @@ const LINK_ERRORS: Cause = Cause {
              flap.",
 };
 
+/// Mellanox (NVIDIA Networking) PCI vendor id: ConnectX HCAs and BlueField DPUs.
+const MELLANOX: u32 = 0x15b3;
+
 const HCA_MISSING: Cause = Cause {
     id: "fabric.ib.hca_missing",
     title: "Fewer InfiniBand ports than peers",
     severity: Severity::Warning,
     detects: "The node has fewer InfiniBand ports than most nodes with its GPU model (at least \
               2 of them, more than half), or its inventory lists RDMA devices its samples no \
-              longer show: an HCA that fell off the bus, failed, or whose driver did not load.",
+              longer show: an HCA that fell off the bus, failed, or whose driver did not load. \
+              A node with no InfiniBand port at all is judged only where the agent read its \
+              PCIe bus (it lists the GPUs there), so an unreadable sysfs is not an empty one; \
+              the finding says whether the bus still shows Mellanox NICs (the RDMA stack did \
+              not come up) or none (the HCAs are gone from the bus).",
     action: "`ls /sys/class/infiniband`, `lspci -d 15b3:` and `dmesg | grep mlx5` on the node: \
              a missing HCA needs a reseat or replacement; a present one whose driver failed \
              needs the mlx5_core / mlx5_ib modules (`modprobe mlx5_ib`) and a look at why they \
@@ -255,6 +264,13 @@ impl InfiniBand {
 
     fn missing(&self, node: &NodeState, fleet: &FleetContext, latest: &Sample) -> Option<Finding> {
         let have = ib_port_count(node);
+        let pcie = &node.inventory.host.pcie_devices;
+        // Zero ports is news only where the agent saw the bus: its GPUs are on it.
+        let bus_read = pcie.iter().any(|d| d.kind == PcieDeviceKind::Gpu);
+        let nics_on_bus = pcie
+            .iter()
+            .filter(|d| d.kind == PcieDeviceKind::Nic && d.vendor_id == MELLANOX)
+            .count();
         let listed = node.inventory.host.ib_devices.len();
         let shown = latest
             .host
@@ -276,6 +292,31 @@ impl InfiniBand {
                 format!("{usual} (most nodes with its GPUs)"),
             ));
             why.push(format!("{have} InfiniBand ports where its peers have {usual}"));
+        }
+        let none_at_all = have == 0 && listed == 0 && bus_read;
+        if let Some(usual) = usual.filter(|_| none_at_all) {
+            evidence.push(Evidence::new(
+                "host.ib.ports",
+                0,
+                format!("{usual} (most nodes with its GPUs)"),
+            ));
+            evidence.push(Evidence::new(
+                "host.pcie.mellanox_nics",
+                nics_on_bus,
+                "the HCAs, on the PCIe bus",
+            ));
+            why.push(if nics_on_bus > 0 {
+                format!(
+                    "no InfiniBand port where its peers have {usual}, yet {nics_on_bus} Mellanox \
+                     NICs are on its PCIe bus: the RDMA stack did not come up (`lsmod | grep \
+                     mlx5_ib`, `ibstat`)"
+                )
+            } else {
+                format!(
+                    "no InfiniBand port where its peers have {usual}, and no Mellanox NIC on \
+                     its PCIe bus: the HCAs are gone from the bus (`lspci -d 15b3:`)"
+                )
+            });
         }
         if listed > shown {
             let gone: Vec<&str> = node
@@ -299,7 +340,7 @@ impl InfiniBand {
         // Held: the count has been low for the whole hold.
         let held = sustained_node(node, HOLD_MS, |s| {
             let c = s.host.ib_ports.iter().filter(|p| p.is_infiniband()).count();
-            usual.is_some_and(|u| c > 0 && c < u) || c < listed
+            usual.is_some_and(|u| (c > 0 || none_at_all) && c < u) || c < listed
         })?;
         let mut f = raise(self, &HCA_MISSING, node, held.since);
         for e in evidence {
@@ -320,7 +361,8 @@ impl Rule for InfiniBand {
             return vec![];
         };
         if latest.host.ib_ports.is_empty() && node.inventory.host.ib_devices.is_empty() {
-            return vec![];
+            // Nothing to judge but a node with no HCA at all among peers that have them.
+            return self.missing(node, fleet, latest).into_iter().collect();
         }
         [
             self.down(node, latest),
@@ -538,5 +580,66 @@ mod tests {
         let got = InfiniBand.check(&n, &FleetContext::default(), NOW);
         assert_eq!(ids(&got), ["fabric.ib.hca_missing"]);
         assert!(got[0].summary.contains("mlx5_2 no longer read"), "{}", got[0].summary);
+    }
+
+    #[test]
+    fn a_node_with_no_infiniband_at_all_is_judged_by_its_pcie_bus() {
+        use crate::diagnose::rules::pcie_host::hgx_tree;
+        let mellanox = |mut t: Vec<gpufleet_model::PcieDeviceInfo>| {
+            for d in &mut t {
+                if d.kind == PcieDeviceKind::Nic {
+                    d.vendor_id = MELLANOX;
+                }
+            }
+            t
+        };
+        let bare = || node(8, 60, |_, s| s.host.ib_ports.clear());
+        // (name, PCIe inventory, peers with eight ports, causes wanted, summary says)
+        type Tree = fn() -> Vec<gpufleet_model::PcieDeviceInfo>;
+        let cases: &[(&str, Tree, bool, &[&str], &str)] = &[
+            ("sysfs unreadable: nothing seen is not nothing there", Vec::new, true, &[], ""),
+            (
+                "HCAs on the bus, no RDMA device",
+                hgx_tree,
+                true,
+                &["fabric.ib.hca_missing"],
+                "yet 8 Mellanox NICs are on its PCIe bus: the RDMA stack did not come up",
+            ),
+            (
+                "HCAs gone from the bus",
+                || {
+                    hgx_tree()
+                        .into_iter()
+                        .filter(|d| d.kind != PcieDeviceKind::Nic)
+                        .collect()
+                },
+                true,
+                &["fabric.ib.hca_missing"],
+                "and no Mellanox NIC on its PCIe bus: the HCAs are gone from the bus",
+            ),
+            (
+                "no peer has InfiniBand either: an Ethernet-only fleet",
+                hgx_tree,
+                false,
+                &[],
+                "",
+            ),
+        ];
+        for (name, tree, with_peers, want, says) in cases {
+            let mut n = bare();
+            n.inventory.host.pcie_devices = mellanox(tree());
+            let fleet = if *with_peers {
+                peers()
+            } else {
+                FleetContext::from_nodes(&[&bare(), &bare()])
+            };
+            let got = InfiniBand.check(&n, &fleet, NOW);
+            assert_eq!(ids(&got), *want, "{name}: {got:#?}");
+            if let Some(f) = got.first() {
+                assert!(f.summary.contains(says), "{name}: {}", f.summary);
+                assert_eq!(f.evidence[0].field, "host.ib.ports", "{name}");
+                assert_eq!(f.evidence[0].value, "0", "{name}");
+            }
+        }
     }
 }
