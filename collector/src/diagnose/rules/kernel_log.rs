@@ -20,7 +20,9 @@ const SXID_FATAL: Cause = Cause {
     severity: Severity::Critical,
     detects: "A fatal SXid from an NVSwitch in the kernel log in the last 30 minutes \
               (`nvidia-nvswitchN: SXid (PCI:…): CODE, Fatal, …`): NVLink traffic through the \
-              switch is stalled and CUDA jobs on its GPUs abort with Xid 45.",
+              switch is stalled and CUDA jobs on its GPUs abort with Xid 45. Both SXid \
+              findings say what NVML shows of the GPUs' NVLinks (which are down, or all \
+              active), and `gpu.nvlink.down` names the SXid beside the links it sees down.",
     action: "Drain the node and stop its jobs; reset the NVSwitches and GPUs (stop \
              nvidia-fabricmanager, `nvidia-smi -r`, start it again) or reboot. Look the SXid up \
              in the Fabric Manager user guide's SXid table; if it returns on the same switch \
@@ -114,7 +116,78 @@ impl<'a> Group<'a> {
     }
 }
 
+/// The node's newest NVSwitch SXid of the last 30 minutes before `now` (fatal ones first):
+/// `gpu.nvlink.down` names it beside the links NVML shows down.
+pub(super) fn latest_sxid(node: &NodeState, now: UnixMs) -> Option<&Event> {
+    node.events
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::Kernel
+                && e.code.starts_with("kernel.sxid.")
+                && now.since(e.timestamp) <= RECENT_MS
+        })
+        .max_by_key(|e| (detail(e, "fatal") == "true", e.timestamp))
+}
+
+/// What NVML says of the NVLinks of the node's GPUs, for an SXid finding: the links down (the
+/// switch's errors seen from the GPUs), or all of them active (the switch corrected them, or
+/// the GPUs behind it have not noticed yet). `None` without NVLink readings.
+fn nvlink_view(node: &NodeState) -> Option<(Evidence, String)> {
+    let latest = node.latest()?;
+    let (mut total, mut active) = (0usize, 0usize);
+    let mut down = Vec::new();
+    for g in &latest.gpus {
+        let links = node.inventory.gpu(g.index).map_or(0, |i| i.nvlink_count);
+        let mut off = Vec::new();
+        for l in super::nvlink::counted(g, links) {
+            match l.active {
+                Some(true) => active += 1,
+                Some(false) => off.push(l.link.to_string()),
+                None => continue,
+            }
+            total += 1;
+        }
+        if !off.is_empty() {
+            down.push(format!("GPU {} link {}", g.index, off.join(", ")));
+        }
+    }
+    if total == 0 {
+        return None;
+    }
+    let value = if down.is_empty() {
+        format!("{active} of {total} active")
+    } else {
+        format!("{active} of {total} active; down: {}", down.join("; "))
+    };
+    let summary = if down.is_empty() {
+        format!("NVML shows all {total} GPU NVLinks active")
+    } else {
+        format!("NVML shows {} down", down.join("; "))
+    };
+    Some((
+        Evidence::new("gpus.nvlink.active", value, "all active"),
+        summary,
+    ))
+}
+
 impl KernelLog {
+    /// An SXid finding with the GPUs' NVLink state beside it.
+    fn sxid_finding(
+        &self,
+        cause: &Cause,
+        node: &NodeState,
+        group: &Group,
+        what: &str,
+        threshold: &str,
+    ) -> Option<Finding> {
+        let mut f = self.finding(cause, node, group, what, threshold)?;
+        if let Some((evidence, summary)) = nvlink_view(node) {
+            f.evidence.push(evidence);
+            f.summary = format!("{}; {summary}", f.summary);
+        }
+        Some(f)
+    }
+
     fn finding(
         &self,
         cause: &Cause,
@@ -219,10 +292,10 @@ impl Rule for KernelLog {
         }
         let mut out = Vec::new();
         if fatal.count() > 0 {
-            out.extend(self.finding(&SXID_FATAL, node, &fatal, "fatal NVSwitch SXid", "0"));
+            out.extend(self.sxid_finding(&SXID_FATAL, node, &fatal, "fatal NVSwitch SXid", "0"));
         }
         if nonfatal.count() >= NONFATAL_SXIDS {
-            out.extend(self.finding(
+            out.extend(self.sxid_finding(
                 &SXID_NONFATAL,
                 node,
                 &nonfatal,
@@ -448,5 +521,65 @@ mod tests {
             f.summary,
             "uncorrected PCIe errors: GPU 3 (0000:18:00.0): Uncorrected (Non-Fatal) (1×)"
         );
+    }
+
+    /// Eight GPUs with 18 NVLinks each; `down` the (GPU, link) pairs NVML shows inactive.
+    fn with_nvlinks(down: &'static [(u32, u32)]) -> NodeState {
+        let mut n = node(8, 10, |_, s| {
+            s.host.uptime_seconds = 86_400;
+            for g in &mut s.gpus {
+                g.nvlinks = (0..18)
+                    .map(|link| gpufleet_model::NvLinkSample {
+                        link,
+                        active: Some(!down.contains(&(g.index, link))),
+                        ..Default::default()
+                    })
+                    .collect();
+            }
+        });
+        for g in &mut n.inventory.gpus {
+            g.nvlink_count = 18;
+        }
+        n
+    }
+
+    #[test]
+    fn sxid_findings_say_what_nvml_shows_of_the_gpus_nvlinks() {
+        let fleet = FleetContext::default();
+        let mut n = with_nvlinks(&[(3, 4), (3, 5)]);
+        n.events.push_back(event(FATAL, 90_000));
+        let f = &KernelLog.check(&n, &fleet, NOW)[0];
+        assert_eq!(
+            f.summary,
+            "fatal NVSwitch SXid: NVSwitch 1 (0000:06:00.0) SXid 12028 (1×); NVML shows GPU 3 \
+             link 4, 5 down"
+        );
+        let e = f.evidence.last().unwrap();
+        assert_eq!(e.field, "gpus.nvlink.active");
+        assert_eq!(e.value, "142 of 144 active; down: GPU 3 link 4, 5");
+
+        let mut n = with_nvlinks(&[]);
+        n.events.push_back(event(FATAL, 90_000));
+        let f = &KernelLog.check(&n, &fleet, NOW)[0];
+        assert!(
+            f.summary.ends_with("; NVML shows all 144 GPU NVLinks active"),
+            "{}",
+            f.summary
+        );
+        // The NVLink rule names the switch's SXid beside the links it sees down.
+        let mut n = with_nvlinks(&[(3, 4), (3, 5)]);
+        n.events.push_back(event(NONFATAL, 80_000));
+        n.events.push_back(event(FATAL, 90_000));
+        let got = super::super::nvlink::NvLink.check(&n, &fleet, NOW);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(
+            got[0].summary,
+            "GPU 3: NVLink 4, 5 of its 18 link(s) down; NVSwitch 1 logged SXid 12028 (fatal)"
+        );
+        assert_eq!(got[0].evidence.last().unwrap().field, "kernel_log.sxid");
+        // Without SXids, just the links.
+        let n = with_nvlinks(&[(3, 4)]);
+        let got = super::super::nvlink::NvLink.check(&n, &fleet, NOW);
+        assert_eq!(got[0].summary, "GPU 3: NVLink 4 of its 18 link(s) down");
     }
 }

@@ -46,7 +46,7 @@ const REPLAY_RECOVERY_PER_MINUTE: f64 = 1.0;
 /// matter from 100 per second (`DCGM_LIMIT_MAX_NVLINK_CRC_ERROR`).
 const CRC_PER_MINUTE: f64 = 100.0 * 60.0;
 
-fn counted(g: &GpuSample, links: u32) -> impl Iterator<Item = &NvLinkSample> {
+pub(super) fn counted(g: &GpuSample, links: u32) -> impl Iterator<Item = &NvLinkSample> {
     g.nvlinks.iter().filter(move |l| l.link < links)
 }
 
@@ -105,6 +105,24 @@ impl Rule for NvLink {
                     g.index,
                     ids.join(", ")
                 );
+                // The NVSwitch side of the same links, from the kernel log.
+                if let Some(sxid) = super::kernel_log::latest_sxid(node, latest.timestamp) {
+                    f.evidence.push(Evidence::new(
+                        "kernel_log.sxid",
+                        &sxid.message,
+                        "no SXid in the last 30 min",
+                    ));
+                    f.summary.push_str(&format!(
+                        "; NVSwitch {} logged SXid {}{}",
+                        sxid.details.get("nvswitch").map_or("?", String::as_str),
+                        sxid.details.get("sxid").map_or("?", String::as_str),
+                        if sxid.details.get("fatal").is_some_and(|v| v == "true") {
+                            " (fatal)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
                 out.push(f);
             }
 
