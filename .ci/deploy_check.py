@@ -6,6 +6,9 @@
     deploy_check.py k8s FILE   the rendered manifests: references resolve, pods stay unprivileged
     deploy_check.py package    cargo-deb metadata, units, Dockerfiles and the build context agree
     deploy_check.py selftest   the PromQL name extraction on known cases
+    deploy_check.py dashboard-rules FILE
+                               write the dashboard's queries as recording rules to FILE (with
+                               Grafana's variables filled in) for promtool to parse
 
 Each prints what is wrong and exits 1, or prints a one-line summary and exits 0.
 """
@@ -447,8 +450,27 @@ def check_package():
     return finish(f"package: {len(context)} files in the build context, {units} units and their packages agree")
 
 
+def dashboard_rules(out):
+    """Every panel query as a recording rule, so that `promtool check rules` parses it."""
+    import yaml
+
+    dash = json.loads((DEPLOY / "grafana/gpufleet.json").read_text(encoding="utf-8"))
+    fill = {"$__rate_interval": "1m", "$Hostname": ".*", "$gpu": ".*", "$job": ".*"}
+    rules = []
+    for i, (where, expr, _) in enumerate(dashboard_queries(dash)):
+        if not where.startswith("panel "):
+            continue
+        for k, v in fill.items():
+            expr = expr.replace(k, v)
+        rules.append({"record": f"dashboard:panel_{i}", "expr": expr})
+    Path(out).write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    return finish(f"dashboard-rules: {len(rules)} panel queries written to {out}")
+
+
 def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "dashboard-rules" and len(sys.argv) == 3:
+        return dashboard_rules(sys.argv[2])
     if cmd == "metrics":
         return check_metrics()
     if cmd == "config":

@@ -514,6 +514,134 @@ def node_detail(d):
     )
 
 
+def host(d):
+    """The rest of the server (docs/host-parts.md): fabric, PCIe tree, storage, OS."""
+    d.row("Host: fabric, PCIe, storage, OS ($Hostname)")
+    port = "{{Hostname}} {{device}}/{{port}}"
+    d.add(
+        timeseries(
+            "InfiniBand port rate",
+            [(f"gpufleet_ib_port_rate_gbps{{{NODE}}}", port)],
+            unit="Gbits",
+            description="The rate each port trained at; one lower than the rest is "
+            "fabric.ib.rate_degraded (400 Gb/s NDR, 200 HDR).",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
+            "InfiniBand link errors",
+            [
+                (
+                    f"sum by (Hostname, device) (rate(gpufleet_ib_port_symbol_errors_total{{{NODE}}}[$__rate_interval]))",
+                    "{{Hostname}} {{device}} symbol",
+                ),
+                (
+                    f"sum by (Hostname, device) (increase(gpufleet_ib_port_link_downed_total{{{NODE}}}[$__rate_interval]))",
+                    "{{Hostname}} {{device}} link downed",
+                ),
+            ],
+            unit="ops",
+            description="Symbol errors per second and link-down events: a steady rate is "
+            "fabric.ib.link_errors (a bad cable or transceiver).",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        table(
+            "PCIe links below their rating",
+            f"gpufleet_pcie_link_width{{{NODE}}} < on (Hostname, bdf) "
+            f"gpufleet_pcie_link_max_width{{{NODE}}}",
+            description="Devices whose link trained narrower than the device supports (value: "
+            "lanes now). NICs, NVMe and NVSwitches below their port's rating are "
+            "pcie.link_downtrained; GPUs are gpu.pcie.downtrained.",
+            hide=("Time", "__name__", "job", "instance"),
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
+            "PCIe AER errors",
+            [
+                (
+                    f"sum by (Hostname, bdf) (rate(gpufleet_pcie_aer_correctable_errors_total{{{NODE}}}[$__rate_interval]))",
+                    "{{Hostname}} {{bdf}} correctable",
+                ),
+                (
+                    f"sum by (Hostname, bdf) (increase(gpufleet_pcie_aer_fatal_errors_total{{{NODE}}}[$__rate_interval]))",
+                    "{{Hostname}} {{bdf}} fatal",
+                ),
+            ],
+            unit="ops",
+            description="AER counters of GPUs, NICs, NVMe drives and bridges (pcie.aer.*).",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
+            "Watched mounts: statfs time",
+            [(f"gpufleet_storage_mount_statfs_seconds{{{NODE}}}", "{{Hostname}} {{mount_point}}")],
+            unit="s",
+            description="How long the agent's statfs of each watched mount took; a gap with "
+            "gpufleet_storage_mount_unresponsive = 1 is storage.mount.unresponsive (a hung "
+            "NFS or Lustre server).",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
+            "Kernel log errors",
+            [
+                (
+                    f"sum by (Hostname, type) (increase(gpufleet_kernel_log_events_total{{{NODE}}}[$__rate_interval]))",
+                    "{{Hostname}} {{type}}",
+                )
+            ],
+            description="NVSwitch SXids, AER, storage, NIC transmit-timeout and hung-task "
+            "lines the agent read from /dev/kmsg.",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
+            "Processes stuck in D state",
+            [
+                (f"gpufleet_processes_uninterruptible{{{NODE}}}", "{{Hostname}} in D"),
+                (
+                    f"gpufleet_processes_blocked_seconds_max{{{NODE}}}",
+                    "{{Hostname}} longest blocked (s)",
+                ),
+            ],
+            description="host.os.stuck_processes: processes blocked in the kernel (usually "
+            "on storage or a GPU driver call) without running.",
+        ),
+        12,
+        8,
+    )
+    d.add(
+        timeseries(
+            "File handles used",
+            [
+                (
+                    f'max by (Hostname) (gpufleet_file_handles{{{NODE}, which="allocated"}}) / '
+                    f'max by (Hostname) (gpufleet_file_handles{{{NODE}, which="max"}})',
+                    "{{Hostname}}",
+                )
+            ],
+            unit="percentunit",
+            description="Allocated against fs.file-max (host.os.file_handles).",
+        ),
+        12,
+        8,
+    )
+
+
 def collector(d):
     d.row("Collector")
     d.add(
@@ -614,6 +742,7 @@ def dashboard():
     stragglers(d)
     versions(d)
     node_detail(d)
+    host(d)
     collector(d)
     return {
         "uid": "gpufleet-overview",
