@@ -4,6 +4,9 @@
     deploy_check.py metrics    dashboard and rules query only metrics the collector exports
     deploy_check.py config     deploy/config/*.toml: valid TOML, contract keys only
     deploy_check.py k8s FILE   the rendered manifests: references resolve, pods stay unprivileged
+    deploy_check.py k8s-full-host FILE
+                               the same for deploy/k8s-full-host, whose agent alone may be
+                               privileged, with the host's /, /proc, /sys and /dev/kmsg read-only
     deploy_check.py package    cargo-deb metadata, units, Dockerfiles and the build context agree
     deploy_check.py selftest   the PromQL name extraction on known cases
     deploy_check.py dashboard-rules FILE
@@ -221,7 +224,55 @@ def check_config():
 # ---------------------------------------------------------------------------- k8s
 
 
-def check_k8s(rendered):
+# What deploy/k8s-full-host gives the agent beyond the base: host path -> (mount path, type).
+FULL_HOST_MOUNTS = {
+    "/": ("/host/root", "Directory"),
+    "/proc": ("/host/proc", "Directory"),
+    "/sys": ("/host/sys", "Directory"),
+    "/dev/kmsg": ("/dev/kmsg", "CharDevice"),
+}
+FULL_HOST_ARGS = {
+    "--sysfs-root=/host/sys",
+    "--procfs-root=/host/proc",
+    "--host-root=/host/root",
+    "--kmsg-path=/dev/kmsg",
+}
+
+
+def check_full_host_agent(agent):
+    """The overlay's agent: privileged for /dev/kmsg, everything of the host's read-only, and
+    pointed at the mounts."""
+    spec = agent["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    seen = set()
+    for name, v in vols.items():
+        hp = v.get("hostPath")
+        if not hp or hp["path"] == "/var/lib/gpufleet-agent":
+            continue
+        want = FULL_HOST_MOUNTS.get(hp["path"])
+        if not want:
+            problem(f"k8s-full-host: hostPath {hp['path']} is not one the agent reads")
+            continue
+        seen.add(hp["path"])
+        m = mounts.get(name, {})
+        if m.get("mountPath") != want[0] or m.get("readOnly") is not True:
+            problem(f"k8s-full-host: {hp['path']} must be mounted read-only at {want[0]}: {m}")
+        if hp.get("type") != want[1]:
+            problem(f"k8s-full-host: hostPath {hp['path']} must have type {want[1]}")
+    for path in FULL_HOST_MOUNTS.keys() - seen:
+        problem(f"k8s-full-host: the agent does not get the host's {path}")
+    missing = FULL_HOST_ARGS - set(c.get("args", []))
+    if missing or c.get("args", [None])[0] != "run":
+        problem(f"k8s-full-host: the agent's args must be run {sorted(FULL_HOST_ARGS)}: {c.get('args')}")
+    if not c.get("securityContext", {}).get("privileged"):
+        problem("k8s-full-host: /dev/kmsg needs a privileged agent container")
+    if c.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+        problem("k8s-full-host: the agent's root filesystem must stay read-only")
+
+
+def check_k8s(rendered, full_host=False):
     import yaml
 
     docs = [d for d in yaml.safe_load_all(Path(rendered).read_text(encoding="utf-8")) if d]
@@ -255,11 +306,15 @@ def check_k8s(rendered):
         for vol in spec.get("volumes", []):
             if "configMap" in vol and vol["configMap"]["name"] not in configmaps:
                 problem(f"k8s: {where}: ConfigMap {vol['configMap']['name']} does not exist")
-            if "hostPath" in vol and vol["hostPath"]["path"] != "/var/lib/gpufleet-agent":
+            if "hostPath" in vol and vol["hostPath"]["path"] != "/var/lib/gpufleet-agent" and not (
+                full_host and name == "gpufleet-agent"
+            ):
                 problem(f"k8s: {where}: hostPath {vol['hostPath']['path']} beyond the agent's state dir")
         for c in spec.get("initContainers", []) + spec["containers"]:
             sc = c.get("securityContext", {})
             cw = f"{where} container {c['name']}"
+            if full_host and name == "gpufleet-agent" and c in spec["containers"]:
+                continue  # check_full_host_agent
             if sc.get("privileged"):
                 problem(f"k8s: {cw} is privileged")
             if sc.get("allowPrivilegeEscalation") is not False:
@@ -273,6 +328,8 @@ def check_k8s(rendered):
             if "/" not in c["image"]:
                 problem(f"k8s: {cw}: image {c['image']!r} not set by the kustomization's images:")
     agent = workloads.get("gpufleet-agent")
+    if agent and full_host:
+        check_full_host_agent(agent)
     if agent:
         spec = agent["spec"]["template"]["spec"]
         if spec.get("nodeSelector", {}).get("nvidia.com/gpu.present") != "true":
@@ -323,6 +380,11 @@ def check_k8s(rendered):
                 problem(f"k8s: ServiceMonitor {name}: port {ep.get('port')!r} is not a port name of the Service")
             if ep.get("honorLabels") is not True:
                 problem(f"k8s: ServiceMonitor {name}: honorLabels must be true (Hostname is the node's)")
+    if full_host:
+        return finish(
+            f"k8s-full-host: {len(docs)} objects, references resolve, only the agent privileged, "
+            "the host's trees read-only"
+        )
     return finish(f"k8s: {len(docs)} objects, references resolve, no privileged container")
 
 
@@ -477,6 +539,8 @@ def main():
         return check_config()
     if cmd == "k8s" and len(sys.argv) == 3:
         return check_k8s(sys.argv[2])
+    if cmd == "k8s-full-host" and len(sys.argv) == 3:
+        return check_k8s(sys.argv[2], full_host=True)
     if cmd == "package":
         return check_package()
     if cmd == "selftest":
