@@ -178,7 +178,9 @@ fn link_handles_oom_sxid_and_disk_errors_are_diagnosed() {
         "{oom}"
     );
     assert_eq!(
-        sxid["summary"], "fatal NVSwitch SXid: NVSwitch 1 (0000:06:00.0) SXid 12028 (1×)",
+        sxid["summary"],
+        "fatal NVSwitch SXid: NVSwitch 1 (0000:06:00.0) SXid 12028 (1×); NVML shows all 144 GPU \
+         NVLinks active",
         "{sxid}"
     );
     assert_eq!(sxid["severity"], "critical");
