@@ -264,13 +264,7 @@ impl InfiniBand {
 
     fn missing(&self, node: &NodeState, fleet: &FleetContext, latest: &Sample) -> Option<Finding> {
         let have = ib_port_count(node);
-        let pcie = &node.inventory.host.pcie_devices;
-        // Zero ports is news only where the agent saw the bus: its GPUs are on it.
-        let bus_read = pcie.iter().any(|d| d.kind == PcieDeviceKind::Gpu);
-        let nics_on_bus = pcie
-            .iter()
-            .filter(|d| d.kind == PcieDeviceKind::Nic && d.vendor_id == MELLANOX)
-            .count();
+
         let listed = node.inventory.host.ib_devices.len();
         let shown = latest
             .host
@@ -293,8 +287,15 @@ impl InfiniBand {
             ));
             why.push(format!("{have} InfiniBand ports where its peers have {usual}"));
         }
-        let none_at_all = have == 0 && listed == 0 && bus_read;
+        let pcie = &node.inventory.host.pcie_devices;
+        // Zero ports is news only where the agent saw the bus: its GPUs are on it.
+        let none_at_all =
+            have == 0 && listed == 0 && pcie.iter().any(|d| d.kind == PcieDeviceKind::Gpu);
         if let Some(usual) = usual.filter(|_| none_at_all) {
+            let nics_on_bus = pcie
+                .iter()
+                .filter(|d| d.kind == PcieDeviceKind::Nic && d.vendor_id == MELLANOX)
+                .count();
             evidence.push(Evidence::new(
                 "host.ib.ports",
                 0,

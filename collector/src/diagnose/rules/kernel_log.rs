@@ -129,9 +129,17 @@ pub(super) fn latest_sxid(node: &NodeState, now: UnixMs) -> Option<&Event> {
         .max_by_key(|e| (detail(e, "fatal") == "true", e.timestamp))
 }
 
-/// What NVML says of the NVLinks of the node's GPUs, for an SXid finding: the links down (the
-/// switch's errors seen from the GPUs), or all of them active (the switch corrected them, or
-/// the GPUs behind it have not noticed yet). `None` without NVLink readings.
+/// An SXid finding with what NVML says of the NVLinks of the node's GPUs beside it: the links
+/// down (the switch's errors seen from the GPUs), or all of them active (the switch corrected
+/// them, or the GPUs behind it have not noticed yet). Unchanged without NVLink readings.
+fn with_nvlink_view(node: &NodeState, mut f: Finding) -> Finding {
+    if let Some((evidence, summary)) = nvlink_view(node) {
+        f.evidence.push(evidence);
+        f.summary = format!("{}; {summary}", f.summary);
+    }
+    f
+}
+
 fn nvlink_view(node: &NodeState) -> Option<(Evidence, String)> {
     let latest = node.latest()?;
     let (mut total, mut active) = (0usize, 0usize);
@@ -171,23 +179,6 @@ fn nvlink_view(node: &NodeState) -> Option<(Evidence, String)> {
 }
 
 impl KernelLog {
-    /// An SXid finding with the GPUs' NVLink state beside it.
-    fn sxid_finding(
-        &self,
-        cause: &Cause,
-        node: &NodeState,
-        group: &Group,
-        what: &str,
-        threshold: &str,
-    ) -> Option<Finding> {
-        let mut f = self.finding(cause, node, group, what, threshold)?;
-        if let Some((evidence, summary)) = nvlink_view(node) {
-            f.evidence.push(evidence);
-            f.summary = format!("{}; {summary}", f.summary);
-        }
-        Some(f)
-    }
-
     fn finding(
         &self,
         cause: &Cause,
@@ -292,16 +283,20 @@ impl Rule for KernelLog {
         }
         let mut out = Vec::new();
         if fatal.count() > 0 {
-            out.extend(self.sxid_finding(&SXID_FATAL, node, &fatal, "fatal NVSwitch SXid", "0"));
+            out.extend(
+                self.finding(&SXID_FATAL, node, &fatal, "fatal NVSwitch SXid", "0")
+                    .map(|f| with_nvlink_view(node, f)),
+            );
         }
         if nonfatal.count() >= NONFATAL_SXIDS {
-            out.extend(self.sxid_finding(
+            out.extend(self.finding(
                 &SXID_NONFATAL,
                 node,
                 &nonfatal,
                 "non-fatal NVSwitch SXids recurring",
                 "< 3 per 10 min",
-            ));
+            )
+            .map(|f| with_nvlink_view(node, f)));
         }
         if aer_bad.count() > 0 {
             if let Some(mut f) =

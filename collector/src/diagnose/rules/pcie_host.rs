@@ -337,17 +337,18 @@ impl PcieHost {
         let mut parts = Vec::new();
         let mut worst = 1.0f64;
         for (pos, d) in latest.host.pcie_devices.iter().enumerate() {
-            let Some(info) = devices.iter().find(|i| i.bdf == d.bdf) else {
+            // The agent lists the inventory and the readings in the same order.
+            let info = match devices.get(pos) {
+                Some(i) if i.bdf == d.bdf => Some(i),
+                _ => devices.iter().find(|i| i.bdf == d.bdf),
+            };
+            let Some(info) = info.filter(|i| link_judged(i.kind)) else {
                 continue;
             };
-            if !link_judged(info.kind) {
-                continue;
-            }
             let port = info.upstream.last().and_then(|u| max_of(u));
             let lesser = |own: Option<u32>, port: Option<u32>| match (own, port) {
                 (Some(a), Some(b)) => Some(a.min(b)),
-                (a, None) => a,
-                (None, _) => None,
+                (a, _) => a,
             };
             let want_speed = lesser(info.max_link_speed_mts, port.and_then(|p| p.0));
             let want_width = lesser(info.max_link_width, port.and_then(|p| p.1));
