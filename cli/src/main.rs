@@ -206,6 +206,38 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// One reading of a node over time (temperature, power, utilization, clocks, ...): min,
+    /// mean and max per step, from the 1-minute or 1-hour aggregates for long windows
+    /// (docs/storage.md). `gpufleet series --list` names the readings.
+    Series {
+        /// The node.
+        #[arg(required_unless_present = "list")]
+        node: Option<String>,
+        /// The reading, e.g. `temperature`, `power`, `utilization`, `cpu`.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the readings there are.
+        #[arg(long)]
+        list: bool,
+        /// Only this GPU (default: every GPU of the node).
+        #[arg(long)]
+        gpu: Option<u32>,
+        /// Window start: a duration back from now (`24h`, `30d`) or an RFC 3339 time.
+        #[arg(long, default_value = DEFAULT_SERIES_SINCE, value_parser = parse_since)]
+        since: UnixMs,
+        /// Window end (default: now).
+        #[arg(long, value_parser = parse_since)]
+        until: Option<UnixMs>,
+        /// Bucket width (`10s`, `1m`, `1h`); whole hours read the 1-hour tier, whole minutes
+        /// the 1-minute tier. Default: about 300 points over the window.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<std::time::Duration>,
+        /// Which aggregate the table shows per bucket (JSON has all).
+        #[arg(long, value_enum, default_value = "mean")]
+        stat: cli::series::Stat,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List the fleet's nodes with their GPUs, versions, health and labels.
     Nodes {
         /// Only the nodes whose labels match, in kubectl's syntax: `pool=training`,
@@ -270,6 +302,8 @@ enum Command {
 const DEFAULT_CHANGES_SINCE: &str = "24h";
 /// `gpufleet history NODE` looks this far back by default.
 const DEFAULT_HISTORY_SINCE: &str = "7d";
+/// `gpufleet series` looks this far back by default.
+const DEFAULT_SERIES_SINCE: &str = "24h";
 
 #[derive(Subcommand)]
 enum TokenAction {
@@ -417,6 +451,43 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `gpufleet series -o json`: every aggregate of every bucket.
+fn series_json(r: &gpufleet_proto::v1::SeriesResponse, node: &str) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = r
+        .lines
+        .iter()
+        .map(|l| {
+            let points: Vec<serde_json::Value> = l
+                .points
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "start": UnixMs(p.start_unix_ms).to_string(),
+                        "start_unix_ms": p.start_unix_ms,
+                        "count": p.count, "min": p.min, "max": p.max, "mean": p.mean,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "gpu": l.gpu, "points": points })
+        })
+        .collect();
+    serde_json::json!({
+        "node": node, "series": r.series, "unit": r.unit, "step_ms": r.step_ms,
+        "tier": r.tier, "lines": lines,
+    })
+}
+
+fn series_list_json(r: &gpufleet_proto::v1::SeriesResponse) -> serde_json::Value {
+    r.available
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name, "unit": s.unit, "help": s.help, "per_gpu": s.per_gpu,
+            })
+        })
+        .collect()
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -531,6 +602,40 @@ async fn run(command: Command) -> Result<i32> {
                     "{}",
                     cli::changes::table_of(&changes, cli::changes::Scope::Fleet, Some(since))
                 ),
+            }
+            Ok(0)
+        }
+        Command::Series {
+            node,
+            name,
+            list,
+            gpu,
+            since,
+            until,
+            step,
+            stat,
+            client,
+        } => {
+            let mut c = client.connect().await?;
+            let node = node.unwrap_or_default();
+            let ask = cli::series::Ask {
+                node: &node,
+                name: if list {
+                    ""
+                } else {
+                    name.as_deref().unwrap_or_default()
+                },
+                gpu,
+                since,
+                until,
+                step_ms: step.map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64),
+            };
+            let r = cli::series::fetch(&mut c, &ask).await?;
+            match (client.output, list) {
+                (Output::Json, true) => print_json(&series_list_json(&r))?,
+                (Output::Json, false) => print_json(&series_json(&r, &node))?,
+                (Output::Table, true) => print!("{}", cli::series::list(&r)),
+                (Output::Table, false) => print!("{}", cli::series::render(&r, &node, stat)),
             }
             Ok(0)
         }

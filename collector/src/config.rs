@@ -19,6 +19,10 @@ pub const DEFAULT_PATH: &str = "/etc/gpufleet/collector.toml";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/gpufleet";
 pub const DEFAULT_RETENTION: &str = "7d";
+/// How long the 1-minute aggregates are kept (docs/storage.md).
+pub const DEFAULT_RETENTION_1M: &str = "35d";
+/// How long the 1-hour aggregates are kept.
+pub const DEFAULT_RETENTION_1H: &str = "400d";
 /// dcgm-exporter's port, so existing scrape configs find the fleet's GPU series.
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9400";
 pub const DEFAULT_WINDOW_SAMPLES: usize = 300;
@@ -55,6 +59,15 @@ pub struct CollectorConfig {
     #[arg(long, env = "GPUFLEET_RETENTION", default_value = DEFAULT_RETENTION, value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How long the 1-minute min/mean/max aggregates of the charted readings are kept
+    /// (`gpufleet series`; docs/storage.md). At least `retention`.
+    #[arg(long, env = "GPUFLEET_RETENTION_1M", default_value = DEFAULT_RETENTION_1M, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention_1m: Duration,
+    /// How long the 1-hour aggregates are kept. At least `retention_1m`.
+    #[arg(long, env = "GPUFLEET_RETENTION_1H", default_value = DEFAULT_RETENTION_1H, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention_1h: Duration,
     /// Compliance policy to evaluate continuously (docs/policy.md): its violations are
     /// `compliance.*` findings, and `gpufleet audit` uses it by default. Re-read on SIGHUP
     /// (a bad file on reload keeps the old policy and logs why).
@@ -130,6 +143,10 @@ impl Default for CollectorConfig {
             window_samples: DEFAULT_WINDOW_SAMPLES,
             retention: humantime::parse_duration(DEFAULT_RETENTION)
                 .expect("DEFAULT_RETENTION is a duration"),
+            retention_1m: humantime::parse_duration(DEFAULT_RETENTION_1M)
+                .expect("DEFAULT_RETENTION_1M is a duration"),
+            retention_1h: humantime::parse_duration(DEFAULT_RETENTION_1H)
+                .expect("DEFAULT_RETENTION_1H is a duration"),
             policy: None,
             metrics_listen: DEFAULT_METRICS_LISTEN
                 .parse()
@@ -181,6 +198,23 @@ impl CollectorConfig {
     /// Settings each fine alone but unusable together, named by key and flag.
     pub fn check(&self) -> Result<(), String> {
         self.limits.check()?;
+        let d = |d: &Duration| humantime::format_duration(*d).to_string();
+        if self.retention_1m < self.retention {
+            return Err(format!(
+                "retention_1m (--retention-1m, {}) is shorter than retention ({}): the 1-minute \
+                 aggregates would be gone before the samples they summarize; raise retention_1m",
+                d(&self.retention_1m),
+                d(&self.retention)
+            ));
+        }
+        if self.retention_1h < self.retention_1m {
+            return Err(format!(
+                "retention_1h (--retention-1h, {}) is shorter than retention_1m ({}); raise \
+                 retention_1h",
+                d(&self.retention_1h),
+                d(&self.retention_1m)
+            ));
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => {
                 return Err("tls_cert (--tls-cert) is set without tls_key (--tls-key)".into());
@@ -211,6 +245,8 @@ impl CollectorConfig {
             .sample_interval
             .map(|d| d.as_millis().clamp(100, u32::MAX as u128) as u32);
         config.retention = self.retention;
+        config.retention_1m = self.retention_1m;
+        config.retention_1h = self.retention_1h;
         config.metrics_listen = self.metrics_listen.addr();
         config.alerts = self.alerts.clone();
         config.limits = self.limits.clone();

@@ -341,6 +341,11 @@ impl Fleet {
         self.read().get(name).cloned()
     }
 
+    /// Whether the fleet knows the node, without copying it.
+    pub fn knows(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
     /// A node's labels (empty for an unknown node), without copying its history.
     pub fn labels(&self, name: &str) -> gpufleet_model::Labels {
         self.read()

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod query;
+pub mod series;
 pub mod server;
 pub mod store;
 

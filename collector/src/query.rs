@@ -235,7 +235,7 @@ impl Query for QueryService {
         let req = request.into_inner();
         let node = (!req.node.is_empty()).then_some(req.node);
         if let Some(n) = &node
-            && self.fleet.node(n).is_none()
+            && !self.fleet.knows(n)
         {
             return Err(Status::not_found(format!(
                 "no node named {n:?}; `gpufleet nodes` lists them"
@@ -321,7 +321,7 @@ impl Query for QueryService {
         let selector = parse_selector(&req.selector)?;
         let node = (!req.node.is_empty()).then_some(req.node);
         if let Some(n) = &node
-            && self.fleet.node(n).is_none()
+            && !self.fleet.knows(n)
         {
             return Err(unknown_node(&self.fleet, n));
         }
@@ -349,6 +349,42 @@ impl Query for QueryService {
             .map(Into::into)
             .collect();
         Ok(Response::new(pb::ChangesResponse { changes }))
+    }
+
+    async fn series(
+        &self,
+        request: Request<pb::SeriesRequest>,
+    ) -> Result<Response<pb::SeriesResponse>, Status> {
+        use crate::series;
+        let req = request.into_inner();
+        if req.series.is_empty() {
+            return Ok(Response::new(pb::SeriesResponse {
+                available: series::available(),
+                ..Default::default()
+            }));
+        }
+        let (id, _) = series::lookup(&req.series).map_err(Status::invalid_argument)?;
+        if !self.fleet.knows(&req.node) {
+            return Err(unknown_node(&self.fleet, &req.node));
+        }
+        let until = req.until_unix_ms.unwrap_or_else(|| UnixMs::now().0);
+        let step = series::plan(req.since_unix_ms, until, req.step_ms)
+            .map_err(Status::invalid_argument)?;
+        let (node, since) = (req.node.clone(), req.since_unix_ms);
+        let (tier, rollup) = self
+            .blocking("reading the series", move |s| {
+                s.series(
+                    &node,
+                    UnixMs(since),
+                    UnixMs(until),
+                    step,
+                    series::RAW_MAX_SAMPLES,
+                )
+            })
+            .await?;
+        Ok(Response::new(series::answer(
+            &rollup, id, req.gpu, tier, step,
+        )))
     }
 
     async fn list_alerts(

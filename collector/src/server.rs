@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Samples and events older than this are deleted (hourly). Nodes, inventories and
     /// findings history are kept.
     pub retention: std::time::Duration,
+    /// 1-minute and 1-hour aggregates older than these are deleted (hourly).
+    pub retention_1m: std::time::Duration,
+    pub retention_1h: std::time::Duration,
     /// `[alerts]`: sinks, routes, delivery (docs/alerts.md).
     pub alerts: crate::alerting::config::AlertsConfig,
     /// Where `/metrics` is served (`None`: nowhere). `gpufleet serve` defaults to
@@ -64,6 +67,8 @@ impl ServerConfig {
             engine: EngineConfig::default(),
             eval_interval: crate::evaluator::DEFAULT_EVAL_INTERVAL,
             retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            retention_1m: std::time::Duration::from_secs(35 * 24 * 3600),
+            retention_1h: std::time::Duration::from_secs(400 * 24 * 3600),
             alerts: Default::default(),
             metrics_listen: None,
             auth: AuthConfig::default(),
@@ -140,15 +145,24 @@ impl RunningServer {
     }
 }
 
-/// Deletes old samples and events at start and then hourly.
-fn spawn_retention(writer: Writer, retention: std::time::Duration) -> tokio::task::JoinHandle<()> {
+/// Deletes old samples, events and aggregates at start and then hourly.
+fn spawn_retention(
+    writer: Writer,
+    [raw, minute, hour]: [std::time::Duration; 3],
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let before = gpufleet_model::UnixMs::now()
-                .plus_ms(-(retention.as_millis().min(i64::MAX as u128) as i64));
-            if let Err(e) = writer.write(crate::store::Write::Prune { before }).await {
+            let now = gpufleet_model::UnixMs::now();
+            let ago =
+                |d: std::time::Duration| now.plus_ms(-(d.as_millis().min(i64::MAX as u128) as i64));
+            let prune = crate::store::Write::Prune {
+                before: ago(raw),
+                minute_before: ago(minute),
+                hour_before: ago(hour),
+            };
+            if let Err(e) = writer.write(prune).await {
                 tracing::error!("retention pass failed: {e}");
             }
         }
@@ -221,7 +235,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     )));
     let dispatching = alerting.spawn();
     let evaluating = evaluator.spawn(writer.clone(), config.eval_interval, Some(alerting.clone()));
-    let pruning = spawn_retention(writer.clone(), config.retention);
+    let pruning = spawn_retention(
+        writer.clone(),
+        [config.retention, config.retention_1m, config.retention_1h],
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod audit;
 pub mod changes;
 pub mod render;
+pub mod series;
 pub mod tokens;
 
 use anyhow::{Context, Result};

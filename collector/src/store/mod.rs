@@ -6,7 +6,9 @@ use gpufleet_model::{Event, FindingRecord, Inventory, Labels, NodeIdentity, Samp
 
 mod alerts;
 pub mod chunk;
+pub mod rollup;
 pub mod sqlite;
+mod tiers;
 pub mod tokens;
 pub mod writer;
 
@@ -63,9 +65,12 @@ pub enum Write {
     /// Findings that started firing (stored) or resolved (closed) in one evaluation; each
     /// also enters the alerting inbox in the same transaction.
     Findings(Vec<FindingRecord>),
-    /// Retention: delete samples and events older than `before`.
+    /// Retention: delete samples and events older than `before`, 1-minute aggregates older
+    /// than `minute_before` and 1-hour aggregates older than `hour_before`.
     Prune {
         before: UnixMs,
+        minute_before: UnixMs,
+        hour_before: UnixMs,
     },
     /// A decommissioned node: everything stored about it (`gpufleet node rm NAME`).
     RemoveNode {
@@ -88,6 +93,44 @@ impl Write {
     }
 }
 
+/// Where an answer about a series comes from: raw samples, or a downsampled tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Tier {
+    /// The finest step the tier answers in, ms (raw: any).
+    pub fn step_ms(self) -> i64 {
+        match self {
+            Tier::Raw => 1,
+            Tier::Minute => rollup::MINUTE_MS,
+            Tier::Hour => rollup::HOUR_MS,
+        }
+    }
+
+    /// The coarsest tier whose buckets add up to `step_ms` exactly.
+    pub fn for_step(step_ms: i64) -> Tier {
+        if step_ms > 0 && step_ms % rollup::HOUR_MS == 0 {
+            Tier::Hour
+        } else if step_ms > 0 && step_ms % rollup::MINUTE_MS == 0 {
+            Tier::Minute
+        } else {
+            Tier::Raw
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Raw => "raw",
+            Tier::Minute => "1m",
+            Tier::Hour => "1h",
+        }
+    }
+}
+
 /// Storage backend. Implementations are synchronous; the collector calls them from its
 /// writer thread and from `spawn_blocking`, never on the async reactor.
 pub trait Store: Send + Sync {
@@ -105,6 +148,17 @@ pub trait Store: Send + Sync {
         until: UnixMs,
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError>;
+    /// The node's rolled-up series ([`rollup::SERIES`]) as count, min, max and mean per bucket
+    /// of `step_ms`, for buckets starting in `[since, until)`, from [`Tier::for_step`]: the
+    /// 1-hour or 1-minute tier, or raw samples (at most `limit`) for a step below a minute.
+    fn series(
+        &self,
+        node: &str,
+        since: UnixMs,
+        until: UnixMs,
+        step_ms: i64,
+        limit: usize,
+    ) -> Result<(Tier, rollup::Rollup), StoreError>;
     /// Events (of one node, or all) at or after `since`, oldest first, at most `limit` (the
     /// newest `limit` when there are more).
     fn events(

@@ -159,7 +159,8 @@ CREATE INDEX IF NOT EXISTS findings_open ON findings(node, rule_id, gpu_index, r
 CREATE INDEX IF NOT EXISTS findings_time ON findings(resolved_at_ms, fired_at_ms);
 ",
     alert_tables!(),
-    super::tokens::token_tables!()
+    super::tokens::token_tables!(),
+    super::tiers::tier_tables!()
 );
 
 /// The steps that bring a file made by an older gpufleet up to [`SCHEMA`]: `MIGRATIONS[i]`
@@ -180,6 +181,9 @@ const MIGRATIONS: &[&str] = &[
     // the collector was unreachable), summed over the node's life.
     "ALTER TABLE nodes ADD COLUMN dropped_samples INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE nodes ADD COLUMN dropped_events INTEGER NOT NULL DEFAULT 0;",
+    // 6 → 7: downsampled tiers (1-minute and 1-hour aggregates, store/tiers.rs); both tables
+    // are new, and samples already in chunks before the upgrade have no aggregates.
+    super::tiers::tier_tables!(),
 ];
 
 /// The version [`SCHEMA`] is, kept in `meta.schema_version`. An older file is migrated on open;
@@ -393,6 +397,45 @@ fn apply_batch(
     Ok(batch.samples.len())
 }
 
+/// A node's samples in `[since, until)` as stored (protobuf), oldest first, one per moment, at
+/// most `limit`: from chunks, the head, and the table of gpufleet before chunks.
+fn wire_samples(
+    conn: &Connection,
+    node: &str,
+    since: UnixMs,
+    until: UnixMs,
+    limit: usize,
+) -> Result<Vec<pb::Sample>, StoreError> {
+    let mut wire: Vec<pb::Sample> = Vec::new();
+    let mut q = conn.prepare_cached(
+        "SELECT chunk FROM sample_chunks WHERE node = ?1 AND last_ms >= ?2 AND first_ms < ?3
+             ORDER BY first_ms",
+    )?;
+    for blob in q.query_map(params![node, since.0, until.0], |r| r.get::<_, Vec<u8>>(0))? {
+        let chunk = super::chunk::decode(&blob?)
+            .map_err(|e| corrupt(format!("sample chunk of {node}"), e))?;
+        wire.extend(chunk);
+    }
+    let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
+    for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
+        head_samples(node, &blob?, &mut wire)?;
+    }
+    // Written by gpufleet before chunks (schema 3 and older), until retention deletes them.
+    let mut q = conn.prepare_cached(
+        "SELECT sample_pb FROM samples WHERE node = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+    )?;
+    for blob in q.query_map(params![node, since.0, until.0], |r| r.get::<_, Vec<u8>>(0))? {
+        wire.push(
+            pb::Sample::decode(blob?.as_slice())
+                .map_err(|e| corrupt(format!("sample of {node}"), e))?,
+        );
+    }
+    wire.retain(|s| (since.0..until.0).contains(&s.timestamp_unix_ms));
+    one_per_moment(&mut wire);
+    wire.truncate(limit);
+    Ok(wire)
+}
+
 fn corrupt(what: String, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         what,
@@ -435,6 +478,7 @@ fn compact(tx: &rusqlite::Transaction<'_>, node: &str) -> Result<(), StoreError>
         }
     }
     one_per_moment(&mut samples);
+    super::tiers::add_chunk(tx, node, &samples)?;
     if let (Some(first), Some(last)) = (
         samples.first().map(|s| s.timestamp_unix_ms),
         samples.last().map(|s| s.timestamp_unix_ms),
@@ -623,6 +667,8 @@ impl Store for SqliteStore {
                         "samples WHERE node",
                         "sample_head WHERE node",
                         "sample_chunks WHERE node",
+                        "rollup_partial WHERE node",
+                        "rollups WHERE node",
                         "events WHERE node",
                         "findings WHERE node",
                     ] {
@@ -631,17 +677,23 @@ impl Store for SqliteStore {
                     tracing::info!(node = %name, rows, "node removed from the store");
                     held.insert(name.clone(), 0);
                 }
-                Write::Prune { before } => {
+                Write::Prune {
+                    before,
+                    minute_before,
+                    hour_before,
+                } => {
                     let s = tx.execute("DELETE FROM samples WHERE ts_ms < ?1", [before.0])?
                         + tx.execute("DELETE FROM sample_head WHERE first_ms < ?1", [before.0])?
                         + tx.execute("DELETE FROM sample_chunks WHERE last_ms < ?1", [before.0])?;
+                    let r = super::tiers::prune(&tx, minute_before.0, hour_before.0)?;
                     recount = true;
                     let e = tx.execute("DELETE FROM events WHERE ts_ms < ?1", [before.0])?;
                     super::alerts::prune(&tx, *before)?;
-                    if s + e > 0 {
+                    if s + e + r > 0 {
                         tracing::info!(
                             samples = s,
                             events = e,
+                            rollups = r,
                             "retention: deleted rows older than {before}"
                         );
                     }
@@ -741,36 +793,40 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError> {
         let conn = self.conn();
-        let mut wire: Vec<pb::Sample> = Vec::new();
-        let mut q = conn.prepare_cached(
-            "SELECT chunk FROM sample_chunks WHERE node = ?1 AND last_ms >= ?2 AND first_ms < ?3
-             ORDER BY first_ms",
-        )?;
-        for blob in q.query_map(params![node, since.0, until.0], |r| r.get::<_, Vec<u8>>(0))? {
-            let chunk = super::chunk::decode(&blob?)
-                .map_err(|e| corrupt(format!("sample chunk of {node}"), e))?;
-            wire.extend(chunk);
-        }
-        let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
-        for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
-            head_samples(node, &blob?, &mut wire)?;
-        }
-        // Written by gpufleet before chunks (schema 3 and older), until retention deletes them.
-        let mut q = conn.prepare_cached(
-            "SELECT sample_pb FROM samples WHERE node = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
-        )?;
-        for blob in q.query_map(params![node, since.0, until.0], |r| r.get::<_, Vec<u8>>(0))? {
-            wire.push(
-                pb::Sample::decode(blob?.as_slice())
-                    .map_err(|e| corrupt(format!("sample of {node}"), e))?,
-            );
-        }
-        wire.retain(|s| (since.0..until.0).contains(&s.timestamp_unix_ms));
-        one_per_moment(&mut wire);
-        wire.truncate(limit);
-        wire.into_iter()
+        wire_samples(&conn, node, since, until, limit)?
+            .into_iter()
             .map(|s| Sample::try_from(s).map_err(|e| corrupt(format!("sample of {node}"), e)))
             .collect()
+    }
+
+    fn series(
+        &self,
+        node: &str,
+        since: UnixMs,
+        until: UnixMs,
+        step_ms: i64,
+        limit: usize,
+    ) -> Result<(super::Tier, super::rollup::Rollup), StoreError> {
+        use super::Tier;
+        let step = step_ms.max(1);
+        let conn = self.conn();
+        let tier = Tier::for_step(step);
+        let mut out = super::rollup::Rollup::default();
+        if tier == Tier::Raw {
+            for s in wire_samples(&conn, node, since, until, limit)? {
+                out.add(&s, step);
+            }
+        } else {
+            let mut head = Vec::new();
+            let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
+            for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
+                head_samples(node, &blob?, &mut head)?;
+            }
+            one_per_moment(&mut head);
+            let r = super::tiers::read(&conn, node, tier, since.0, until.0, &head)?;
+            out.merge(&r, step);
+        }
+        Ok((tier, out))
     }
 
     fn events(
@@ -987,6 +1043,8 @@ mod tests {
         // Retention drops whole chunks that ended before the cut.
         s.apply(&[Write::Prune {
             before: UnixMs(1000 + CHUNK_SAMPLES as i64 + 1),
+            minute_before: UnixMs(0),
+            hour_before: UnixMs(0),
         }])
         .unwrap();
         assert_eq!(count(&s, "SELECT COUNT(*) FROM sample_chunks"), 2);
@@ -1214,6 +1272,8 @@ mod tests {
         .unwrap();
         s.apply(&[Write::Prune {
             before: UnixMs(2_000),
+            minute_before: UnixMs(0),
+            hour_before: UnixMs(0),
         }])
         .unwrap();
         let left = s.samples("n1", UnixMs(0), UnixMs(i64::MAX), 10).unwrap();

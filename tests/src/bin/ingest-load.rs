@@ -61,6 +61,57 @@ struct Args {
     /// Print one JSON object with every figure after the table.
     #[arg(long)]
     json: bool,
+    /// After the measured window, while every node still streams, time the operator's queries
+    /// (`gpufleet nodes`, `diagnose`, `node NAME --since 24h`), each as its own CLI process,
+    /// this many times each (0: none).
+    #[arg(long, default_value_t = 0)]
+    query_runs: usize,
+}
+
+/// The operator's queries timed by `--query-runs`, as typed (NODE is one of the load's nodes).
+const QUERIES: &[&[&str]] = &[
+    &["nodes"],
+    &["nodes", "-o", "json"],
+    &["diagnose"],
+    &["diagnose", "-o", "json"],
+    &["node", "NODE", "--since", "24h"],
+];
+
+/// Runs each of [`QUERIES`] `runs` times as a `gpufleet` process against `url`, output
+/// discarded, and returns per query its wall times in ms and its output size.
+fn time_queries(
+    url: &str,
+    node: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<(String, Vec<f64>, usize)>> {
+    let bin = gpufleet_tests::target_dir().join("gpufleet");
+    let mut out = Vec::new();
+    for q in QUERIES {
+        let args: Vec<&str> = q
+            .iter()
+            .map(|a| if *a == "NODE" { node } else { a })
+            .collect();
+        let mut times = Vec::with_capacity(runs);
+        let mut bytes = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let o = std::process::Command::new(&bin)
+                .args(&args)
+                .args(["--collector", url])
+                .output()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(
+                o.status.success(),
+                "gpufleet {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            bytes = o.stdout.len();
+        }
+        times.sort_by(f64::total_cmp);
+        out.push((format!("gpufleet {}", args.join(" ")), times, bytes));
+    }
+    Ok(out)
 }
 
 /// Distinct simulated nodes whose samples are replayed by all (node i uses template i % T,
@@ -174,7 +225,7 @@ async fn node_stream(
         phase,
         ref shared,
     } = *task;
-    let name = format!("load-{i:05}");
+    let name = node_name(i);
     let uuids: Vec<String> = (0..gpus).map(|g| gpu_uuid(i, g)).collect();
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
         .tcp_nodelay(true)
@@ -387,6 +438,19 @@ fn start_collector(data: &Path, extra: &[String]) -> anyhow::Result<(Collector, 
     Ok((collector, url))
 }
 
+/// The hostname of load node `i`.
+fn node_name(i: usize) -> String {
+    format!("load-{i:05}")
+}
+
+/// The `p` quantile of sorted wall times, ms.
+fn quantile_ms(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -458,13 +522,19 @@ fn main() -> anyhow::Result<()> {
         let window = t0.elapsed().as_secs_f64();
         let c1 = pid.map(proc_usage).transpose()?;
         let s1 = self_cpu_s();
+        let queries = if args.query_runs > 0 {
+            let (url, runs) = (url.clone(), args.query_runs);
+            tokio::task::spawn_blocking(move || time_queries(&url, &node_name(0), runs)).await??
+        } else {
+            Vec::new()
+        };
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
         }
-        anyhow::Ok((ramp, window, c0, c1, s1 - s0))
+        anyhow::Ok((ramp, window, c0, c1, s1 - s0, queries))
     })?;
-    let (ramp, window, c0, c1, self_cpu) = report;
+    let (ramp, window, c0, c1, self_cpu, queries) = report;
     drop(collector);
     let mut lat = std::mem::take(&mut *shared.latencies_us.lock().expect("latencies"));
     lat.sort_unstable();
@@ -543,6 +613,22 @@ fn main() -> anyhow::Result<()> {
         self_cpu * 100.0 / window,
         self_cpu * 1e6 / acked.max(1) as f64
     );
+    if !queries.is_empty() {
+        println!(
+            "\n| query (while every node streams) | median | max | output |\n|---|---|---|---|"
+        );
+        let mut q = Vec::new();
+        for (cmd, times, bytes) in &queries {
+            println!(
+                "| `{cmd}` | {:.0} ms | {:.0} ms | {:.0} KiB |",
+                quantile_ms(times, 0.5),
+                quantile_ms(times, 1.0),
+                *bytes as f64 / 1024.0
+            );
+            q.push(serde_json::json!({"command": cmd, "ms": times, "bytes": bytes}));
+        }
+        json["queries"] = q.into();
+    }
     if args.json {
         println!("{json}");
     }
