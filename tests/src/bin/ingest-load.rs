@@ -62,7 +62,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// After the measured window, while every node still streams, time the operator's queries
-    /// (`gpufleet nodes`, `diagnose`, `node NAME --since 24h`), each as its own CLI process,
+    /// (`gpufleet nodes`, `diagnose`, `node NAME`, `series NAME temperature --since 24h`), each as its own CLI process,
     /// this many times each (0: none).
     #[arg(long, default_value_t = 0)]
     query_runs: usize,
@@ -74,7 +74,8 @@ const QUERIES: &[&[&str]] = &[
     &["nodes", "-o", "json"],
     &["diagnose"],
     &["diagnose", "-o", "json"],
-    &["node", "NODE", "--since", "24h"],
+    &["node", "NODE"],
+    &["series", "NODE", "temperature", "--since", "24h"],
 ];
 
 /// Runs each of [`QUERIES`] `runs` times as a `gpufleet` process against `url`, output
