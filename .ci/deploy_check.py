@@ -188,12 +188,13 @@ AGENT_KEYS = {
     "sysfs_root", "procfs_root", "host_root", "watch_mounts",
 }
 COLLECTOR_KEYS = {
-    "listen", "data_dir", "retention", "policy", "metrics_listen", "log_format",
+    "listen", "data_dir", "retention", "retention_1m", "retention_1h", "policy",
+    "metrics_listen", "log_format",
     "sample_interval", "window_samples", "alerts", "limits",
     "fleet_min_share", "fleet_min_nodes", "fleet_group_labels",
     "tls_cert", "tls_key", "tls_client_ca", "auth_tokens", "insecure",
 }
-DURATION_KEYS = {"interval", "retention", "sample_interval", "slow_interval", "inventory_interval"}
+DURATION_KEYS = {"interval", "retention", "retention_1m", "retention_1h", "sample_interval", "slow_interval", "inventory_interval"}
 DURATION = re.compile(r"^(\d+(ns|us|ms|s|m|h|d|w)\s*)+$")
 
 
