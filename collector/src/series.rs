@@ -61,7 +61,7 @@ pub fn plan(since: i64, until: i64, step: i64) -> Result<i64, String> {
             "the window is empty (since {since} ms is not before until {until} ms)"
         ));
     }
-    let window = until - since;
+    let window = until.saturating_sub(since);
     let step = if step == 0 { auto_step(window) } else { step };
     if step < 0 {
         return Err(format!("step {step} ms is negative"));
@@ -181,5 +181,8 @@ mod tests {
                 .contains("larger step")
         );
         assert!(lookup("temprature").unwrap_err().contains("temperature"));
+        // The widest window a request can carry is refused, not an overflow.
+        assert!(plan(i64::MIN, i64::MAX, 0).is_err());
+        assert!(plan(i64::MIN, i64::MAX, HOUR_MS).is_err());
     }
 }

@@ -363,6 +363,14 @@ proptest! {
         let _ = pb::RemoveSilenceRequest::decode(bytes.as_slice());
         let _ = pb::TestAlertSinkRequest::decode(bytes.as_slice());
         let _ = pb::RemoveNodeRequest::decode(bytes.as_slice());
+        if let Ok(r) = pb::SeriesRequest::decode(bytes.as_slice()) {
+            let _ = gpufleet_collector::series::lookup(&r.series);
+            let until = r.until_unix_ms.unwrap_or(r.since_unix_ms.saturating_add(1));
+            if let Ok(step) = gpufleet_collector::series::plan(r.since_unix_ms, until, r.step_ms) {
+                prop_assert!(step > 0);
+                prop_assert!(until.saturating_sub(r.since_unix_ms) / step <= gpufleet_collector::series::MAX_POINTS);
+            }
+        }
     }
 
     #[test]
