@@ -19,6 +19,8 @@
 use gpufleet_proto::v1 as pb;
 use prost::Message;
 
+use super::varint::{Damaged, Reader, put_varint, unzigzag, zigzag};
+
 /// Format version written first in every chunk.
 const VERSION: u64 = 1;
 /// zstd level: 3 is zstd's default — most of the ratio for little CPU (chunks are compressed
@@ -33,6 +35,12 @@ pub struct ChunkError(String);
 
 fn bad(what: impl Into<String>) -> ChunkError {
     ChunkError(what.into())
+}
+
+impl From<Damaged> for ChunkError {
+    fn from(d: Damaged) -> Self {
+        ChunkError(d.0)
+    }
 }
 
 /// A numeric field read into a column (`take` leaves `None`/0 behind) and written back.
@@ -478,62 +486,6 @@ fn split(s: &mut pb::Sample, out: &mut Vec<(Slot, Option<i64>)>) {
     }
 }
 
-// --- varints -------------------------------------------------------------------------------
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn varint(&mut self) -> Result<u64, ChunkError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or_else(|| bad("truncated"))?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad("varint too long"))
-    }
-
-    fn len(&mut self, limit: usize) -> Result<usize, ChunkError> {
-        let n = self.varint()?;
-        usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= limit)
-            .ok_or_else(|| bad(format!("length {n} out of range")))
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&[u8], ChunkError> {
-        let end = self.pos.checked_add(n).ok_or_else(|| bad("truncated"))?;
-        let b = self
-            .buf
-            .get(self.pos..end)
-            .ok_or_else(|| bad("truncated"))?;
-        self.pos = end;
-        Ok(b)
-    }
-}
-
 // --- one column ----------------------------------------------------------------------------
 
 /// Encodings of a column's present values.
@@ -684,7 +636,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<pb::Sample>, ChunkError> {
         .unwrap_or(MAX_DECODED)
         .min(MAX_DECODED);
     let raw = zstd::bulk::decompress(blob, size).map_err(|e| bad(format!("zstd: {e}")))?;
-    let mut r = Reader { buf: &raw, pos: 0 };
+    let mut r = Reader::new(&raw);
     let version = r.varint()?;
     if version != VERSION {
         return Err(bad(format!(
@@ -727,7 +679,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<pb::Sample>, ChunkError> {
             }
         }
     }
-    if r.pos != raw.len() {
+    if r.remaining() != 0 {
         return Err(bad("trailing bytes"));
     }
     Ok(samples)

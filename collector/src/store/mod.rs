@@ -10,6 +10,7 @@ pub mod rollup;
 pub mod sqlite;
 mod tiers;
 pub mod tokens;
+mod varint;
 pub mod writer;
 
 #[derive(Debug, thiserror::Error)]

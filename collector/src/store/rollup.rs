@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use gpufleet_proto::v1 as pb;
 
+use super::varint::{Damaged, Reader, put_varint, unzigzag, zigzag};
+
 /// Format version written first in every blob.
 const VERSION: u64 = 1;
 const ZSTD_LEVEL: i32 = 3;
@@ -272,20 +274,20 @@ impl Rollup {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        varint(&mut out, VERSION);
-        varint(&mut out, self.buckets.len() as u64);
+        put_varint(&mut out, VERSION);
+        put_varint(&mut out, self.buckets.len() as u64);
         let base = self.span().map_or(0, |(f, _)| f);
         for ((series, gpu), buckets) in &self.buckets {
-            varint(&mut out, u64::from(*series));
-            varint(&mut out, u64::from(*gpu));
-            varint(&mut out, buckets.len() as u64);
+            put_varint(&mut out, u64::from(*series));
+            put_varint(&mut out, u64::from(*gpu));
+            put_varint(&mut out, buckets.len() as u64);
             let mut prev = base;
             for b in buckets.keys() {
-                varint(&mut out, zigzag(b - prev));
+                put_varint(&mut out, zigzag(b - prev));
                 prev = *b;
             }
             for a in buckets.values() {
-                varint(&mut out, u64::from(a.count));
+                put_varint(&mut out, u64::from(a.count));
             }
             for f in [|a: &Agg| a.min, |a: &Agg| a.max, |a: &Agg| a.mean] {
                 for a in buckets.values() {
@@ -294,29 +296,29 @@ impl Rollup {
             }
         }
         let mut blob = Vec::with_capacity(out.len() / 4 + 16);
-        varint(&mut blob, zigzag(base));
+        put_varint(&mut blob, zigzag(base));
         blob.extend(zstd::bulk::compress(&out, ZSTD_LEVEL).expect("zstd compresses in memory"));
         blob
     }
 
     pub fn decode(blob: &[u8]) -> Result<Rollup, RollupError> {
-        let mut r = Reader(blob);
+        let mut r = Reader::new(blob);
         let base = unzigzag(r.varint()?);
-        let body = zstd::bulk::decompress(r.0, MAX_DECODED)
+        let body = zstd::bulk::decompress(r.bytes(r.remaining())?, MAX_DECODED)
             .map_err(|e| RollupError(format!("zstd: {e}")))?;
-        let mut r = Reader(&body);
+        let mut r = Reader::new(&body);
         let version = r.varint()?;
         if version != VERSION {
             return Err(RollupError(format!(
                 "format version {version}, this gpufleet reads {VERSION}"
             )));
         }
-        let n = r.len()?;
+        let n = count(&mut r)?;
         let mut out = Rollup::default();
         for _ in 0..n {
             let series = u16::try_from(r.varint()?).map_err(|_| bad("series id"))?;
             let gpu = u32::try_from(r.varint()?).map_err(|_| bad("gpu index"))?;
-            let len = r.len()?;
+            let len = count(&mut r)?;
             let mut starts = Vec::with_capacity(len);
             let mut prev = base;
             for _ in 0..len {
@@ -332,7 +334,7 @@ impl Rollup {
             let mut cols = [Vec::new(), Vec::new(), Vec::new()];
             for col in &mut cols {
                 for _ in 0..len {
-                    col.push(f64::from(r.f32()?));
+                    col.push(f64::from(f32_at(&mut r)?));
                 }
             }
             let buckets = out.buckets.entry((series, gpu)).or_default();
@@ -360,59 +362,21 @@ fn bad(what: &str) -> RollupError {
     RollupError(format!("bad {what}"))
 }
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+impl From<Damaged> for RollupError {
+    fn from(d: Damaged) -> Self {
+        RollupError(d.0)
     }
-    out.push(v as u8);
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
+/// A count of items still to read: never more than bytes left, so a damaged count cannot
+/// allocate without bound.
+fn count(r: &mut Reader<'_>) -> Result<usize, RollupError> {
+    Ok(r.len(r.remaining())?)
 }
 
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn varint(&mut self) -> Result<u64, RollupError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self
-                .0
-                .split_first()
-                .ok_or_else(|| bad("length (truncated)"))?;
-            self.0 = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad("varint"))
-    }
-
-    /// A count of items still to read: never more than bytes left, so a damaged count cannot
-    /// allocate without bound.
-    fn len(&mut self) -> Result<usize, RollupError> {
-        let n = self.varint()?;
-        if n > self.0.len() as u64 {
-            return Err(bad("count (longer than the blob)"));
-        }
-        Ok(n as usize)
-    }
-
-    fn f32(&mut self) -> Result<f32, RollupError> {
-        if self.0.len() < 4 {
-            return Err(bad("value (truncated)"));
-        }
-        let (v, rest) = self.0.split_at(4);
-        self.0 = rest;
-        Ok(f32::from_le_bytes(v.try_into().expect("4 bytes")))
-    }
+fn f32_at(r: &mut Reader<'_>) -> Result<f32, RollupError> {
+    let b = r.bytes(4)?;
+    Ok(f32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
 #[cfg(test)]
