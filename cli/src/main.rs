@@ -451,43 +451,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// `gpufleet series -o json`: every aggregate of every bucket.
-fn series_json(r: &gpufleet_proto::v1::SeriesResponse, node: &str) -> serde_json::Value {
-    let lines: Vec<serde_json::Value> = r
-        .lines
-        .iter()
-        .map(|l| {
-            let points: Vec<serde_json::Value> = l
-                .points
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "start": UnixMs(p.start_unix_ms).to_string(),
-                        "start_unix_ms": p.start_unix_ms,
-                        "count": p.count, "min": p.min, "max": p.max, "mean": p.mean,
-                    })
-                })
-                .collect();
-            serde_json::json!({ "gpu": l.gpu, "points": points })
-        })
-        .collect();
-    serde_json::json!({
-        "node": node, "series": r.series, "unit": r.unit, "step_ms": r.step_ms,
-        "tier": r.tier, "lines": lines,
-    })
-}
-
-fn series_list_json(r: &gpufleet_proto::v1::SeriesResponse) -> serde_json::Value {
-    r.available
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name, "unit": s.unit, "help": s.help, "per_gpu": s.per_gpu,
-            })
-        })
-        .collect()
-}
-
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -632,8 +595,8 @@ async fn run(command: Command) -> Result<i32> {
             };
             let r = cli::series::fetch(&mut c, &ask).await?;
             match (client.output, list) {
-                (Output::Json, true) => print_json(&series_list_json(&r))?,
-                (Output::Json, false) => print_json(&series_json(&r, &node))?,
+                (Output::Json, true) => print_json(&cli::series::list_json(&r))?,
+                (Output::Json, false) => print_json(&cli::series::json(&r, &node))?,
                 (Output::Table, true) => print!("{}", cli::series::list(&r)),
                 (Output::Table, false) => print!("{}", cli::series::render(&r, &node, stat)),
             }

@@ -198,7 +198,12 @@ impl CollectorConfig {
     /// Settings each fine alone but unusable together, named by key and flag.
     pub fn check(&self) -> Result<(), String> {
         self.limits.check()?;
-        let d = |d: &Duration| humantime::format_duration(*d).to_string();
+        // Whole days as written in the file (`35d`); humantime would print 35 days as
+        // "1month 4days 13h 26m 24s".
+        let d = |d: &Duration| match d.as_secs() {
+            s if s > 0 && s % 86_400 == 0 && d.subsec_nanos() == 0 => format!("{}d", s / 86_400),
+            _ => humantime::format_duration(*d).to_string(),
+        };
         if self.retention_1m < self.retention {
             return Err(format!(
                 "retention_1m (--retention-1m, {}) is shorter than retention ({}): the 1-minute \
@@ -397,6 +402,25 @@ mod tests {
             CollectorConfig::resolve(&typo, &CollectorConfig::default(), |_| false).unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.to_string().contains("max_conections"), "{e}");
+    }
+
+    #[test]
+    fn tier_retention_shorter_than_the_finer_tier_is_refused_by_key() {
+        let check = |text: &str| {
+            let file = ConfigFile::parse(text, "collector.toml").unwrap();
+            CollectorConfig::resolve(&file, &CollectorConfig::default(), |_| false)
+                .unwrap()
+                .check()
+        };
+        check("").unwrap();
+        check("retention = \"30d\"\nretention_1m = \"30d\"\nretention_1h = \"30d\"\n").unwrap();
+        let e = check("retention = \"60d\"\n").unwrap_err();
+        assert!(
+            e.starts_with("retention_1m (--retention-1m, 35d) is shorter than retention (60d)"),
+            "{e}"
+        );
+        let e = check("retention_1h = \"10d\"\n").unwrap_err();
+        assert!(e.contains("retention_1h") && e.contains("raise"), "{e}");
     }
 
     #[test]

@@ -125,6 +125,15 @@ pub fn gpufleet() -> Command {
     Command::new(binaries().join("gpufleet"))
 }
 
+/// `gpufleet ARGS --collector URL`, run to the end, its output kept.
+pub fn query(url: &str, args: &[&str]) -> std::process::Output {
+    gpufleet()
+        .args(args)
+        .args(["--collector", url])
+        .output()
+        .expect("running gpufleet")
+}
+
 pub fn agent() -> Command {
     Command::new(binaries().join("gpufleet-agent"))
 }

@@ -7,16 +7,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use gpufleet_tests::{Proc, agent, free_port, gpufleet, serve, wait_for};
+use gpufleet_tests::{Proc, agent, free_port, query, serve, wait_for};
 use serde_json::Value;
-
-fn client(url: &str, args: &[&str]) -> Output {
-    gpufleet()
-        .args(args)
-        .args(["--collector", url])
-        .output()
-        .expect("running gpufleet")
-}
 
 fn json(out: &Output) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
@@ -105,7 +97,7 @@ vbios_version = "96.00.99.00.01"
         "96.00.99.00.01",
     ));
     let changes = wait_for(Duration::from_secs(30), || {
-        let v = json(&client(&url, &["changes", "-o", "json"]))?;
+        let v = json(&query(&url, &["changes", "-o", "json"]))?;
         (rows(&v).len() >= want.len()).then_some(v)
     })
     .expect("the upgrade shows in `gpufleet changes`");
@@ -114,7 +106,7 @@ vbios_version = "96.00.99.00.01"
     assert_eq!(changes[0]["source"], "inventory");
 
     // The table says the same with old and new side by side.
-    let table = text(&client(&url, &["changes"]));
+    let table = text(&query(&url, &["changes"]));
     for s in [
         "gpu-node-02",
         "driver_version",
@@ -126,9 +118,9 @@ vbios_version = "96.00.99.00.01"
     }
 
     // A selector narrows it: nothing changed in the inference pool.
-    let inference = client(&url, &["changes", "-o", "json", "-l", "pool=inference"]);
+    let inference = query(&url, &["changes", "-o", "json", "-l", "pool=inference"]);
     assert_eq!(rows(&json(&inference).unwrap()), []);
-    let none = text(&client(&url, &["changes", "-l", "pool=inference"]));
+    let none = text(&query(&url, &["changes", "-l", "pool=inference"]));
     assert!(
         none.starts_with("No version or mode changed since"),
         "{none}"
@@ -143,7 +135,7 @@ vbios_version = "96.00.99.00.01"
     };
     let since = |ms| {
         rows(
-            &json(&client(
+            &json(&query(
                 &url,
                 &["changes", "-o", "json", "--since", &time(ms)],
             ))
@@ -152,32 +144,32 @@ vbios_version = "96.00.99.00.01"
     };
     assert_eq!(since(at), want);
     assert_eq!(since(at + 1), []);
-    let bad = client(&url, &["changes", "--since", "yesterday-ish"]);
+    let bad = query(&url, &["changes", "--since", "yesterday-ish"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("neither a duration"));
 
     // `history NODE` for one node; an unknown node is an error that says how to list them.
-    let history = json(&client(&url, &["history", "gpu-node-02", "-o", "json"])).unwrap();
+    let history = json(&query(&url, &["history", "gpu-node-02", "-o", "json"])).unwrap();
     assert_eq!(rows(&history), want);
     assert_eq!(
-        rows(&json(&client(&url, &["history", "gpu-node-01", "-o", "json"])).unwrap()),
+        rows(&json(&query(&url, &["history", "gpu-node-01", "-o", "json"])).unwrap()),
         []
     );
-    let unknown = client(&url, &["history", "gpu-node-99"]);
+    let unknown = query(&url, &["history", "gpu-node-99"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("gpufleet nodes"));
 
     // `node NAME` shows its last changes, in JSON and in the table.
-    let node = json(&client(&url, &["node", "gpu-node-02", "-o", "json"])).unwrap();
+    let node = json(&query(&url, &["node", "gpu-node-02", "-o", "json"])).unwrap();
     assert_eq!(rows(&node["recent_changes"]), want);
-    let node_table = text(&client(&url, &["node", "gpu-node-02"]));
+    let node_table = text(&query(&url, &["node", "gpu-node-02"]));
     assert!(
         node_table.contains("driver_version: 550.54.15 → 535.161.08"),
         "{node_table}"
     );
 
     // A node whose agent is connected cannot be removed.
-    let busy = client(&url, &["node", "rm", "gpu-node-01"]);
+    let busy = query(&url, &["node", "rm", "gpu-node-01"]);
     assert!(!busy.status.success());
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("agent is connected"),
@@ -192,19 +184,19 @@ vbios_version = "96.00.99.00.01"
     server.terminate(Duration::from_secs(10));
     let _server = serve(port, data.path());
     let after = wait_for(Duration::from_secs(20), || {
-        json(&client(&url, &["history", "gpu-node-02", "-o", "json"]))
+        json(&query(&url, &["history", "gpu-node-02", "-o", "json"]))
     })
     .expect("the restarted collector answers");
     assert_eq!(rows(&after), want);
 
     // A decommissioned node is forgotten, its history with it; the other node stays.
-    let rm = client(&url, &["node", "rm", "gpu-node-01"]);
+    let rm = query(&url, &["node", "rm", "gpu-node-01"]);
     assert!(
         rm.status.success(),
         "{}",
         String::from_utf8_lossy(&rm.stderr)
     );
-    let nodes = json(&client(&url, &["nodes", "-o", "json"])).unwrap();
+    let nodes = json(&query(&url, &["nodes", "-o", "json"])).unwrap();
     let names: Vec<_> = nodes
         .as_array()
         .unwrap()
@@ -212,11 +204,9 @@ vbios_version = "96.00.99.00.01"
         .map(|n| n["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["gpu-node-02"]);
-    assert!(!client(&url, &["history", "gpu-node-01"]).status.success());
+    assert!(!query(&url, &["history", "gpu-node-01"]).status.success());
     assert!(
-        !client(&url, &["node", "rm", "gpu-node-01"])
-            .status
-            .success(),
+        !query(&url, &["node", "rm", "gpu-node-01"]).status.success(),
         "gone already"
     );
 }

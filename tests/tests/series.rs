@@ -6,16 +6,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use gpufleet_tests::{Proc, agent, free_port, gpufleet, serve, wait_for};
+use gpufleet_tests::{Proc, agent, free_port, query, serve, wait_for};
 use serde_json::Value;
-
-fn client(url: &str, args: &[&str]) -> Output {
-    gpufleet()
-        .args(args)
-        .args(["--collector", url])
-        .output()
-        .expect("running gpufleet")
-}
 
 fn json(out: &Output) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
@@ -48,7 +40,7 @@ fn minutes_and_raw_samples_agree_and_survive_a_restart() {
 
     // More than one chunk's worth (120 samples): some are in a chunk and its partial row.
     let minute = |url: &str| {
-        let out = client(
+        let out = query(
             url,
             &[
                 "series",
@@ -76,7 +68,7 @@ fn minutes_and_raw_samples_agree_and_survive_a_restart() {
     assert_eq!(m["unit"], "°C");
     let (in_minutes, gpus) = counts(&m);
     assert_eq!(gpus, [0, 1]);
-    let raw = json(&client(
+    let raw = json(&query(
         &url,
         &[
             "series",
@@ -108,7 +100,7 @@ fn minutes_and_raw_samples_agree_and_survive_a_restart() {
     }
 
     // One GPU, an hour step (1-hour tier), and the table.
-    let h = json(&client(
+    let h = json(&query(
         &url,
         &[
             "series",
@@ -124,7 +116,7 @@ fn minutes_and_raw_samples_agree_and_survive_a_restart() {
     ))
     .unwrap();
     assert_eq!((h["tier"].as_str(), counts(&h).1), (Some("1h"), vec![1]));
-    let table = client(&url, &["series", "series-node", "cpu", "--since", "1h"]);
+    let table = query(&url, &["series", "series-node", "cpu", "--since", "1h"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.status.success(),
@@ -145,13 +137,13 @@ fn minutes_and_raw_samples_agree_and_survive_a_restart() {
     assert_eq!(counts(&again).0, in_minutes);
 
     // Bad requests: an unknown series names the real ones; a raw step over a week says what to do.
-    let out = client(&url, &["series", "series-node", "temprature"]);
+    let out = query(&url, &["series", "series-node", "temprature"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("temperature"),
         "{err}"
     );
-    let out = client(
+    let out = query(
         &url,
         &[
             "series",
@@ -165,9 +157,9 @@ fn minutes_and_raw_samples_agree_and_survive_a_restart() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--step 1m"), "{err}");
-    let out = client(&url, &["series", "no-such-node", "power"]);
+    let out = query(&url, &["series", "no-such-node", "power"]);
     assert!(!out.status.success());
-    let list = client(&url, &["series", "--list"]);
+    let list = query(&url, &["series", "--list"]);
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(
         text.contains("tensor_active") && text.contains("swap_used"),

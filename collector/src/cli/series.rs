@@ -16,6 +16,14 @@ pub enum Stat {
 }
 
 impl Stat {
+    fn name(self) -> &'static str {
+        match self {
+            Stat::Mean => "mean",
+            Stat::Min => "min",
+            Stat::Max => "max",
+        }
+    }
+
     fn of(self, p: &pb::SeriesPoint) -> f64 {
         match self {
             Stat::Mean => p.mean,
@@ -81,14 +89,12 @@ pub fn render(r: &pb::SeriesResponse, node: &str, stat: Stat) -> String {
     let step =
         humantime::format_duration(std::time::Duration::from_millis(r.step_ms.max(0) as u64));
     let mut out = format!(
-        "{} ({}) on {node}: {stat:?} per {step}, from the {} tier\n",
+        "{} ({}) on {node}: {} per {step}, from the {} tier\n",
         r.series,
         if r.unit.is_empty() { "-" } else { &r.unit },
+        stat.name(),
         r.tier
-    )
-    .replace("Mean", "mean")
-    .replace("Min", "min")
-    .replace("Max", "max");
+    );
     if r.lines.iter().all(|l| l.points.is_empty()) {
         out += "No readings in this window.\n";
         return out;
@@ -119,24 +125,23 @@ pub fn render(r: &pb::SeriesResponse, node: &str, stat: Stat) -> String {
         }
         t.add_row(row);
     }
-    for (label, f) in [
-        (
-            "min",
-            (|a: f64, p: &pb::SeriesPoint| a.min(p.min)) as fn(f64, &pb::SeriesPoint) -> f64,
-        ),
-        ("max", |a, p| a.max(p.max)),
-    ] {
-        let mut row = vec![format!("window {label}")];
-        for l in &r.lines {
-            let start = if label == "min" {
-                f64::INFINITY
-            } else {
-                f64::NEG_INFINITY
-            };
-            row.push(number(l.points.iter().fold(start, f)));
-        }
-        t.add_row(row);
-    }
+    let mut row = vec!["window min".to_string()];
+    row.extend(
+        r.lines
+            .iter()
+            .map(|l| number(l.points.iter().map(|p| p.min).fold(f64::INFINITY, f64::min))),
+    );
+    t.add_row(row);
+    let mut row = vec!["window max".to_string()];
+    row.extend(r.lines.iter().map(|l| {
+        number(
+            l.points
+                .iter()
+                .map(|p| p.max)
+                .fold(f64::NEG_INFINITY, f64::max),
+        )
+    }));
+    t.add_row(row);
     let mut row = vec!["window mean".to_string()];
     for l in &r.lines {
         let n: f64 = l.points.iter().map(|p| f64::from(p.count)).sum();
@@ -146,6 +151,44 @@ pub fn render(r: &pb::SeriesResponse, node: &str, stat: Stat) -> String {
     t.add_row(row);
     out += &format!("{t}\n");
     out
+}
+
+/// `gpufleet series -o json`: every aggregate of every bucket.
+pub fn json(r: &pb::SeriesResponse, node: &str) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = r
+        .lines
+        .iter()
+        .map(|l| {
+            let points: Vec<serde_json::Value> = l
+                .points
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "start": UnixMs(p.start_unix_ms).to_string(),
+                        "start_unix_ms": p.start_unix_ms,
+                        "count": p.count, "min": p.min, "max": p.max, "mean": p.mean,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "gpu": l.gpu, "points": points })
+        })
+        .collect();
+    serde_json::json!({
+        "node": node, "series": r.series, "unit": r.unit, "step_ms": r.step_ms,
+        "tier": r.tier, "lines": lines,
+    })
+}
+
+/// `gpufleet series --list -o json`.
+pub fn list_json(r: &pb::SeriesResponse) -> serde_json::Value {
+    r.available
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name, "unit": s.unit, "help": s.help, "per_gpu": s.per_gpu,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -416,10 +416,7 @@ fn wire_samples(
             .map_err(|e| corrupt(format!("sample chunk of {node}"), e))?;
         wire.extend(chunk);
     }
-    let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
-    for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
-        head_samples(node, &blob?, &mut wire)?;
-    }
+    held_samples(conn, node, &mut wire)?;
     // Written by gpufleet before chunks (schema 3 and older), until retention deletes them.
     let mut q = conn.prepare_cached(
         "SELECT sample_pb FROM samples WHERE node = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
@@ -447,6 +444,19 @@ fn corrupt(what: String, e: impl std::fmt::Display) -> StoreError {
 fn head_samples(node: &str, blob: &[u8], out: &mut Vec<pb::Sample>) -> Result<(), StoreError> {
     let b = pb::Batch::decode(blob).map_err(|e| corrupt(format!("held batch of {node}"), e))?;
     out.extend(b.samples);
+    Ok(())
+}
+
+/// Every sample of a node held in `sample_head` (not yet in a chunk), appended to `out`.
+fn held_samples(
+    conn: &Connection,
+    node: &str,
+    out: &mut Vec<pb::Sample>,
+) -> Result<(), StoreError> {
+    let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
+    for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
+        head_samples(node, &blob?, out)?;
+    }
     Ok(())
 }
 
@@ -818,10 +828,7 @@ impl Store for SqliteStore {
             }
         } else {
             let mut head = Vec::new();
-            let mut q = conn.prepare_cached("SELECT batch_pb FROM sample_head WHERE node = ?1")?;
-            for blob in q.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
-                head_samples(node, &blob?, &mut head)?;
-            }
+            held_samples(&conn, node, &mut head)?;
             one_per_moment(&mut head);
             let r = super::tiers::read(&conn, node, tier, since.0, until.0, &head)?;
             out.merge(&r, step);

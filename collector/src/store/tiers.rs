@@ -107,12 +107,13 @@ pub fn fold(tx: &Transaction<'_>, node: &str) -> Result<(), StoreError> {
             rows.push(rowid);
         }
     }
+    let span = minutes.span();
     for tier in [MINUTE_MS, HOUR_MS] {
-        let period = row_period(tier);
-        let mut by_row: std::collections::BTreeMap<i64, Rollup> = Default::default();
-        let Some((first, last)) = minutes.span() else {
+        let Some((first, last)) = span else {
             break;
         };
+        let period = row_period(tier);
+        let mut by_row: std::collections::BTreeMap<i64, Rollup> = Default::default();
         let mut start = floor(first, period);
         while start <= last {
             let part = minutes.range(start, start + period);
@@ -199,7 +200,7 @@ pub fn read(
     )?;
     for blob in q.query_map(params![node, from, to], |r| r.get::<_, Vec<u8>>(0))? {
         let r = Rollup::decode(&blob?).map_err(|e| corrupt(node, e))?;
-        out.merge(&r.range(floor(from, MINUTE_MS), to), step);
+        out.merge(&r.range(from, to), step);
     }
     for s in head
         .iter()
