@@ -29,7 +29,7 @@ pub use labels::{Labels, Selector};
 pub use sample::{
     CpuConfigSample, DiskSample, DriverDaemons, EthernetPort, GpuProcess, GpuSample, GpuStatus,
     HostSample, IbPortSample, NicSample, NvLinkSample, OsSample, PcieDeviceSample, Sample,
-    StuckProcess,
+    StuckProcess, hundredths,
 };
 pub use storage::{
     StorageInfo, StorageMountSample, StorageNvmeInfo, StorageNvmeSample, StorageSample,

@@ -4,6 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMs;
 
+/// A percentage to the hundredth, as GPM readings are kept: the resolution dcgm-exporter
+/// publishes them at (a ratio to 4 decimals), and what the store keeps compactly (a float
+/// column of whole hundredths is stored as integers). Finer digits of a rate measured over one
+/// interval are noise.
+pub fn hundredths(percent: f64) -> f32 {
+    ((percent * 100.0).round() / 100.0) as f32
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Sample {
     pub timestamp: UnixMs,

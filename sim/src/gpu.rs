@@ -662,7 +662,7 @@ fn gpm_metrics(
         if v <= 0.0 {
             0.0
         } else {
-            ((v + sigma * noise(F_GPM, k)).clamp(0.0, 100.0) * 100.0).round() as f32 / 100.0
+            gpufleet_model::hundredths((v + sigma * noise(F_GPM, k)).clamp(0.0, 100.0))
         }
     };
     let sm_active = 100.0 * busy * if l.process { TRAINING_SM_ACTIVE } else { 1.0 };

@@ -59,3 +59,49 @@ fn ingest_stages_measures_each_stage_and_the_chunk() {
         assert!(stdout.contains(line), "{line:?} missing in {stdout}");
     }
 }
+
+#[test]
+fn storage_compare_stores_one_fleet_three_ways_and_counts_every_sample() {
+    for (program, package) in [
+        ("promtool", "prometheus"),
+        ("victoria-metrics", "victoria-metrics"),
+    ] {
+        if Command::new(program).arg("--help").output().is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{program} is required in CI (apt-get install {package})"
+            );
+            eprintln!("skipped: {program} not installed (apt-get install {package})");
+            return;
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_storage-compare"))
+        .args(["--nodes", "1", "--hours", "0.1", "--json"])
+        .output()
+        .expect("running storage-compare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The bench itself fails when a store holds other than every sample written to it.
+    assert!(
+        out.status.success(),
+        "storage-compare failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON summary line");
+    assert_eq!(json["gpu_samples"], 360 * 8, "{stdout}");
+    for key in [
+        "gpufleet_all_fields_b_per_gpu_sample",
+        "gpufleet_same_fields_b_per_gpu_sample",
+        "prometheus_b_per_gpu_sample",
+        "victoriametrics_b_per_gpu_sample",
+    ] {
+        assert!(
+            json[key].as_f64().is_some_and(|b| b > 0.0),
+            "{key} in {stdout}"
+        );
+    }
+    assert!(stdout.contains("largest columns"), "{stdout}");
+}

@@ -21,8 +21,9 @@ use prost::Message;
 
 use super::varint::{Damaged, Reader, put_varint, unzigzag, zigzag};
 
-/// Format version written first in every chunk.
-const VERSION: u64 = 1;
+/// Format version written first in every chunk. 2: column keys as steps from the previous
+/// key, float columns may be stored as hundredths. Chunks of format 1 are still read.
+const VERSION: u64 = 2;
 /// zstd level: 3 is zstd's default — most of the ratio for little CPU (chunks are compressed
 /// once, in the writer thread, and rarely read).
 const ZSTD_LEVEL: i32 = 3;
@@ -45,6 +46,8 @@ impl From<Damaged> for ChunkError {
 
 /// A numeric field read into a column (`take` leaves `None`/0 behind) and written back.
 trait Col {
+    /// 32 or 64 for a float kept by its bits (which may also be stored as hundredths), else 0.
+    const FLOAT: u8 = 0;
     fn take(&mut self) -> Option<i64>;
     fn put(&mut self, v: Option<i64>);
 }
@@ -75,6 +78,7 @@ impl Col for Option<bool> {
 /// Floats by their bits: exact, and for values of one sign and magnitude the bits move
 /// with the value, so deltas stay smaller than the raw bits.
 impl Col for Option<f32> {
+    const FLOAT: u8 = 32;
     fn take(&mut self) -> Option<i64> {
         Option::take(self).map(|v| i64::from(v.to_bits()))
     }
@@ -84,6 +88,7 @@ impl Col for Option<f32> {
 }
 
 impl Col for Option<f64> {
+    const FLOAT: u8 = 64;
     fn take(&mut self) -> Option<i64> {
         Option::take(self).map(|v| v.to_bits() as i64)
     }
@@ -101,6 +106,10 @@ impl Col for u64 {
     }
 }
 
+const fn float_of<S, T: Col>(_: fn(&S) -> &T) -> u8 {
+    T::FLOAT
+}
+
 /// The numeric fields of one message type that become columns, by position in the list.
 macro_rules! columns {
     ($name:ident: $ty:ty { $($f:ident),* $(,)? }) => {
@@ -111,6 +120,8 @@ macro_rules! columns {
             pub fn take(s: &mut $ty, out: &mut Vec<Option<i64>>) {
                 $(out.push(Col::take(&mut s.$f));)*
             }
+            /// [`Col::FLOAT`] of each field, by position.
+            pub const FLOATS: &[u8] = &[$(float_of(|s: &$ty| &s.$f)),*];
             pub fn put(s: &mut $ty, field: usize, v: Option<i64>) {
                 let mut i = 0usize;
                 $(
@@ -243,6 +254,56 @@ const STORAGE_MOUNTS: u16 = 0;
 const STORAGE_NVME: u16 = 1;
 
 impl Slot {
+    /// The column's part and field, the same for every GPU, link or port: `gpu.sm_clock_mhz`.
+    fn field_name(self) -> String {
+        let pick =
+            |names: &[&'static str], f: u16| names.get(usize::from(f)).copied().unwrap_or("?");
+        let (part, field) = match self {
+            Slot::Host { field } => ("host", pick(host_cols::FIELDS, field)),
+            Slot::Gpu { field, .. } => ("gpu", pick(gpu_cols::FIELDS, field)),
+            Slot::NvLink { field, .. } => ("nvlink", pick(nvlink_cols::FIELDS, field)),
+            Slot::Disk { field, .. } => ("disk", pick(disk_cols::FIELDS, field)),
+            Slot::Nic { field, .. } => ("nic", pick(nic_cols::FIELDS, field)),
+            Slot::Core { .. } => ("host", "cpu_per_core_percent"),
+            Slot::Ib { field, .. } => ("ib", pick(ib_cols::FIELDS, field)),
+            Slot::CpuConfig { field } => ("cpu_config", pick(cpu_config_cols::FIELDS, field)),
+            Slot::Os { field } => ("os", pick(os_cols::FIELDS, field)),
+            Slot::Eth { field, .. } => ("ethernet", pick(eth_cols::FIELDS, field)),
+            Slot::Pcie { field, .. } => ("pcie", pick(pcie_cols::FIELDS, field)),
+            Slot::Storage {
+                list: STORAGE_NVME,
+                field,
+                ..
+            } => ("nvme", pick(storage_nvme_cols::FIELDS, field)),
+            Slot::Storage { field, .. } => ("mount", pick(storage_mount_cols::FIELDS, field)),
+        };
+        format!("{part}.{field}")
+    }
+
+    /// [`Col::FLOAT`] of the column's field.
+    fn float(self) -> u8 {
+        let pick = |floats: &[u8], f: u16| floats.get(usize::from(f)).copied().unwrap_or(0);
+        match self {
+            Slot::Host { field } => pick(host_cols::FLOATS, field),
+            Slot::Gpu { field, .. } => pick(gpu_cols::FLOATS, field),
+            Slot::NvLink { field, .. } => pick(nvlink_cols::FLOATS, field),
+            Slot::Disk { field, .. } => pick(disk_cols::FLOATS, field),
+            Slot::Nic { field, .. } => pick(nic_cols::FLOATS, field),
+            Slot::Core { .. } => 32,
+            Slot::Ib { field, .. } => pick(ib_cols::FLOATS, field),
+            Slot::CpuConfig { field } => pick(cpu_config_cols::FLOATS, field),
+            Slot::Os { field } => pick(os_cols::FLOATS, field),
+            Slot::Eth { field, .. } => pick(eth_cols::FLOATS, field),
+            Slot::Pcie { field, .. } => pick(pcie_cols::FLOATS, field),
+            Slot::Storage {
+                list: STORAGE_NVME,
+                field,
+                ..
+            } => pick(storage_nvme_cols::FLOATS, field),
+            Slot::Storage { field, .. } => pick(storage_mount_cols::FLOATS, field),
+        }
+    }
+
     fn key(self) -> u64 {
         let (kind, a, b, f) = match self {
             Slot::Host { field } => (0u64, 0u64, 0u64, field),
@@ -493,6 +554,106 @@ const DELTA: u8 = 0;
 const DELTA_OF_DELTA: u8 = 1;
 /// Flag: some samples lack the value; a presence bitmap follows.
 const SPARSE: u8 = 2;
+/// Flag (format 2): a float column whose every value is a whole number of hundredths, stored
+/// as those hundredths (GPM percentages, rates in Gb/s): a few bits of delta where the float's
+/// bits would move in all 23 of their mantissa bits.
+const HUNDREDTHS: u8 = 4;
+/// Flag (format 2): every value is the first plus a multiple of a common step (bytes counted
+/// in KiB or pages, clocks in whole MHz steps): the first value and the step follow, then the
+/// multiples.
+const STEPPED: u8 = 8;
+
+/// Flag (format 2): the sequence (values, or their deltas with [`DELTA`]... see
+/// [`encode_column`]) is bit-packed as distances from its minimum, each in the same number of
+/// bits, instead of zigzag varints: for noisy readings (power, throughput, activity), whose
+/// low bits no compressor can shrink, this stores exactly the bits the noise spans.
+const PACKED: u8 = 16;
+/// With [`PACKED`]: the values themselves are packed, not their deltas.
+const PACKED_VALUES: u8 = 32;
+
+/// `seq` as `zigzag(minimum)`, the width in bits, then each `v - minimum` in that many bits,
+/// least significant first.
+fn pack(seq: &[i64], out: &mut Vec<u8>) {
+    let min = seq.iter().copied().min().unwrap_or(0);
+    let span = seq
+        .iter()
+        .map(|&v| v.wrapping_sub(min) as u64)
+        .max()
+        .unwrap_or(0);
+    let width = 64 - span.leading_zeros();
+    put_varint(out, zigzag(min));
+    out.push(width as u8);
+    let (mut acc, mut bits) = (0u128, 0u32);
+    for &v in seq {
+        acc |= u128::from(v.wrapping_sub(min) as u64) << bits;
+        bits += width;
+        while bits >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+    }
+    if bits > 0 {
+        out.push(acc as u8);
+    }
+}
+
+/// Reads `n` values written by [`pack`].
+fn unpack(r: &mut Reader<'_>, n: usize) -> Result<Vec<i64>, ChunkError> {
+    let min = unzigzag(r.varint()?);
+    let width = u32::from(*r.bytes(1)?.first().ok_or_else(|| bad("truncated"))?);
+    if width > 64 {
+        return Err(bad(format!("packed width {width}")));
+    }
+    let bytes = r.bytes(
+        (n as u128 * u128::from(width))
+            .div_ceil(8)
+            .min(usize::MAX as u128) as usize,
+    )?;
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    let (mut acc, mut bits) = (0u128, 0u32);
+    let mut next = bytes.iter();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        while bits < width {
+            acc |= u128::from(*next.next().ok_or_else(|| bad("truncated packed values"))?) << bits;
+            bits += 8;
+        }
+        out.push(min.wrapping_add((acc as u64 & mask) as i64));
+        acc >>= width;
+        bits -= width;
+    }
+    Ok(out)
+}
+
+/// The largest step that every value's distance from `values[0]` is a multiple of (0 when all
+/// are equal, or when a distance does not fit an i64).
+fn common_step(values: &[i64]) -> u64 {
+    fn gcd(mut a: u64, mut b: u64) -> u64 {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+    let Some(&first) = values.first() else {
+        return 0;
+    };
+    let mut g = 0;
+    for &v in values {
+        let Some(d) = v.checked_sub(first) else {
+            return 0;
+        };
+        g = gcd(g, d.unsigned_abs());
+        if g == 1 {
+            return 1;
+        }
+    }
+    g
+}
 
 fn encode_values(values: &[i64], dod: bool, out: &mut Vec<u8>) {
     let (mut prev, mut prev_delta) = (0i64, 0i64);
@@ -509,22 +670,91 @@ fn encode_values(values: &[i64], dod: bool, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_column(key: u64, column: &[Option<i64>], out: &mut Vec<u8>) {
-    let present: Vec<i64> = column.iter().flatten().copied().collect();
-    let mut delta = Vec::new();
-    encode_values(&present, false, &mut delta);
-    let mut dod = Vec::new();
-    encode_values(&present, true, &mut dod);
-    let (mode, values) = if dod.len() < delta.len() {
-        (DELTA_OF_DELTA, dod)
+/// The float a column value's bits stand for (`float`: 32 or 64).
+fn float_value(bits: i64, float: u8) -> f64 {
+    if float == 32 {
+        f64::from(f32::from_bits(bits as u32))
     } else {
-        (DELTA, delta)
-    };
-    put_varint(out, key);
+        f64::from_bits(bits as u64)
+    }
+}
+
+/// The bits of `hundredths` / 100 as the column's float type.
+fn hundredths_bits(hundredths: i64, float: u8) -> i64 {
+    let v = hundredths as f64 / 100.0;
+    if float == 32 {
+        i64::from((v as f32).to_bits())
+    } else {
+        v.to_bits() as i64
+    }
+}
+
+/// The column's values as hundredths, when every one of them comes back bit for bit.
+fn as_hundredths(values: &[i64], float: u8) -> Option<Vec<i64>> {
+    const LIMIT: f64 = (1i64 << 52) as f64;
+    values
+        .iter()
+        .map(|&bits| {
+            let h = (float_value(bits, float) * 100.0).round();
+            (h.is_finite() && h.abs() < LIMIT && hundredths_bits(h as i64, float) == bits)
+                .then_some(h as i64)
+        })
+        .collect()
+}
+
+/// Writes one column: its key (format 2: as the step from the previous column's), its mode,
+/// the presence bitmap when sparse, and the values in the smaller of the two encodings.
+fn encode_column(key: u64, prev_key: u64, column: &[Option<i64>], out: &mut Vec<u8>) {
+    let mut present: Vec<i64> = column.iter().flatten().copied().collect();
+    let mut flags = 0;
+    if let Ok(slot) = Slot::from_key(key) {
+        let float = slot.float();
+        if float != 0
+            && let Some(h) = as_hundredths(&present, float)
+        {
+            present = h;
+            flags |= HUNDREDTHS;
+        }
+    }
+    let mut header = Vec::new();
+    let step = common_step(&present);
+    if step > 1 {
+        let first = present[0];
+        // Exact: each distance is a multiple of `step` and fits an i64 (checked above).
+        for v in &mut present {
+            *v = ((*v - first).unsigned_abs() / step) as i64 * (*v - first).signum();
+        }
+        put_varint(&mut header, zigzag(first));
+        put_varint(&mut header, step);
+        flags |= STEPPED;
+    }
+    // The smallest of four layouts: deltas or deltas of deltas as varints (steady readings and
+    // counters, where zstd then shrinks the runs of zeros), values or deltas bit-packed (noise).
+    let mut values = Vec::new();
+    encode_values(&present, false, &mut values);
+    let mut mode = DELTA;
+    let mut other = Vec::new();
+    encode_values(&present, true, &mut other);
+    if other.len() < values.len() {
+        (mode, values) = (DELTA_OF_DELTA, std::mem::take(&mut other));
+    }
+    if present.len() > 1 {
+        let deltas: Vec<i64> = std::iter::once(present[0])
+            .chain(present.windows(2).map(|w| w[1].wrapping_sub(w[0])))
+            .collect();
+        for (layout, seq) in [(PACKED | PACKED_VALUES, &present), (PACKED, &deltas)] {
+            other.clear();
+            pack(seq, &mut other);
+            if other.len() < values.len() {
+                (mode, values) = (layout, std::mem::take(&mut other));
+            }
+        }
+    }
+    put_varint(out, key.wrapping_sub(prev_key));
     if present.len() == column.len() {
-        out.push(mode);
+        out.push(mode | flags);
     } else {
-        out.push(mode | SPARSE);
+        out.push(mode | flags | SPARSE);
         let mut bits = vec![0u8; column.len().div_ceil(8)];
         for (i, v) in column.iter().enumerate() {
             if v.is_some() {
@@ -533,53 +763,108 @@ fn encode_column(key: u64, column: &[Option<i64>], out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&bits);
     }
+    out.extend_from_slice(&header);
     out.extend_from_slice(&values);
 }
 
-fn decode_column(r: &mut Reader<'_>, n: usize) -> Result<(u64, Vec<Option<i64>>), ChunkError> {
-    let key = r.varint()?;
+/// Reads one column written by [`encode_column`] (`version` 1: absolute keys, no hundredths).
+fn decode_column(
+    r: &mut Reader<'_>,
+    n: usize,
+    version: u64,
+    prev_key: u64,
+) -> Result<(u64, Vec<Option<i64>>), ChunkError> {
+    let key = if version >= 2 {
+        prev_key.wrapping_add(r.varint()?)
+    } else {
+        r.varint()?
+    };
     let mode = *r.bytes(1)?.first().ok_or_else(|| bad("truncated"))?;
-    if mode & !(SPARSE | DELTA_OF_DELTA) != 0 {
+    let known = if version >= 2 {
+        SPARSE | DELTA_OF_DELTA | HUNDREDTHS | STEPPED | PACKED | PACKED_VALUES
+    } else {
+        SPARSE | DELTA_OF_DELTA
+    };
+    if mode & !known != 0 {
         return Err(bad(format!("unknown column encoding {mode}")));
     }
+    let float = if mode & HUNDREDTHS != 0 {
+        match Slot::from_key(key)?.float() {
+            0 => return Err(bad(format!("column {key:#x} is not a float"))),
+            f => f,
+        }
+    } else {
+        0
+    };
     let present: Vec<bool> = if mode & SPARSE != 0 {
         let bits = r.bytes(n.div_ceil(8))?;
         (0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect()
     } else {
         vec![true; n]
     };
-    let (mut prev, mut prev_delta) = (0i64, 0i64);
-    let mut out = Vec::with_capacity(n);
-    for p in present {
-        if !p {
-            out.push(None);
-            continue;
-        }
-        let w = unzigzag(r.varint()?);
-        let delta = if mode & DELTA_OF_DELTA != 0 {
-            prev_delta.wrapping_add(w)
+    let (first, step) = if mode & STEPPED != 0 {
+        (unzigzag(r.varint()?), r.varint()? as i64)
+    } else {
+        (0, 1)
+    };
+    let count = present.iter().filter(|p| **p).count();
+    let seq: Vec<i64> = if mode & PACKED != 0 {
+        let packed = unpack(r, count)?;
+        if mode & PACKED_VALUES != 0 {
+            packed
         } else {
-            w
-        };
-        let v = prev.wrapping_add(delta);
-        out.push(Some(v));
-        prev = v;
-        prev_delta = delta;
-    }
+            packed
+                .iter()
+                .scan(0i64, |v, d| {
+                    *v = v.wrapping_add(*d);
+                    Some(*v)
+                })
+                .collect()
+        }
+    } else {
+        let (mut prev, mut prev_delta) = (0i64, 0i64);
+        let mut seq = Vec::with_capacity(count);
+        for _ in 0..count {
+            let w = unzigzag(r.varint()?);
+            let delta = if mode & DELTA_OF_DELTA != 0 {
+                prev_delta.wrapping_add(w)
+            } else {
+                w
+            };
+            prev = prev.wrapping_add(delta);
+            prev_delta = delta;
+            seq.push(prev);
+        }
+        seq
+    };
+    let mut values = seq.into_iter().map(|v| {
+        let value = first.wrapping_add(v.wrapping_mul(step));
+        if float != 0 {
+            hundredths_bits(value, float)
+        } else {
+            value
+        }
+    });
+    let out = present
+        .into_iter()
+        .map(|p| if p { values.next() } else { None })
+        .collect();
     Ok((key, out))
 }
 
 // --- a chunk -------------------------------------------------------------------------------
 
-/// Encodes `samples` (one node's, oldest first) into one compressed chunk.
-pub fn encode(samples: Vec<pb::Sample>) -> Vec<u8> {
-    let n = samples.len();
-    let mut raw = Vec::with_capacity(256 + n * 64);
-    put_varint(&mut raw, VERSION);
-    put_varint(&mut raw, n as u64);
-    let times: Vec<i64> = samples.iter().map(|s| s.timestamp_unix_ms).collect();
-    encode_values(&times, true, &mut raw);
+/// A chunk's parts before they are laid out: timestamps, each sample's remainder (0 when it
+/// equals the previous one), and the columns in key order.
+struct Gathered {
+    times: Vec<i64>,
+    rests: Vec<u8>,
+    columns: Vec<(u64, Vec<Option<i64>>)>,
+}
 
+fn gather(samples: Vec<pb::Sample>) -> Gathered {
+    let n = samples.len();
+    let times: Vec<i64> = samples.iter().map(|s| s.timestamp_unix_ms).collect();
     // Columns by first appearance; a sample shaped like the one before (the usual case) finds
     // its columns by position, without a lookup per value.
     let mut columns: Vec<(u64, Vec<Option<i64>>)> = Vec::new();
@@ -620,14 +905,61 @@ pub fn encode(samples: Vec<pb::Sample>) -> Vec<u8> {
             prev_rest = Some(bytes);
         }
     }
-    raw.extend_from_slice(&rests);
     // In key order, so related values sit together for the compressor.
     columns.sort_unstable_by_key(|(key, _)| *key);
-    put_varint(&mut raw, columns.len() as u64);
-    for (key, col) in &columns {
-        encode_column(*key, col, &mut raw);
+    Gathered {
+        times,
+        rests,
+        columns,
+    }
+}
+
+/// Encodes `samples` (one node's, oldest first) into one compressed chunk.
+pub fn encode(samples: Vec<pb::Sample>) -> Vec<u8> {
+    let n = samples.len();
+    let g = gather(samples);
+    let mut raw = Vec::with_capacity(256 + n * 64);
+    put_varint(&mut raw, VERSION);
+    put_varint(&mut raw, n as u64);
+    encode_values(&g.times, true, &mut raw);
+    raw.extend_from_slice(&g.rests);
+    put_varint(&mut raw, g.columns.len() as u64);
+    let mut prev_key = 0;
+    for (key, col) in &g.columns {
+        encode_column(*key, prev_key, col, &mut raw);
+        prev_key = *key;
     }
     zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compresses any input held in memory")
+}
+
+/// What each kind of column costs in a chunk of `samples`, largest first: each column encoded
+/// and compressed on its own, summed by field over GPUs, links, ports and devices, plus the
+/// timestamps and the non-numeric remainder. An attribution for the storage bench (compressed
+/// apart, the parts add up to more than the chunk).
+pub fn column_costs(samples: Vec<pb::Sample>) -> Vec<(String, usize)> {
+    let g = gather(samples);
+    let zstd_len = |raw: &[u8]| {
+        zstd::bulk::compress(raw, ZSTD_LEVEL)
+            .expect("zstd compresses any input held in memory")
+            .len()
+    };
+    let mut costs: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut t = Vec::new();
+    encode_values(&g.times, true, &mut t);
+    costs.insert("timestamps".into(), zstd_len(&t));
+    costs.insert(
+        "remainder (names, identities, processes)".into(),
+        zstd_len(&g.rests),
+    );
+    for (key, col) in &g.columns {
+        let mut raw = Vec::new();
+        encode_column(*key, *key, col, &mut raw);
+        let name = Slot::from_key(*key).map_or_else(|_| "unknown".into(), Slot::field_name);
+        *costs.entry(name).or_default() += zstd_len(&raw);
+    }
+    let mut out: Vec<(String, usize)> = costs.into_iter().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// Decodes a chunk written by [`encode`] back into its samples, oldest first.
@@ -638,9 +970,9 @@ pub fn decode(blob: &[u8]) -> Result<Vec<pb::Sample>, ChunkError> {
     let raw = zstd::bulk::decompress(blob, size).map_err(|e| bad(format!("zstd: {e}")))?;
     let mut r = Reader::new(&raw);
     let version = r.varint()?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(bad(format!(
-            "chunk format {version}, this gpufleet reads {VERSION}"
+            "chunk format {version}, this gpufleet reads 1 to {VERSION}"
         )));
     }
     // Every sample takes at least one byte (its timestamp), which bounds `n` by the input.
@@ -670,8 +1002,10 @@ pub fn decode(blob: &[u8]) -> Result<Vec<pb::Sample>, ChunkError> {
         samples.push(s);
     }
     let ncols = r.len(raw.len())?;
+    let mut prev_key = 0;
     for _ in 0..ncols {
-        let (key, col) = decode_column(&mut r, n)?;
+        let (key, col) = decode_column(&mut r, n, version, prev_key)?;
+        prev_key = key;
         let slot = Slot::from_key(key)?;
         for (s, v) in samples.iter_mut().zip(col) {
             if v.is_some() {
@@ -960,5 +1294,150 @@ mod tests {
             pb::GpuSample::default(),
             "a numeric GpuSample field is missing from gpu_cols"
         );
+    }
+
+    /// One GPU column through `encode` and back, and the mode it was written in.
+    fn column_mode(values: &[Option<i64>]) -> (u8, Vec<Option<i64>>) {
+        let key = Slot::Gpu { gpu: 0, field: 3 }.key();
+        let mut out = Vec::new();
+        encode_column(key, 0, values, &mut out);
+        let mut r = Reader::new(&out);
+        let (k, back) = decode_column(&mut r, values.len(), VERSION, 0).unwrap();
+        assert_eq!((k, r.remaining()), (key, 0));
+        (out[key_len(key)], back)
+    }
+
+    fn key_len(key: u64) -> usize {
+        let mut v = Vec::new();
+        put_varint(&mut v, key);
+        v.len()
+    }
+
+    #[test]
+    fn each_column_layout_comes_back_and_is_chosen_where_it_is_smaller() {
+        let noise: Vec<Option<i64>> = (0..120)
+            .map(|t| Some(650_000 + (t * 7919 % 5000)))
+            .collect();
+        let (mode, back) = column_mode(&noise);
+        assert_eq!(back, noise);
+        assert_eq!(
+            mode & (PACKED | PACKED_VALUES),
+            PACKED | PACKED_VALUES,
+            "noise is packed"
+        );
+        let steady: Vec<Option<i64>> = (0..120).map(|_| Some(1980)).collect();
+        let (mode, back) = column_mode(&steady);
+        assert_eq!(back, steady);
+        let counter: Vec<Option<i64>> = (0..120).map(|t| Some((1 << 40) + t * 650_000)).collect();
+        let (mode_c, back) = column_mode(&counter);
+        assert_eq!(back, counter);
+        assert_eq!(mode_c & STEPPED, STEPPED, "a counter rising by one step");
+        assert_eq!(mode & PACKED, PACKED, "a constant packs into zero bits");
+        let extremes = vec![
+            Some(i64::MIN),
+            None,
+            Some(i64::MAX),
+            Some(0),
+            Some(-1),
+            None,
+        ];
+        assert_eq!(column_mode(&extremes).1, extremes);
+        let walk: Vec<Option<i64>> = (0..120).map(|t| Some(60 + (t % 3))).collect();
+        assert_eq!(column_mode(&walk).1, walk);
+    }
+
+    #[test]
+    fn floats_in_hundredths_are_stored_as_hundredths_and_others_by_their_bits() {
+        let field = gpu_cols::FIELDS
+            .iter()
+            .position(|f| *f == "gpm_sm_active_percent")
+            .unwrap() as u16;
+        assert_eq!(gpu_cols::FLOATS[usize::from(field)], 32);
+        let key = Slot::Gpu { gpu: 0, field }.key();
+        let encode_floats = |vals: &[f32]| {
+            let col: Vec<Option<i64>> = vals.iter().map(|v| Some(i64::from(v.to_bits()))).collect();
+            let mut out = Vec::new();
+            encode_column(key, 0, &col, &mut out);
+            let mut r = Reader::new(&out);
+            let (_, back) = decode_column(&mut r, col.len(), VERSION, 0).unwrap();
+            assert_eq!(back, col, "bit for bit");
+            out[key_len(key)]
+        };
+        let hundredths: Vec<f32> = (0..120)
+            .map(|t| ((8725.0 + f64::from(t % 17)) / 100.0) as f32)
+            .collect();
+        assert_eq!(encode_floats(&hundredths) & HUNDREDTHS, HUNDREDTHS);
+        let mut finer = hundredths.clone();
+        finer[60] = 87.253;
+        assert_eq!(
+            encode_floats(&finer) & HUNDREDTHS,
+            0,
+            "one finer value: bits"
+        );
+        assert_eq!(
+            encode_floats(&[f32::NAN, -0.0, f32::INFINITY, f32::MAX]) & HUNDREDTHS,
+            0
+        );
+        // The agent's rounding gives values this mode takes.
+        let agent: Vec<f32> = (0..50)
+            .map(|t| gpufleet_model::hundredths(f64::from(t) * 1.234_567))
+            .collect();
+        assert_eq!(encode_floats(&agent) & HUNDREDTHS, HUNDREDTHS);
+    }
+
+    #[test]
+    fn format_1_chunks_are_still_read() {
+        // A format-1 chunk as the previous release wrote it: absolute column keys, varints only.
+        let mut raw = Vec::new();
+        put_varint(&mut raw, 1); // format
+        put_varint(&mut raw, 2); // samples
+        for w in [zigzag(1_000), zigzag(0)] {
+            put_varint(&mut raw, w); // timestamps 1000, 2000 (delta of delta)
+        }
+        let rest = pb::Sample {
+            gpus: vec![pb::GpuSample {
+                index: 0,
+                uuid: "GPU-0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        put_varint(&mut raw, rest.len() as u64 + 1);
+        raw.extend_from_slice(&rest);
+        put_varint(&mut raw, 0); // the second sample's remainder: the same
+        put_varint(&mut raw, 1); // one column
+        put_varint(&mut raw, Slot::Gpu { gpu: 0, field: 0 }.key());
+        raw.push(DELTA);
+        for w in [zigzag(61), zigzag(2)] {
+            put_varint(&mut raw, w); // temperatures 61, 63
+        }
+        let blob = zstd::bulk::compress(&raw, 1).unwrap();
+        let back = decode(&blob).unwrap();
+        assert_eq!(
+            back.iter()
+                .map(|s| (s.timestamp_unix_ms, s.gpus[0].temperature_gpu_celsius))
+                .collect::<Vec<_>>(),
+            [(1000, Some(61)), (2000, Some(63))]
+        );
+        // Format 2's flags mean nothing in format 1.
+        let last = raw.len() - 3;
+        raw[last] = PACKED;
+        assert!(decode(&zstd::bulk::compress(&raw, 1).unwrap()).is_err());
+    }
+
+    #[test]
+    fn column_costs_name_every_part() {
+        let costs = column_costs((0..120).map(sample).collect());
+        let names: Vec<&str> = costs.iter().map(|(n, _)| n.as_str()).collect();
+        for part in [
+            "timestamps",
+            "gpu.power_usage_milliwatts",
+            "nvlink.replay_errors",
+            "ib.rcv_data_bytes",
+        ] {
+            assert!(names.contains(&part), "{part} missing from {names:?}");
+        }
+        assert!(costs.windows(2).all(|w| w[0].1 >= w[1].1), "largest first");
     }
 }

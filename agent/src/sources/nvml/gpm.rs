@@ -132,7 +132,7 @@ pub(super) fn read(r: &mut Reader, s: &mut GpuSample) {
     let Some(values) = values else {
         return;
     };
-    let pct = |i: usize| values[i].map(|v| v as f32);
+    let pct = |i: usize| values[i].map(gpufleet_model::hundredths);
     let bytes = |i: usize| values[i].map(|v| (v * MIB) as u64);
     s.gpm_graphics_active_percent = pct(0);
     s.gpm_sm_active_percent = pct(1);
