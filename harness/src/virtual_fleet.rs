@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub stop_when_met: bool,
     pub window: Window,
     pub engine: EngineConfig,
+    /// After the run, time each rule alone over the whole fleet ([`Outcome::rule_wall`]).
+    pub time_rules: bool,
 }
 
 impl Default for RunOptions {
@@ -45,6 +47,7 @@ impl Default for RunOptions {
             stop_when_met: true,
             window: Window::default(),
             engine: EngineConfig::default(),
+            time_rules: false,
         }
     }
 }
@@ -66,6 +69,9 @@ pub struct Outcome {
     pub evaluations: u64,
     /// Wall time of each diagnosis evaluation (the engine over the whole fleet).
     pub eval_wall: Vec<Duration>,
+    /// With [`RunOptions::time_rules`]: each rule's wall time over every node of the final
+    /// state (median of 5 passes), largest first, and the fleet context's build time.
+    pub rule_wall: Vec<(&'static str, Duration)>,
     /// Wall time spent sampling and ingesting (everything but evaluations).
     pub tick_wall: Duration,
     pub virtual_ms: i64,
@@ -182,7 +188,43 @@ pub fn run(scenario: Arc<Scenario>, opts: &RunOptions) -> Outcome {
         }
     }
     out.virtual_ms = t;
+    if opts.time_rules {
+        out.rule_wall = fleet.with_nodes(|nodes| time_rules(nodes, ORIGIN.plus_ms(t)));
+    }
     out.wall = started.elapsed();
+    out
+}
+
+/// Each rule alone over `nodes` (median of 5 passes), and the fleet context's build.
+fn time_rules(
+    nodes: &[&gpufleet_collector::fleet::NodeState],
+    now: UnixMs,
+) -> Vec<(&'static str, Duration)> {
+    use gpufleet_collector::diagnose::{FleetContext, rules};
+    const PASSES: usize = 5;
+    let median = |mut f: Box<dyn FnMut() -> usize + '_>| {
+        let mut times: Vec<Duration> = (0..PASSES)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[PASSES / 2]
+    };
+    let ctx = FleetContext::from_nodes(nodes);
+    let mut out = vec![(
+        "(fleet context)",
+        median(Box::new(|| FleetContext::from_nodes(nodes).nodes)),
+    )];
+    for rule in rules::all() {
+        let d = median(Box::new(|| {
+            nodes.iter().map(|n| rule.check(n, &ctx, now).len()).sum()
+        }));
+        out.push((rule.id(), d));
+    }
+    out.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     out
 }
 

@@ -24,6 +24,7 @@ fn main() {
     let opts = RunOptions {
         duration_ms: Some(minutes * 60_000),
         stop_when_met: false,
+        time_rules: true,
         ..RunOptions::default()
     };
     let out = run(sc, &opts);
@@ -49,4 +50,8 @@ fn main() {
         ms(*evals.last().expect("at least one evaluation"))
     );
     println!("findings fired: {}", out.fired.len());
+    println!("each rule alone over the whole fleet (median of 5 passes, final state):");
+    for (rule, d) in &out.rule_wall {
+        println!("  {rule:<28} {:>8.2} ms", ms(*d));
+    }
 }

@@ -8,7 +8,7 @@
 use gpufleet_model::{EthernetPort, Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, growth, sustained_node};
+use super::window::{Recent, sustained_node};
 use crate::diagnose::context::{EthernetPeers, gpu_model};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
@@ -215,11 +215,11 @@ impl Ethernet {
     fn flapping(&self, node: &NodeState, latest: &Sample) -> Option<Finding> {
         let mut f: Option<Finding> = None;
         let mut names = Vec::new();
+        let recent = Recent::of(node);
         for (pos, p) in latest.host.ethernet.iter().enumerate() {
             let name = p.name.as_str();
-            let Some(g) = growth(&node.history, RATE_WINDOW_MS, |s| {
-                port(s, pos, name)?.carrier_changes
-            })
+            let Some(g) = recent
+                .growth(|s| port(s, pos, name)?.carrier_changes)
             .filter(|g| g.delta >= FLAP_CHANGES && g.rises >= MIN_SAMPLES.min(2)) else {
                 continue;
             };

@@ -8,7 +8,7 @@ use gpufleet_model::{
 };
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, growth, sustained_node};
+use super::window::{Recent, sustained_node};
 use crate::diagnose::context::{gpu_model, ib_port_count};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
@@ -215,15 +215,21 @@ impl InfiniBand {
         ];
         let mut f: Option<Finding> = None;
         let mut parts = Vec::new();
+        let recent = Recent::of(node);
+        let first = recent.first();
         for (pos, p) in latest.host.ib_ports.iter().enumerate() {
             if !p.is_infiniband() {
                 continue;
             }
             let (dev, num) = (p.device.as_str(), p.port);
+            // A healthy port's counters are where they were at the window's start: one
+            // comparison skips the five growth checks (each would find no growth).
+            let then = first.and_then(|s| port(s, pos, dev, num));
+            if then.is_some_and(|t| counters.iter().all(|(_, read)| read(t) == read(p))) {
+                continue;
+            }
             for (name, read) in counters {
-                let Some(g) = growth(&node.history, RATE_WINDOW_MS, |s| {
-                    read(port(s, pos, dev, num)?)
-                }) else {
+                let Some(g) = recent.growth(|s| read(port(s, pos, dev, num)?)) else {
                     continue;
                 };
                 // A flap is news on its own; errors must be a trend.

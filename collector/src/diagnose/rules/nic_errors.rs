@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, NicSample, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{Growth, RATE_WINDOW_MS, growth};
+use super::window::{Growth, Recent};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
@@ -58,14 +58,15 @@ impl Rule for NicErrors {
         };
         // One finding per node (its identity is node + cause), with one line per bad NIC.
         let mut bad: Vec<(&str, Option<Growth>, Option<Growth>)> = Vec::new();
+        let recent = Recent::of(node);
         for (pos, n) in latest.host.nics.iter().enumerate() {
             let name = n.name.as_str();
-            let errors = growth(&node.history, RATE_WINDOW_MS, |s| {
+            let errors = recent.growth(|s| {
                 let x = nic_at(s, pos, name)?;
                 sum(x.rx_errors, x.tx_errors)
             })
             .filter(|g| g.sustained(ERRORS_PER_MINUTE, MIN_SAMPLES));
-            let drops = growth(&node.history, RATE_WINDOW_MS, |s| {
+            let drops = recent.growth(|s| {
                 let x = nic_at(s, pos, name)?;
                 sum(x.rx_dropped, x.tx_dropped)
             })

@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, NvLinkSample, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{Held, RATE_WINDOW_MS, gpu_reader, growth, sustained_gpu, window_start};
+use super::window::{Held, Recent, gpu_reader, sustained_gpu};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
@@ -67,9 +67,8 @@ impl Rule for NvLink {
         let Some(latest) = node.latest() else {
             return vec![];
         };
-        let first = node
-            .history
-            .get(window_start(&node.history, RATE_WINDOW_MS));
+        let recent = Recent::of(node);
+        let first = recent.first();
         let mut out = Vec::new();
         for (pos, g) in latest.gpus.iter().enumerate() {
             let links = node.inventory.gpu(g.index).map_or(0, |i| i.nvlink_count);
@@ -129,8 +128,8 @@ impl Rule for NvLink {
             let sum = |s: &Sample, of: fn(&NvLinkSample) -> u64| {
                 at(s).map(|x| counted(x, links).map(of).sum::<u64>())
             };
-            let rr = growth(&node.history, RATE_WINDOW_MS, |s| sum(s, replay_recovery));
-            let cr = growth(&node.history, RATE_WINDOW_MS, |s| sum(s, crc));
+            let rr = recent.growth(|s| sum(s, replay_recovery));
+            let cr = recent.growth(|s| sum(s, crc));
             let rr_bad = rr.filter(|r| r.sustained(REPLAY_RECOVERY_PER_MINUTE, MIN_SAMPLES));
             let crc_bad = cr.filter(|r| r.sustained(CRC_PER_MINUTE, MIN_SAMPLES));
             if rr_bad.is_none() && crc_bad.is_none() {

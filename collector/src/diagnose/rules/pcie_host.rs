@@ -21,7 +21,7 @@ use gpufleet_model::{
 };
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, growth};
+use super::window::Recent;
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
@@ -207,6 +207,20 @@ impl PcieHost {
 
     fn acs(&self, node: &NodeState) -> Option<Finding> {
         let devices = &node.inventory.host.pcie_devices;
+        // A bridge that is first on the path of every peer below it (a root port) is never
+        // between two peers: only such redirecting bridges, the usual case, need no search.
+        let redirecting = |d: &&PcieDeviceInfo| {
+            matches!(d.acs, Acs::Control(ctl) if ctl & ACS_P2P_REDIRECT != 0)
+                && devices.iter().filter(|p| is_peer(p)).any(|p| {
+                    p.upstream
+                        .iter()
+                        .skip(1)
+                        .any(|u| u.as_str() == d.bdf.as_str())
+                })
+        };
+        if !devices.iter().any(|d| redirecting(&d)) {
+            return None;
+        }
         let between = bridges_between_peers(devices);
         let mut f: Option<Finding> = None;
         let mut names = Vec::new();
@@ -242,10 +256,16 @@ impl PcieHost {
     }
 
     /// One counter of every device: fatal/non-fatal on any rise, correctable on a trend.
+    ///
+    /// `moved`: positions (in `latest`) of the devices whose counters are not all where they
+    /// were at the start of `recent` (growth over a window is zero for the others).
+    #[allow(clippy::too_many_arguments)]
     fn aer(
         &self,
         node: &NodeState,
         latest: &Sample,
+        recent: &Recent,
+        moved: &[usize],
         cause: &Cause,
         name: &str,
         read: fn(&PcieDeviceSample) -> Option<u64>,
@@ -254,10 +274,10 @@ impl PcieHost {
         let mut f: Option<Finding> = None;
         let mut parts = Vec::new();
         let mut gpus = BTreeSet::new();
-        for (pos, d) in latest.host.pcie_devices.iter().enumerate() {
+        for &pos in moved {
+            let d = &latest.host.pcie_devices[pos];
             let bdf = d.bdf.as_str();
-            let Some(g) = growth(&node.history, RATE_WINDOW_MS, |s| read(device(s, pos, bdf)?))
-            else {
+            let Some(g) = recent.growth(|s| read(device(s, pos, bdf)?)) else {
                 continue;
             };
             let bad = if trend {
@@ -414,8 +434,25 @@ impl Rule for PcieHost {
             (&AER_NONFATAL, "aer_nonfatal", |d| d.aer_nonfatal),
             (&AER_CORRECTABLE, "aer_correctable", |d| d.aer_correctable),
         ];
+        // A healthy device's counters are where they were 5 minutes ago: one comparison of
+        // the three skips it (what `growth` would find for each, three lookups later).
+        let recent = Recent::of(node);
+        let first = recent.first();
+        let moved: Vec<usize> = latest
+            .host
+            .pcie_devices
+            .iter()
+            .enumerate()
+            .filter(|(pos, d)| {
+                let then = first.and_then(|s| device(s, *pos, &d.bdf));
+                counters
+                    .iter()
+                    .any(|(_, _, read)| then.is_none_or(|t| read(t) != read(d)))
+            })
+            .map(|(pos, _)| pos)
+            .collect();
         for (cause, name, read) in counters {
-            out.extend(self.aer(node, latest, cause, name, read));
+            out.extend(self.aer(node, latest, &recent, &moved, cause, name, read));
         }
         out.extend(self.downtrained(node, latest));
         out

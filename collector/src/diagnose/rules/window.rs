@@ -149,16 +149,51 @@ pub fn window_start(history: &VecDeque<Sample>, window_ms: u64) -> usize {
     history.partition_point(|s| s.timestamp < from)
 }
 
+/// The part of a node's history that counters are judged over ([`RATE_WINDOW_MS`]), found
+/// once: a rule that checks many counters (every PCIe device, port or link) shares one search.
+#[derive(Clone, Copy)]
+pub struct Recent<'a> {
+    history: &'a VecDeque<Sample>,
+    start: usize,
+}
+
+impl<'a> Recent<'a> {
+    pub fn of(node: &'a NodeState) -> Recent<'a> {
+        Recent {
+            history: &node.history,
+            start: window_start(&node.history, RATE_WINDOW_MS),
+        }
+    }
+
+    /// The oldest sample of the window.
+    pub fn first(&self) -> Option<&'a Sample> {
+        self.history.get(self.start)
+    }
+
+    /// [`growth`] over this window.
+    pub fn growth(&self, read: impl FnMut(&Sample) -> Option<u64>) -> Option<Growth> {
+        growth_from(self.history, self.start, read)
+    }
+}
+
 /// Growth of the counter `read` over the last `window_ms` of `history`; `None` when the latest
 /// sample has no reading. Samples without a reading are stepped over.
 pub fn growth(
     history: &VecDeque<Sample>,
     window_ms: u64,
+    read: impl FnMut(&Sample) -> Option<u64>,
+) -> Option<Growth> {
+    growth_from(history, window_start(history, window_ms), read)
+}
+
+/// [`growth`] from the sample at `start` on.
+fn growth_from(
+    history: &VecDeque<Sample>,
+    start: usize,
     mut read: impl FnMut(&Sample) -> Option<u64>,
 ) -> Option<Growth> {
     let latest = history.back()?;
     let last = read(latest)?;
-    let start = window_start(history, window_ms);
     let mut g = Growth {
         delta: 0,
         span_ms: 0,
