@@ -20,9 +20,9 @@ pub struct FleetContext {
     /// Per GPU product name: the usual number of InfiniBand ports of its nodes (among nodes
     /// that have any), against which a node missing an HCA is judged.
     pub ib_ports: HashMap<String, Majority>,
-    /// Per (GPU product name, Ethernet port name): how that port looks on the nodes that
+    /// Per GPU product name, per Ethernet port name: how that port looks on the nodes that
     /// have it, against which one node's link down or slower link is judged.
-    pub ethernet: HashMap<(String, String), EthernetPeers>,
+    pub ethernet: HashMap<String, HashMap<String, EthernetPeers>>,
     pub nodes: usize,
     /// The compliance policy in force (`serve --policy`), if any.
     pub policy: Option<std::sync::Arc<crate::compliance::policy::Policy>>,
@@ -37,15 +37,25 @@ pub struct Majority {
 
 fn majority<'a>(values: impl Iterator<Item = &'a str>) -> Option<Majority> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut total = 0;
-    for v in values.filter(|v| !v.is_empty()) {
+    for v in values {
         *counts.entry(v).or_default() += 1;
-        total += 1;
     }
-    // Ties go to the larger (usually newer) version string.
-    let (value, count) = counts.into_iter().max_by_key(|(v, c)| (*c, *v))?;
+    majority_counted(counts)
+}
+
+/// The most common of the counted values (the empty one, unknown, left out); ties go to the
+/// larger (usually newer) version string.
+fn majority_counted<S: AsRef<str>>(counts: BTreeMap<S, usize>) -> Option<Majority> {
+    let counts: Vec<(S, usize)> = counts
+        .into_iter()
+        .filter(|(v, _)| !v.as_ref().is_empty())
+        .collect();
+    let total = counts.iter().map(|(_, c)| c).sum();
+    let (value, count) = counts
+        .into_iter()
+        .max_by(|(a, ca), (b, cb)| ca.cmp(cb).then_with(|| a.as_ref().cmp(b.as_ref())))?;
     Some(Majority {
-        value: value.to_string(),
+        value: value.as_ref().to_string(),
         count,
         total,
     })
@@ -53,13 +63,13 @@ fn majority<'a>(values: impl Iterator<Item = &'a str>) -> Option<Majority> {
 
 impl FleetContext {
     pub fn from_nodes(nodes: &[&NodeState]) -> Self {
-        let mut by_model: HashMap<&str, Vec<&str>> = HashMap::new();
+        // VBIOS versions counted per model as they are read (each string is read once).
+        let mut by_model: Vec<(&str, BTreeMap<&str, usize>)> = Vec::new();
         for n in nodes {
             for g in &n.inventory.gpus {
-                by_model
-                    .entry(g.name.as_str())
-                    .or_default()
-                    .push(g.vbios_version.as_str());
+                *model_slot(&mut by_model, g.name.as_str())
+                    .entry(g.vbios_version.as_str())
+                    .or_default() += 1;
             }
         }
         FleetContext {
@@ -75,7 +85,7 @@ impl FleetContext {
             ),
             vbios: by_model
                 .into_iter()
-                .filter_map(|(m, v)| Some((m.to_string(), majority(v.into_iter())?)))
+                .filter_map(|(m, v)| Some((m.to_string(), majority_counted(v)?)))
                 .collect(),
             peers: peers::by_model(nodes),
             ib_ports: ib_port_majorities(nodes),
@@ -84,6 +94,22 @@ impl FleetContext {
             policy: None,
         }
     }
+}
+
+/// The entry of `model` in a short list of models (a fleet has a handful): found by
+/// comparing names, cheaper than hashing one per GPU.
+pub(crate) fn model_slot<'a, 'm, T: Default>(
+    models: &'a mut Vec<(&'m str, T)>,
+    model: &'m str,
+) -> &'a mut T {
+    let at = match models.iter().position(|(m, _)| *m == model) {
+        Some(at) => at,
+        None => {
+            models.push((model, T::default()));
+            models.len() - 1
+        }
+    };
+    &mut models[at].1
 }
 
 /// The GPU product a node is grouped by (its first GPU's name).
@@ -99,16 +125,23 @@ pub fn ib_port_count(n: &NodeState) -> usize {
 }
 
 fn ib_port_majorities(nodes: &[&NodeState]) -> HashMap<String, Majority> {
-    let mut counts: HashMap<&str, Vec<String>> = HashMap::new();
+    // Counted per model as numbers (no string per node); judged as `majority` judges strings.
+    let mut counts: HashMap<&str, BTreeMap<usize, usize>> = HashMap::new();
     for n in nodes {
         let c = ib_port_count(n);
         if let (Some(model), true) = (gpu_model(n), c > 0) {
-            counts.entry(model).or_default().push(c.to_string());
+            *counts.entry(model).or_default().entry(c).or_default() += 1;
         }
     }
     counts
         .into_iter()
-        .filter_map(|(m, v)| Some((m.to_string(), majority(v.iter().map(String::as_str))?)))
+        .filter_map(|(m, by_count)| {
+            let by_text: BTreeMap<String, usize> = by_count
+                .into_iter()
+                .map(|(c, k)| (c.to_string(), k))
+                .collect();
+            Some((m.to_string(), majority_counted(by_text)?))
+        })
         .collect()
 }
 
@@ -123,33 +156,47 @@ pub struct EthernetPeers {
     pub speed: Option<Majority>,
 }
 
-fn ethernet_peers(nodes: &[&NodeState]) -> HashMap<(String, String), EthernetPeers> {
-    let mut acc: HashMap<(String, String), (EthernetPeers, Vec<String>)> = HashMap::new();
+fn ethernet_peers(nodes: &[&NodeState]) -> HashMap<String, HashMap<String, EthernetPeers>> {
+    // Keyed by borrowed names while counting: no allocation per node and port.
+    /// A port's peers so far, and how many nodes run it at each speed.
+    type Seen = (EthernetPeers, BTreeMap<u64, usize>);
+    let mut acc: HashMap<(&str, &str), Seen> = HashMap::new();
     for n in nodes {
         let (Some(model), Some(latest)) = (gpu_model(n), n.latest()) else {
             continue;
         };
         for e in &latest.host.ethernet {
-            let entry = acc.entry((model.to_string(), e.name.clone())).or_default();
+            let entry = acc.entry((model, e.name.as_str())).or_default();
             entry.0.nodes += 1;
             if e.is_up() {
                 entry.0.up += 1;
                 if let Some(speed) = e.speed_mbps {
-                    entry.1.push(format!("{speed:012}"));
+                    *entry.1.entry(speed).or_default() += 1;
                 }
             }
         }
     }
-    acc.into_iter()
-        .map(|(k, (mut peers, speeds))| {
-            // Zero-padded so that ties go to the faster speed.
-            peers.speed = majority(speeds.iter().map(String::as_str)).map(|m| Majority {
-                value: m.value.trim_start_matches('0').to_string(),
-                ..m
+    let mut out: HashMap<String, HashMap<String, EthernetPeers>> = HashMap::new();
+    for ((model, name), (mut peers, speeds)) in acc {
+        let total = speeds.values().sum();
+        // Ties go to the faster speed.
+        peers.speed = speeds
+            .into_iter()
+            .max_by_key(|(speed, count)| (*count, *speed))
+            .map(|(speed, count)| Majority {
+                value: if speed == 0 {
+                    String::new()
+                } else {
+                    speed.to_string()
+                },
+                count,
+                total,
             });
-            (k, peers)
-        })
-        .collect()
+        out.entry(model.to_string())
+            .or_default()
+            .insert(name.to_string(), peers);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub struct Robust {
 }
 
 impl Robust {
-    /// `None` for no values. Sorts `values` in place.
+    /// `None` for no values. Reorders `values` in place.
     pub fn of(values: &mut [f64]) -> Option<Robust> {
         let median = median_of(values)?;
         for v in values.iter_mut() {
@@ -48,17 +48,21 @@ impl Robust {
     }
 }
 
-/// Sorts `values` and returns their median.
+/// The median of `values`, found by selection (linear time; a fleet has one value per GPU),
+/// leaving `values` reordered.
 fn median_of(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    values.sort_unstable_by(f64::total_cmp);
     let n = values.len();
+    let (below, mid, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let mid = *mid;
     Some(if n % 2 == 1 {
-        values[n / 2]
+        mid
     } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
+        // The element just below the middle in order: the largest of those before it.
+        let lower = below.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
+        (lower + mid) / 2.0
     })
 }
 
@@ -88,7 +92,7 @@ pub fn by_model(nodes: &[&NodeState]) -> HashMap<String, PeerStats> {
         clock: Vec<f64>,
         power: Vec<f64>,
     }
-    let mut acc: HashMap<&str, Acc> = HashMap::new();
+    let mut acc: Vec<(&str, Acc)> = Vec::new();
     for n in nodes.iter().filter(|n| n.connected) {
         let Some(latest) = n.latest() else {
             continue;
@@ -104,7 +108,7 @@ pub fn by_model(nodes: &[&NodeState]) -> HashMap<String, PeerStats> {
             let Some(model) = info.map(|i| i.name.as_str()).filter(|m| !m.is_empty()) else {
                 continue;
             };
-            let a = acc.entry(model).or_default();
+            let a = super::model_slot(&mut acc, model);
             a.util
                 .push(f64::from(g.utilization_gpu_percent.unwrap_or(0)));
             if let Some(c) = g.sm_clock_mhz {
@@ -133,6 +137,21 @@ pub fn by_model(nodes: &[&NodeState]) -> HashMap<String, PeerStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_selected_median_is_the_sorted_median() {
+        for n in 1..40usize {
+            let values: Vec<f64> = (0..n).map(|i| ((i * 7919) % 31) as f64 * 0.5).collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want = if n % 2 == 1 {
+                sorted[n / 2]
+            } else {
+                (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+            };
+            assert_eq!(median_of(&mut values.clone()), Some(want), "{n} values");
+        }
+    }
 
     #[test]
     fn robust_statistics() {

@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, GpuSample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{Held, RATE_WINDOW_MS, gpu_reader, sustained_gpu, window_start};
+use super::window::{Held, RATE_WINDOW_MS, Recent, gpu_reader, sustained_gpu};
 use crate::diagnose::{Cause, FleetContext, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
@@ -59,16 +59,21 @@ impl Rule for EccErrors {
         let Some(latest) = node.latest() else {
             return vec![];
         };
-        let first = node
-            .history
-            .get(window_start(&node.history, RATE_WINDOW_MS));
+        let recent = Recent::of(node);
+        let still = recent.counters_still();
+        let first = recent.first();
         let mut out = Vec::new();
         for (pos, g) in latest.gpus.iter().enumerate() {
             let at = gpu_reader(pos, g.index);
 
             // Uncorrectable: the volatile count, or the aggregate that rose inside the window
             // (for GPUs that only offer the aggregate, and to see errors a reset already cleared).
-            let agg_before = first.and_then(at).and_then(|x| x.ecc_uncorrected_aggregate);
+            // (No counter moved in the window: its first reading is this one, unread.)
+            let agg_before = if still {
+                g.ecc_uncorrected_aggregate
+            } else {
+                first.and_then(at).and_then(|x| x.ecc_uncorrected_aggregate)
+            };
             let errors = |x: &GpuSample| {
                 x.ecc_uncorrected_volatile.is_some_and(|v| v > 0)
                     || matches!((x.ecc_uncorrected_aggregate, agg_before), (Some(a), Some(b)) if a > b)

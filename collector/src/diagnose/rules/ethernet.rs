@@ -8,7 +8,7 @@
 use gpufleet_model::{EthernetPort, Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{Recent, sustained_node};
+use super::window::{Recent, counters_still_in_history, sustained_node};
 use crate::diagnose::context::{EthernetPeers, gpu_model};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
@@ -71,7 +71,7 @@ fn port<'a>(s: &'a Sample, pos: usize, name: &str) -> Option<&'a EthernetPort> {
 
 fn peers<'a>(fleet: &'a FleetContext, node: &NodeState, name: &str) -> Option<&'a EthernetPeers> {
     let model = gpu_model(node)?;
-    fleet.ethernet.get(&(model.to_string(), name.to_string()))
+    fleet.ethernet.get(model)?.get(name)
 }
 
 /// Most nodes (at least 2, more than half) with this port see it `up`.
@@ -153,18 +153,23 @@ impl Ethernet {
         let mut f: Option<Finding> = None;
         let mut names = Vec::new();
         let mut worst = 1.0_f64;
+        let still = counters_still_in_history(node);
         for (pos, p) in latest.host.ethernet.iter().enumerate() {
             let (true, Some(speed)) = (p.is_up(), p.speed_mbps) else {
                 continue;
             };
             let name = p.name.as_str();
             // The speed it should have: the fastest it was seen at recently, or its peers'.
-            let own = node
-                .history
-                .iter()
-                .filter_map(|s| port(s, pos, name)?.speed_mbps)
-                .max()
-                .unwrap_or(speed);
+            // (No port changed speed over the history: it is the speed now, without a scan.)
+            let own = if still {
+                speed
+            } else {
+                node.history
+                    .iter()
+                    .filter_map(|s| port(s, pos, name)?.speed_mbps)
+                    .max()
+                    .unwrap_or(speed)
+            };
             let peer = peer_speed(peers(fleet, node, name));
             let full = own.max(peer.unwrap_or(0));
             let half = p.duplex == "half";
@@ -216,6 +221,9 @@ impl Ethernet {
         let mut f: Option<Finding> = None;
         let mut names = Vec::new();
         let recent = Recent::of(node);
+        if recent.counters_still() {
+            return None;
+        }
         for (pos, p) in latest.host.ethernet.iter().enumerate() {
             let name = p.name.as_str();
             let Some(g) = recent

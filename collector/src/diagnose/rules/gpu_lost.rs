@@ -112,7 +112,14 @@ impl Rule for GpuLost {
         // GPUs this node had before that it no longer enumerates at all (e.g. dead after a
         // reboot): neither in the inventory nor in the samples.
         for (uuid, info) in &node.known_gpus {
-            let enumerated = node.inventory.gpus.iter().any(|g| &g.uuid == uuid)
+            // Usually still in its place in the inventory: one comparison, not a search.
+            let in_place = node
+                .inventory
+                .gpus
+                .get(info.index as usize)
+                .is_some_and(|g| &g.uuid == uuid);
+            let enumerated = in_place
+                || node.inventory.gpus.iter().any(|g| &g.uuid == uuid)
                 || latest.gpus.iter().any(|g| &g.uuid == uuid);
             if enumerated {
                 continue;

@@ -216,6 +216,9 @@ impl InfiniBand {
         let mut f: Option<Finding> = None;
         let mut parts = Vec::new();
         let recent = Recent::of(node);
+        if recent.counters_still() {
+            return None;
+        }
         let first = recent.first();
         for (pos, p) in latest.host.ib_ports.iter().enumerate() {
             if !p.is_infiniband() {

@@ -59,6 +59,9 @@ impl Rule for NicErrors {
         // One finding per node (its identity is node + cause), with one line per bad NIC.
         let mut bad: Vec<(&str, Option<Growth>, Option<Growth>)> = Vec::new();
         let recent = Recent::of(node);
+        if recent.counters_still() {
+            return vec![];
+        }
         for (pos, n) in latest.host.nics.iter().enumerate() {
             let name = n.name.as_str();
             let errors = recent.growth(|s| {

@@ -125,6 +125,9 @@ impl Rule for NvLink {
                 out.push(f);
             }
 
+            if recent.counters_still() {
+                continue; // no error counter moved: neither sum grew
+            }
             let sum = |s: &Sample, of: fn(&NvLinkSample) -> u64| {
                 at(s).map(|x| counted(x, links).map(of).sum::<u64>())
             };

@@ -365,6 +365,17 @@ impl PcieHost {
             let Some(info) = info.filter(|i| link_judged(i.kind)) else {
                 continue;
             };
+            // At its own maximum now, it is at the lesser of its and its port's maximum too:
+            // not downtrained, whatever the port (found without searching for it).
+            let at_least = |now: Option<u32>, max: Option<u32>| match (now, max) {
+                (Some(c), Some(m)) => c >= m,
+                _ => true,
+            };
+            if at_least(d.link_speed_mts, info.max_link_speed_mts)
+                && at_least(d.link_width, info.max_link_width)
+            {
+                continue;
+            }
             let port = info.upstream.last().and_then(|u| max_of(u));
             let lesser = |own: Option<u32>, port: Option<u32>| match (own, port) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -438,7 +449,10 @@ impl Rule for PcieHost {
         // the three skips it (what `growth` would find for each, three lookups later).
         let recent = Recent::of(node);
         let first = recent.first();
-        let moved: Vec<usize> = latest
+        let moved: Vec<usize> = if recent.counters_still() {
+            Vec::new()
+        } else {
+            latest
             .host
             .pcie_devices
             .iter()
@@ -450,7 +464,8 @@ impl Rule for PcieHost {
                     .any(|(_, _, read)| then.is_none_or(|t| read(t) != read(d)))
             })
             .map(|(pos, _)| pos)
-            .collect();
+            .collect()
+        };
         for (cause, name, read) in counters {
             out.extend(self.aer(node, latest, &recent, &moved, cause, name, read));
         }

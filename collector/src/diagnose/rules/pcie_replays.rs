@@ -4,7 +4,7 @@
 use gpufleet_model::{Evidence, Finding, Severity, UnixMs};
 
 use super::raise;
-use super::window::{RATE_WINDOW_MS, gpu_at, growth};
+use super::window::{Recent, gpu_at};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
 
@@ -40,11 +40,13 @@ impl Rule for PcieReplays {
         let Some(latest) = node.latest() else {
             return vec![];
         };
+        let recent = Recent::of(node);
+        if recent.counters_still() {
+            return vec![];
+        }
         let mut out = Vec::new();
         for (pos, g) in latest.gpus.iter().enumerate() {
-            let Some(rise) = growth(&node.history, RATE_WINDOW_MS, |s| {
-                gpu_at(s, pos, g.index)?.pcie_replay_count
-            }) else {
+            let Some(rise) = recent.growth(|s| gpu_at(s, pos, g.index)?.pcie_replay_count) else {
                 continue;
             };
             if !rise.sustained(REPLAYS_PER_MINUTE, MIN_SAMPLES) {

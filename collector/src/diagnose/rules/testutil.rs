@@ -74,7 +74,8 @@ pub fn node(gpus: u32, samples: usize, bend: impl Fn(usize, &mut Sample)) -> Nod
             host: healthy_host(),
         };
         bend(i, &mut s);
-        n.history.push_back(s);
+        // As the fleet state adds samples, so rules see what they see in production.
+        n.push_sample(s, usize::MAX);
     }
     n
 }

@@ -10,6 +10,8 @@ use gpufleet_model::{Event, GpuInfo, Inventory, NodeIdentity, Sample, UnixMs};
 
 use crate::store::StoredNode;
 
+pub mod counters;
+
 /// How much recent data each node keeps in memory for diagnosis.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -40,8 +42,13 @@ pub struct NodeState {
     pub session: String,
     /// The live stream's number (from [`Fleet::claim`]): only its end disconnects the node.
     pub stream: u64,
-    /// Recent samples, oldest first.
+    /// Recent samples, oldest first. Add with [`NodeState::push_sample`].
     pub history: VecDeque<Sample>,
+    /// One number per sample of `history`, moving whenever an error counter differs from the
+    /// sample before ([`counters::same`]): equal numbers at both ends of a window mean that no
+    /// such counter moved within it. Kept by [`NodeState::push_sample`]; rebuilt there when it
+    /// does not match `history`, and then ignored by readers until it does.
+    pub counter_epochs: VecDeque<u32>,
     /// Recent events, oldest first.
     pub events: VecDeque<Event>,
     /// Samples and events the agent reported it had to drop (its buffer or spool full while
@@ -98,6 +105,35 @@ impl NodeState {
         self.history.back()
     }
 
+    /// Appends `s` to the history (with its counter epoch), keeping the newest `keep` samples.
+    pub fn push_sample(&mut self, s: Sample, keep: usize) {
+        if self.counter_epochs.len() != self.history.len() {
+            self.rebuild_epochs();
+        }
+        let epoch = match (self.history.back(), self.counter_epochs.back()) {
+            (Some(prev), Some(&e)) if counters::same(prev, &s) => e,
+            (Some(_), Some(&e)) => e.wrapping_add(1),
+            _ => 0,
+        };
+        self.history.push_back(s);
+        self.counter_epochs.push_back(epoch);
+        while self.history.len() > keep {
+            self.history.pop_front();
+            self.counter_epochs.pop_front();
+        }
+    }
+
+    fn rebuild_epochs(&mut self) {
+        self.counter_epochs.clear();
+        let mut epoch = 0u32;
+        for (i, s) in self.history.iter().enumerate() {
+            if i > 0 && !counters::same(&self.history[i - 1], s) {
+                epoch = epoch.wrapping_add(1);
+            }
+            self.counter_epochs.push_back(epoch);
+        }
+    }
+
     /// A copy without the history window: the latest sample only, no events. What a scrape
     /// renders, taken under the read lock so the rendering itself does not hold it.
     pub fn latest_only(&self) -> NodeState {
@@ -113,6 +149,7 @@ impl NodeState {
             session: self.session.clone(),
             stream: self.stream,
             history: self.history.back().cloned().into_iter().collect(),
+            counter_epochs: self.counter_epochs.back().copied().into_iter().collect(),
             events: VecDeque::new(),
             dropped_samples: self.dropped_samples,
             dropped_events: self.dropped_events,
@@ -280,10 +317,7 @@ impl Fleet {
             if n.history.back().is_some_and(|l| l.timestamp >= s.timestamp) {
                 continue;
             }
-            n.history.push_back(s.clone());
-        }
-        while n.history.len() > self.window.samples {
-            n.history.pop_front();
+            n.push_sample(s.clone(), self.window.samples);
         }
         for e in &batch.events {
             if !n.events.contains(e) {
