@@ -3,6 +3,9 @@
 //! node-level forms), and how a cumulative counter grew over the recent window. All run in one
 //! pass without allocating per sample; a condition that does not hold now costs one call and a
 //! counter that did not move two lookups, so a healthy fleet is checked in constant time per GPU.
+//! [`Recent`] finds a rule's rate window once, and knows from the fleet state's counter epochs
+//! (`fleet/counters.rs`) when no error counter moved in it, so a healthy node's counters are
+//! judged without reading its oldest sample at all.
 
 use std::collections::VecDeque;
 
