@@ -199,7 +199,7 @@ impl Query for QueryService {
         request: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::GetNodeResponse>, Status> {
         let name = request.into_inner().name;
-        let Some(n) = self.fleet.node(&name) else {
+        let Some(n) = self.fleet.node_now(&name) else {
             return Err(unknown_node(&self.fleet, &name));
         };
         let store = self.store.clone();
@@ -534,7 +534,7 @@ impl Query for QueryService {
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let name = request.into_inner().name;
-        let Some(n) = self.fleet.node(&name) else {
+        let Some(n) = self.fleet.node_now(&name) else {
             return Err(unknown_node(&self.fleet, &name));
         };
         if n.connected {

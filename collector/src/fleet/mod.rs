@@ -375,6 +375,15 @@ impl Fleet {
         self.read().get(name).cloned()
     }
 
+    /// A node without its sample window: its latest sample and recent events. What one
+    /// node's detail (`gpufleet node NAME`) shows, copied without its 300 samples.
+    pub fn node_now(&self, name: &str) -> Option<NodeState> {
+        self.read().get(name).map(|n| NodeState {
+            events: n.events.clone(),
+            ..n.latest_only()
+        })
+    }
+
     /// Whether the fleet knows the node, without copying it.
     pub fn knows(&self, name: &str) -> bool {
         self.read().contains_key(name)
@@ -400,6 +409,62 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_now_is_its_latest_sample_and_events_and_epochs_follow_the_window() {
+        let fleet = Fleet::new(Window {
+            samples: 5,
+            ..Window::default()
+        });
+        let hello = Hello {
+            protocol_version: gpufleet_proto::PROTOCOL_VERSION,
+            node: NodeIdentity {
+                hostname: "n1".into(),
+                ..Default::default()
+            },
+            agent_version: "test".into(),
+            session_id: "s".into(),
+            inventory: Inventory::default(),
+            gpu_source: "simulated".into(),
+            labels: Default::default(),
+        };
+        fleet.on_hello(&hello, UnixMs(1));
+        for t in 1..=8u64 {
+            let mut s = Sample {
+                timestamp: UnixMs(t as i64 * 1000),
+                ..Default::default()
+            };
+            // An error counter moves in sample 7.
+            s.host.nics = vec![gpufleet_model::NicSample {
+                name: "eth0".into(),
+                rx_errors: Some(u64::from(t >= 7)),
+                ..Default::default()
+            }];
+            let batch = Batch {
+                sequence: t,
+                samples: vec![s],
+                events: vec![Event {
+                    timestamp: UnixMs(t as i64 * 1000),
+                    code: format!("test.{t}"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            fleet.on_batch("n1", &batch, UnixMs(t as i64 * 1000));
+        }
+        let whole = fleet.node("n1").unwrap();
+        assert_eq!(whole.history.len(), 5);
+        assert_eq!(
+            whole.counter_epochs.iter().copied().collect::<Vec<_>>(),
+            [0, 0, 0, 1, 1],
+            "samples 4-8: the epoch moves once, at sample 7"
+        );
+        let now = fleet.node_now("n1").unwrap();
+        assert_eq!(now.history.len(), 1);
+        assert_eq!(now.latest(), whole.latest());
+        assert_eq!(now.events, whole.events);
+        assert_eq!(now.counter_epochs.len(), 1);
+    }
 
     #[test]
     fn a_node_claimed_but_not_yet_hello_d_is_listed_whole() {
