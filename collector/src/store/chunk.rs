@@ -22,7 +22,8 @@ use prost::Message;
 use super::varint::{Damaged, Reader, put_varint, unzigzag, zigzag};
 
 /// Format version written first in every chunk. 2: column keys as steps from the previous
-/// key, float columns may be stored as hundredths. Chunks of format 1 are still read.
+/// key, and the column flags [`HUNDREDTHS`], [`STEPPED`], [`PACKED`]. Chunks of format 1 are
+/// still read.
 const VERSION: u64 = 2;
 /// zstd level: 3 is zstd's default — most of the ratio for little CPU (chunks are compressed
 /// once, in the writer thread, and rarely read).
@@ -254,54 +255,57 @@ const STORAGE_MOUNTS: u16 = 0;
 const STORAGE_NVME: u16 = 1;
 
 impl Slot {
-    /// The column's part and field, the same for every GPU, link or port: `gpu.sm_clock_mhz`.
-    fn field_name(self) -> String {
-        let pick =
-            |names: &[&'static str], f: u16| names.get(usize::from(f)).copied().unwrap_or("?");
-        let (part, field) = match self {
-            Slot::Host { field } => ("host", pick(host_cols::FIELDS, field)),
-            Slot::Gpu { field, .. } => ("gpu", pick(gpu_cols::FIELDS, field)),
-            Slot::NvLink { field, .. } => ("nvlink", pick(nvlink_cols::FIELDS, field)),
-            Slot::Disk { field, .. } => ("disk", pick(disk_cols::FIELDS, field)),
-            Slot::Nic { field, .. } => ("nic", pick(nic_cols::FIELDS, field)),
-            Slot::Core { .. } => ("host", "cpu_per_core_percent"),
-            Slot::Ib { field, .. } => ("ib", pick(ib_cols::FIELDS, field)),
-            Slot::CpuConfig { field } => ("cpu_config", pick(cpu_config_cols::FIELDS, field)),
-            Slot::Os { field } => ("os", pick(os_cols::FIELDS, field)),
-            Slot::Eth { field, .. } => ("ethernet", pick(eth_cols::FIELDS, field)),
-            Slot::Pcie { field, .. } => ("pcie", pick(pcie_cols::FIELDS, field)),
+    /// The column's part, its message type's field names and [`Col::FLOAT`]s, and its field.
+    fn table(self) -> (&'static str, &'static [&'static str], &'static [u8], u16) {
+        match self {
+            Slot::Host { field } => ("host", host_cols::FIELDS, host_cols::FLOATS, field),
+            Slot::Gpu { field, .. } => ("gpu", gpu_cols::FIELDS, gpu_cols::FLOATS, field),
+            Slot::NvLink { field, .. } => {
+                ("nvlink", nvlink_cols::FIELDS, nvlink_cols::FLOATS, field)
+            }
+            Slot::Disk { field, .. } => ("disk", disk_cols::FIELDS, disk_cols::FLOATS, field),
+            Slot::Nic { field, .. } => ("nic", nic_cols::FIELDS, nic_cols::FLOATS, field),
+            Slot::Core { .. } => ("host", &["cpu_per_core_percent"], &[32], 0),
+            Slot::Ib { field, .. } => ("ib", ib_cols::FIELDS, ib_cols::FLOATS, field),
+            Slot::CpuConfig { field } => (
+                "cpu_config",
+                cpu_config_cols::FIELDS,
+                cpu_config_cols::FLOATS,
+                field,
+            ),
+            Slot::Os { field } => ("os", os_cols::FIELDS, os_cols::FLOATS, field),
+            Slot::Eth { field, .. } => ("ethernet", eth_cols::FIELDS, eth_cols::FLOATS, field),
+            Slot::Pcie { field, .. } => ("pcie", pcie_cols::FIELDS, pcie_cols::FLOATS, field),
             Slot::Storage {
                 list: STORAGE_NVME,
                 field,
                 ..
-            } => ("nvme", pick(storage_nvme_cols::FIELDS, field)),
-            Slot::Storage { field, .. } => ("mount", pick(storage_mount_cols::FIELDS, field)),
-        };
-        format!("{part}.{field}")
+            } => (
+                "nvme",
+                storage_nvme_cols::FIELDS,
+                storage_nvme_cols::FLOATS,
+                field,
+            ),
+            Slot::Storage { field, .. } => (
+                "mount",
+                storage_mount_cols::FIELDS,
+                storage_mount_cols::FLOATS,
+                field,
+            ),
+        }
+    }
+
+    /// The column's part and field, the same for every GPU, link or port: `gpu.sm_clock_mhz`.
+    fn field_name(self) -> String {
+        let (part, names, _, field) = self.table();
+        let name = names.get(usize::from(field)).copied().unwrap_or("?");
+        format!("{part}.{name}")
     }
 
     /// [`Col::FLOAT`] of the column's field.
     fn float(self) -> u8 {
-        let pick = |floats: &[u8], f: u16| floats.get(usize::from(f)).copied().unwrap_or(0);
-        match self {
-            Slot::Host { field } => pick(host_cols::FLOATS, field),
-            Slot::Gpu { field, .. } => pick(gpu_cols::FLOATS, field),
-            Slot::NvLink { field, .. } => pick(nvlink_cols::FLOATS, field),
-            Slot::Disk { field, .. } => pick(disk_cols::FLOATS, field),
-            Slot::Nic { field, .. } => pick(nic_cols::FLOATS, field),
-            Slot::Core { .. } => 32,
-            Slot::Ib { field, .. } => pick(ib_cols::FLOATS, field),
-            Slot::CpuConfig { field } => pick(cpu_config_cols::FLOATS, field),
-            Slot::Os { field } => pick(os_cols::FLOATS, field),
-            Slot::Eth { field, .. } => pick(eth_cols::FLOATS, field),
-            Slot::Pcie { field, .. } => pick(pcie_cols::FLOATS, field),
-            Slot::Storage {
-                list: STORAGE_NVME,
-                field,
-                ..
-            } => pick(storage_nvme_cols::FLOATS, field),
-            Slot::Storage { field, .. } => pick(storage_mount_cols::FLOATS, field),
-        }
+        let (_, _, floats, field) = self.table();
+        floats.get(usize::from(field)).copied().unwrap_or(0)
     }
 
     fn key(self) -> u64 {
@@ -563,10 +567,10 @@ const HUNDREDTHS: u8 = 4;
 /// multiples.
 const STEPPED: u8 = 8;
 
-/// Flag (format 2): the sequence (values, or their deltas with [`DELTA`]... see
-/// [`encode_column`]) is bit-packed as distances from its minimum, each in the same number of
-/// bits, instead of zigzag varints: for noisy readings (power, throughput, activity), whose
-/// low bits no compressor can shrink, this stores exactly the bits the noise spans.
+/// Flag (format 2): the column's deltas (or, with [`PACKED_VALUES`], its values) are
+/// bit-packed as distances from their minimum, each in the same number of bits, instead of
+/// zigzag varints: for noisy readings (power, throughput, activity), whose low bits no
+/// compressor can shrink, this stores exactly the bits the noise spans.
 const PACKED: u8 = 16;
 /// With [`PACKED`]: the values themselves are packed, not their deltas.
 const PACKED_VALUES: u8 = 32;
@@ -670,6 +674,20 @@ fn encode_values(values: &[i64], dod: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// Reads `n` values written by [`encode_values`].
+fn decode_values(r: &mut Reader<'_>, n: usize, dod: bool) -> Result<Vec<i64>, ChunkError> {
+    let (mut prev, mut prev_delta) = (0i64, 0i64);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let w = unzigzag(r.varint()?);
+        let delta = if dod { prev_delta.wrapping_add(w) } else { w };
+        prev = prev.wrapping_add(delta);
+        prev_delta = delta;
+        out.push(prev);
+    }
+    Ok(out)
+}
+
 /// The float a column value's bits stand for (`float`: 32 or 64).
 fn float_value(bits: i64, float: u8) -> f64 {
     if float == 32 {
@@ -702,8 +720,9 @@ fn as_hundredths(values: &[i64], float: u8) -> Option<Vec<i64>> {
         .collect()
 }
 
-/// Writes one column: its key (format 2: as the step from the previous column's), its mode,
-/// the presence bitmap when sparse, and the values in the smaller of the two encodings.
+/// Writes one column: its key (as the step from the previous column's), its mode, the
+/// presence bitmap when sparse, the first value and step when stepped, and the values in the
+/// smallest of four layouts.
 fn encode_column(key: u64, prev_key: u64, column: &[Option<i64>], out: &mut Vec<u8>) {
     let mut present: Vec<i64> = column.iter().flatten().copied().collect();
     let mut flags = 0;
@@ -822,20 +841,7 @@ fn decode_column(
                 .collect()
         }
     } else {
-        let (mut prev, mut prev_delta) = (0i64, 0i64);
-        let mut seq = Vec::with_capacity(count);
-        for _ in 0..count {
-            let w = unzigzag(r.varint()?);
-            let delta = if mode & DELTA_OF_DELTA != 0 {
-                prev_delta.wrapping_add(w)
-            } else {
-                w
-            };
-            prev = prev.wrapping_add(delta);
-            prev_delta = delta;
-            seq.push(prev);
-        }
-        seq
+        decode_values(r, count, mode & DELTA_OF_DELTA != 0)?
     };
     let mut values = seq.into_iter().map(|v| {
         let value = first.wrapping_add(v.wrapping_mul(step));
@@ -977,14 +983,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<pb::Sample>, ChunkError> {
     }
     // Every sample takes at least one byte (its timestamp), which bounds `n` by the input.
     let n = r.len(raw.len())?;
-    let mut times = Vec::with_capacity(n);
-    let (mut prev, mut prev_delta) = (0i64, 0i64);
-    for _ in 0..n {
-        let delta = prev_delta.wrapping_add(unzigzag(r.varint()?));
-        prev = prev.wrapping_add(delta);
-        prev_delta = delta;
-        times.push(prev);
-    }
+    let times = decode_values(&mut r, n, true)?;
     let mut samples = Vec::with_capacity(n);
     let mut last: Option<pb::Sample> = None;
     for t in times {
