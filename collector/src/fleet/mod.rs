@@ -123,6 +123,13 @@ impl NodeState {
         }
     }
 
+    /// No error counter ([`counters::same`]) moved from `history[start]` to the latest
+    /// sample; `false` also when the epochs do not match the history.
+    pub fn counters_still_since(&self, start: usize) -> bool {
+        let e = &self.counter_epochs;
+        e.len() == self.history.len() && e.get(start).is_some_and(|first| Some(first) == e.back())
+    }
+
     fn rebuild_epochs(&mut self) {
         self.counter_epochs.clear();
         let mut epoch = 0u32;

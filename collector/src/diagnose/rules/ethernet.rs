@@ -8,7 +8,7 @@
 use gpufleet_model::{EthernetPort, Evidence, Finding, Sample, Severity, UnixMs};
 
 use super::raise;
-use super::window::{Recent, counters_still_in_history, sustained_node};
+use super::window::{Recent, sustained_node};
 use crate::diagnose::context::{EthernetPeers, gpu_model};
 use crate::diagnose::{Cause, FleetContext, MIN_SAMPLES, Rule, RuleInfo};
 use crate::fleet::NodeState;
@@ -153,7 +153,7 @@ impl Ethernet {
         let mut f: Option<Finding> = None;
         let mut names = Vec::new();
         let mut worst = 1.0_f64;
-        let still = counters_still_in_history(node);
+        let still = node.counters_still_since(0);
         for (pos, p) in latest.host.ethernet.iter().enumerate() {
             let (true, Some(speed)) = (p.is_up(), p.speed_mbps) else {
                 continue;

@@ -219,18 +219,11 @@ impl InfiniBand {
         if recent.counters_still() {
             return None;
         }
-        let first = recent.first();
         for (pos, p) in latest.host.ib_ports.iter().enumerate() {
             if !p.is_infiniband() {
                 continue;
             }
             let (dev, num) = (p.device.as_str(), p.port);
-            // A healthy port's counters are where they were at the window's start: one
-            // comparison skips the five growth checks (each would find no growth).
-            let then = first.and_then(|s| port(s, pos, dev, num));
-            if then.is_some_and(|t| counters.iter().all(|(_, read)| read(t) == read(p))) {
-                continue;
-            }
             for (name, read) in counters {
                 let Some(g) = recent.growth(|s| read(port(s, pos, dev, num)?)) else {
                     continue;

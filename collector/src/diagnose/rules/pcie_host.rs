@@ -208,7 +208,8 @@ impl PcieHost {
     fn acs(&self, node: &NodeState) -> Option<Finding> {
         let devices = &node.inventory.host.pcie_devices;
         // A bridge that is first on the path of every peer below it (a root port) is never
-        // between two peers: only such redirecting bridges, the usual case, need no search.
+        // between two peers: when only such bridges redirect, the usual case, there is no
+        // tree to search.
         let redirecting = |d: &&PcieDeviceInfo| {
             matches!(d.acs, Acs::Control(ctl) if ctl & ACS_P2P_REDIRECT != 0)
                 && devices.iter().filter(|p| is_peer(p)).any(|p| {
@@ -256,16 +257,11 @@ impl PcieHost {
     }
 
     /// One counter of every device: fatal/non-fatal on any rise, correctable on a trend.
-    ///
-    /// `moved`: positions (in `latest`) of the devices whose counters are not all where they
-    /// were at the start of `recent` (growth over a window is zero for the others).
-    #[allow(clippy::too_many_arguments)]
     fn aer(
         &self,
         node: &NodeState,
         latest: &Sample,
         recent: &Recent,
-        moved: &[usize],
         cause: &Cause,
         name: &str,
         read: fn(&PcieDeviceSample) -> Option<u64>,
@@ -274,8 +270,7 @@ impl PcieHost {
         let mut f: Option<Finding> = None;
         let mut parts = Vec::new();
         let mut gpus = BTreeSet::new();
-        for &pos in moved {
-            let d = &latest.host.pcie_devices[pos];
+        for (pos, d) in latest.host.pcie_devices.iter().enumerate() {
             let bdf = d.bdf.as_str();
             let Some(g) = recent.growth(|s| read(device(s, pos, bdf)?)) else {
                 continue;
@@ -445,29 +440,12 @@ impl Rule for PcieHost {
             (&AER_NONFATAL, "aer_nonfatal", |d| d.aer_nonfatal),
             (&AER_CORRECTABLE, "aer_correctable", |d| d.aer_correctable),
         ];
-        // A healthy device's counters are where they were 5 minutes ago: one comparison of
-        // the three skips it (what `growth` would find for each, three lookups later).
+        // No AER counter moved in the window (every healthy node): none of them grew.
         let recent = Recent::of(node);
-        let first = recent.first();
-        let moved: Vec<usize> = if recent.counters_still() {
-            Vec::new()
-        } else {
-            latest
-            .host
-            .pcie_devices
-            .iter()
-            .enumerate()
-            .filter(|(pos, d)| {
-                let then = first.and_then(|s| device(s, *pos, &d.bdf));
-                counters
-                    .iter()
-                    .any(|(_, _, read)| then.is_none_or(|t| read(t) != read(d)))
-            })
-            .map(|(pos, _)| pos)
-            .collect()
-        };
-        for (cause, name, read) in counters {
-            out.extend(self.aer(node, latest, &recent, &moved, cause, name, read));
+        if !recent.counters_still() {
+            for (cause, name, read) in counters {
+                out.extend(self.aer(node, latest, &recent, cause, name, read));
+            }
         }
         out.extend(self.downtrained(node, latest));
         out

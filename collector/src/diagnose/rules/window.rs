@@ -158,21 +158,17 @@ pub fn window_start(history: &VecDeque<Sample>, window_ms: u64) -> usize {
 pub struct Recent<'a> {
     history: &'a VecDeque<Sample>,
     start: usize,
-    /// The counter epochs of the window's first and last samples, when they are kept.
-    epochs: Option<(u32, u32)>,
+    /// [`NodeState::counters_still_since`] the window's start.
+    still: bool,
 }
 
 impl<'a> Recent<'a> {
     pub fn of(node: &'a NodeState) -> Recent<'a> {
         let start = window_start(&node.history, RATE_WINDOW_MS);
-        let e = &node.counter_epochs;
-        let epochs = (e.len() == node.history.len())
-            .then(|| Some((*e.get(start)?, *e.back()?)))
-            .flatten();
         Recent {
             history: &node.history,
             start,
-            epochs,
+            still: node.counters_still_since(start),
         }
     }
 
@@ -180,7 +176,7 @@ impl<'a> Recent<'a> {
     /// each is zero, known without reading the window's oldest sample. Only those counters may
     /// be judged by this; `false` also when the fleet state could not tell.
     pub fn counters_still(&self) -> bool {
-        self.epochs.is_some_and(|(first, last)| first == last)
+        self.still
     }
 
     /// The oldest sample of the window.
@@ -192,12 +188,6 @@ impl<'a> Recent<'a> {
     pub fn growth(&self, read: impl FnMut(&Sample) -> Option<u64>) -> Option<Growth> {
         growth_from(self.history, self.start, read)
     }
-}
-
-/// [`Recent::counters_still`] over the node's whole history, not just the rate window.
-pub fn counters_still_in_history(node: &NodeState) -> bool {
-    let e = &node.counter_epochs;
-    e.len() == node.history.len() && e.front().is_some_and(|first| Some(first) == e.back())
 }
 
 /// Growth of the counter `read` over the last `window_ms` of `history`; `None` when the latest
