@@ -234,6 +234,21 @@ impl Drop for Proc {
     }
 }
 
+/// Whether an outside program the test needs is installed (it starts at all). When not,
+/// prints `skipped: PROGRAM not installed (apt-get install PACKAGE)`, and fails under
+/// `CI=true`, where `.ci/run` installs it first.
+pub fn installed(program: &str, package: &str) -> bool {
+    let found = Command::new(program).arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is required in CI (apt-get install {package})"
+        );
+        eprintln!("skipped: {program} not installed (apt-get install {package})");
+    }
+    found
+}
+
 /// Runs a command to completion and returns its output; panics with both streams on failure
 /// unless `expect_success` is false.
 pub fn run(cmd: &mut Command, expect_success: bool) -> Output {

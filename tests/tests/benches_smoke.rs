@@ -4,13 +4,34 @@
 
 use std::process::Command;
 
-use gpufleet_tests::binaries;
+use gpufleet_tests::{binaries, installed};
+
+/// Runs a bench that ends with a JSON summary line; its stdout and that line, or a failure
+/// with both output streams.
+fn summary(bench: &str, cmd: &mut Command) -> (String, serde_json::Value) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {bench}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{bench} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{bench} printed no JSON summary line:\n{stdout}"));
+    (stdout, json)
+}
 
 #[test]
 fn ingest_load_drives_a_real_collector_and_reports_every_figure() {
     binaries(); // gpufleet serve, built as it ships
-    let out = Command::new(env!("CARGO_BIN_EXE_ingest-load"))
-        .args([
+    let (stdout, json) = summary(
+        "ingest-load",
+        Command::new(env!("CARGO_BIN_EXE_ingest-load")).args([
             "--nodes",
             "20",
             "--duration",
@@ -18,20 +39,8 @@ fn ingest_load_drives_a_real_collector_and_reports_every_figure() {
             "--warmup",
             "1",
             "--json",
-        ])
-        .output()
-        .expect("running ingest-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ingest-load failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
     );
-    let json: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("a JSON summary line");
     assert_eq!(json["errors"], 0, "{stdout}");
     assert!(
         json["gpu_samples_per_s"].as_f64().unwrap() > 0.0,
@@ -62,35 +71,15 @@ fn ingest_stages_measures_each_stage_and_the_chunk() {
 
 #[test]
 fn storage_compare_stores_one_fleet_three_ways_and_counts_every_sample() {
-    for (program, package) in [
-        ("promtool", "prometheus"),
-        ("victoria-metrics", "victoria-metrics"),
-    ] {
-        if Command::new(program).arg("--help").output().is_err() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{program} is required in CI (apt-get install {package})"
-            );
-            eprintln!("skipped: {program} not installed (apt-get install {package})");
-            return;
-        }
+    if !installed("promtool", "prometheus") || !installed("victoria-metrics", "victoria-metrics") {
+        return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_storage-compare"))
-        .args(["--nodes", "1", "--hours", "0.1", "--json"])
-        .output()
-        .expect("running storage-compare");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     // The bench itself fails when a store holds other than every sample written to it.
-    assert!(
-        out.status.success(),
-        "storage-compare failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, json) = summary(
+        "storage-compare",
+        Command::new(env!("CARGO_BIN_EXE_storage-compare"))
+            .args(["--nodes", "1", "--hours", "0.1", "--json"]),
     );
-    let json: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("a JSON summary line");
     assert_eq!(json["gpu_samples"], 360 * 8, "{stdout}");
     for key in [
         "gpufleet_all_fields_b_per_gpu_sample",

@@ -10,24 +10,14 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use gpufleet_tests::{Proc, agent, free_port, promtool_problems, serve_with_metrics, wait_for};
+use gpufleet_tests::{
+    Proc, agent, free_port, installed, promtool_problems, serve_with_metrics, wait_for,
+};
 use serde_json::Value;
 
 const NODES: [&str; 2] = ["prom-node-a", "prom-node-b"];
 const GPUS: u32 = 2;
 const PATIENCE: Duration = Duration::from_secs(90);
-
-fn installed(program: &str) -> bool {
-    let found = Command::new(program).arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{program} is required in CI (apt-get install prometheus)"
-        );
-        eprintln!("skipped: {program} not installed (apt-get install prometheus)");
-    }
-    found
-}
 
 fn simulated_agent(node: &str, url: &str, metrics_port: Option<u16>) -> Proc {
     let mut cmd = agent();
@@ -98,7 +88,7 @@ fn label_set(series: &[Value], label: &str) -> BTreeSet<String> {
 
 #[test]
 fn prometheus_scrapes_the_fleet_and_dashboard_12239_queries_return_it() {
-    if !installed("prometheus") || !installed("promtool") {
+    if !installed("prometheus", "prometheus") || !installed("promtool", "prometheus") {
         return;
     }
     let (port, metrics_port, agent_metrics_port, prom_port) =
